@@ -1,0 +1,190 @@
+import { ConfigError } from "./errors.js";
+import type { Dimension } from "./model.js";
+
+/**
+ * AdClick's configuration, parsed and validated once at start-up. Every field names its
+ * unit. Sources, later ones winning: defaults, environment (ADCLICK_*), command-line flags.
+ */
+export interface AdclickConfig {
+  /** NATS servers, comma separated in ADCLICK_NATS_URL. */
+  natsServers: string[];
+  /** Replicas for streams and KV buckets: 1 on one server, 3 on a 3-node cluster. */
+  natsReplicas: number;
+  /** Cassandra contact points "host:port", comma separated in ADCLICK_CASSANDRA. */
+  cassandraContactPoints: string[];
+  cassandraLocalDataCenter: string;
+  cassandraKeyspace: string;
+  /** Replication factor used when AdClick creates its keyspace. */
+  cassandraReplicationFactor: number;
+  cassandraUsername?: string;
+  cassandraPassword?: string;
+  /**
+   * Partitions of the raw-click stream. Fixed for the life of a deployment: the layout
+   * records it and start-up refuses a different value (changing it would move ads between
+   * partitions and their windows).
+   */
+  partitions: number;
+  /** JetStream's duplicate window for publish retries (message IDs). */
+  duplicateWindowMs: number;
+  /** How long raw clicks stay in the raw-click stream (the raw store keeps them longer). */
+  rawStreamMaxAgeMs: number;
+  /** Event-time lateness accepted before a minute closes. Explicit, never hidden. */
+  allowedLatenessMs: number;
+  /** Processing time without input after which a partition's open minutes close. */
+  idleTimeoutMs: number;
+  /** What happens to events later than the allowed lateness. */
+  latePolicy: "drop" | "correct";
+  /** Star-schema dimensions counted per ad. */
+  dimensions: Dimension[];
+  /** Per-partition top-k kept per minute (≥ the largest N callers may ask for). */
+  topK: number;
+  /** Port of the Prometheus /metrics endpoint; 0 disables it. */
+  metricsPort: number;
+}
+
+export const DEFAULT_CONFIG: AdclickConfig = {
+  natsServers: ["nats://127.0.0.1:4222"],
+  natsReplicas: 1,
+  cassandraContactPoints: ["127.0.0.1:9042"],
+  cassandraLocalDataCenter: "datacenter1",
+  cassandraKeyspace: "adclick",
+  cassandraReplicationFactor: 1,
+  partitions: 16,
+  duplicateWindowMs: 2 * 60_000,
+  rawStreamMaxAgeMs: 7 * 24 * 3_600_000,
+  allowedLatenessMs: 15_000,
+  idleTimeoutMs: 10_000,
+  latePolicy: "drop",
+  dimensions: ["country"],
+  topK: 1000,
+  metricsPort: 9464,
+};
+
+const DIMENSIONS: readonly Dimension[] = ["country", "ip", "userId"];
+
+/** The environment variables AdClick reads, with the setting each one feeds. */
+export const ENV_VARS = {
+  ADCLICK_NATS_URL: "natsServers",
+  ADCLICK_NATS_REPLICAS: "natsReplicas",
+  ADCLICK_CASSANDRA: "cassandraContactPoints",
+  ADCLICK_CASSANDRA_DC: "cassandraLocalDataCenter",
+  ADCLICK_KEYSPACE: "cassandraKeyspace",
+  ADCLICK_CASSANDRA_RF: "cassandraReplicationFactor",
+  ADCLICK_CASSANDRA_USER: "cassandraUsername",
+  ADCLICK_CASSANDRA_PASSWORD: "cassandraPassword",
+  ADCLICK_PARTITIONS: "partitions",
+  ADCLICK_DUPLICATE_WINDOW_MS: "duplicateWindowMs",
+  ADCLICK_RAW_STREAM_MAX_AGE_MS: "rawStreamMaxAgeMs",
+  ADCLICK_ALLOWED_LATENESS_MS: "allowedLatenessMs",
+  ADCLICK_IDLE_TIMEOUT_MS: "idleTimeoutMs",
+  ADCLICK_LATE_POLICY: "latePolicy",
+  ADCLICK_DIMENSIONS: "dimensions",
+  ADCLICK_TOP_K: "topK",
+  ADCLICK_METRICS_PORT: "metricsPort",
+} as const satisfies Record<string, keyof AdclickConfig>;
+
+type RawSettings = Partial<Record<keyof AdclickConfig, string>>;
+
+function int(setting: string, raw: string, min: number, max: number): number {
+  if (!/^-?\d+$/.test(raw.trim())) throw new ConfigError(setting, `"${raw}" is not an integer`);
+  const n = Number(raw);
+  if (n < min || n > max) throw new ConfigError(setting, `${n} is outside ${min}..${max}`);
+  return n;
+}
+
+function list(raw: string): string[] {
+  return raw
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+}
+
+/**
+ * Builds the configuration from defaults, then `env` (ADCLICK_* variables), then `overrides`
+ * (already-typed values, e.g. from command-line flags). Throws ConfigError naming the first
+ * invalid setting.
+ */
+export function loadConfig(
+  env: NodeJS.ProcessEnv = process.env,
+  overrides: Partial<AdclickConfig> = {},
+): AdclickConfig {
+  const raw: RawSettings = {};
+  for (const [name, key] of Object.entries(ENV_VARS)) {
+    const v = env[name];
+    if (v !== undefined && v !== "") raw[key] = v;
+  }
+  const c: AdclickConfig = { ...DEFAULT_CONFIG };
+  const s = (key: keyof AdclickConfig) =>
+    Object.entries(ENV_VARS).find(([, k]) => k === key)?.[0] ?? key;
+
+  if (raw.natsServers) c.natsServers = list(raw.natsServers);
+  if (raw.natsReplicas) c.natsReplicas = int(s("natsReplicas"), raw.natsReplicas, 1, 5);
+  if (raw.cassandraContactPoints) c.cassandraContactPoints = list(raw.cassandraContactPoints);
+  if (raw.cassandraLocalDataCenter) c.cassandraLocalDataCenter = raw.cassandraLocalDataCenter;
+  if (raw.cassandraKeyspace) c.cassandraKeyspace = raw.cassandraKeyspace;
+  if (raw.cassandraReplicationFactor)
+    c.cassandraReplicationFactor = int(
+      s("cassandraReplicationFactor"),
+      raw.cassandraReplicationFactor,
+      1,
+      9,
+    );
+  if (raw.cassandraUsername) c.cassandraUsername = raw.cassandraUsername;
+  if (raw.cassandraPassword) c.cassandraPassword = raw.cassandraPassword;
+  if (raw.partitions) c.partitions = int(s("partitions"), raw.partitions, 1, 4096);
+  if (raw.duplicateWindowMs)
+    c.duplicateWindowMs = int(s("duplicateWindowMs"), raw.duplicateWindowMs, 1000, 7 * 86_400_000);
+  if (raw.rawStreamMaxAgeMs)
+    c.rawStreamMaxAgeMs = int(
+      s("rawStreamMaxAgeMs"),
+      raw.rawStreamMaxAgeMs,
+      60_000,
+      3650 * 86_400_000,
+    );
+  if (raw.allowedLatenessMs)
+    c.allowedLatenessMs = int(s("allowedLatenessMs"), raw.allowedLatenessMs, 0, 3_600_000);
+  if (raw.idleTimeoutMs)
+    c.idleTimeoutMs = int(s("idleTimeoutMs"), raw.idleTimeoutMs, 100, 3_600_000);
+  if (raw.latePolicy) {
+    if (raw.latePolicy !== "drop" && raw.latePolicy !== "correct") {
+      throw new ConfigError(s("latePolicy"), `"${raw.latePolicy}" is not one of drop, correct`);
+    }
+    c.latePolicy = raw.latePolicy;
+  }
+  if (raw.dimensions) {
+    const dims = list(raw.dimensions);
+    for (const d of dims) {
+      if (!DIMENSIONS.includes(d as Dimension)) {
+        throw new ConfigError(s("dimensions"), `"${d}" is not one of ${DIMENSIONS.join(", ")}`);
+      }
+    }
+    c.dimensions = dims as Dimension[];
+  }
+  if (raw.topK) c.topK = int(s("topK"), raw.topK, 1, 100_000);
+  if (raw.metricsPort) c.metricsPort = int(s("metricsPort"), raw.metricsPort, 0, 65_535);
+
+  Object.assign(c, overrides);
+  validate(c);
+  return c;
+}
+
+function validate(c: AdclickConfig): void {
+  if (c.natsServers.length === 0) throw new ConfigError("ADCLICK_NATS_URL", "no server given");
+  for (const u of c.natsServers) {
+    if (!/^(nats|tls|ws|wss):\/\/[^\s/]+$/.test(u) && !/^[^\s/:]+:\d+$/.test(u)) {
+      throw new ConfigError("ADCLICK_NATS_URL", `"${u}" is not nats://host:port`);
+    }
+  }
+  if (c.cassandraContactPoints.length === 0)
+    throw new ConfigError("ADCLICK_CASSANDRA", "no contact point given");
+  for (const cp of c.cassandraContactPoints) {
+    if (!/^[^\s:]+(:\d{1,5})?$/.test(cp))
+      throw new ConfigError("ADCLICK_CASSANDRA", `"${cp}" is not host[:port]`);
+  }
+  if (!/^[a-z][a-z0-9_]{0,47}$/.test(c.cassandraKeyspace)) {
+    throw new ConfigError(
+      "ADCLICK_KEYSPACE",
+      `"${c.cassandraKeyspace}" must be lower-case letters, digits, _ (≤48)`,
+    );
+  }
+}

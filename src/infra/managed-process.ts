@@ -1,0 +1,130 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { closeSync, openSync, readFileSync } from "node:fs";
+import { InfraError } from "../errors.js";
+
+export interface ManagedProcessOptions {
+  /** A short name for messages, e.g. "nats-server". */
+  name: string;
+  command: string;
+  args: string[];
+  /** stdout and stderr go here (appended). */
+  logFile: string;
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  /** Detach so the process outlives this one (used by `adclick infra start`). */
+  detached?: boolean;
+}
+
+/**
+ * A server process we started: its exit is observed, `stop()` is idempotent (SIGTERM, then
+ * SIGKILL after a grace period), `kill()` is a real crash (SIGKILL) for chaos tests, and
+ * `closed()` resolves with the exit code once it is gone.
+ */
+export class ManagedProcess {
+  readonly name: string;
+  readonly logFile: string;
+  private readonly child: ChildProcess;
+  private readonly exited: Promise<number | null>;
+  private exitCode: number | null | undefined;
+
+  constructor(opts: ManagedProcessOptions) {
+    this.name = opts.name;
+    this.logFile = opts.logFile;
+    const fd = openSync(opts.logFile, "a");
+    try {
+      this.child = spawn(opts.command, opts.args, {
+        cwd: opts.cwd,
+        env: opts.env ?? process.env,
+        stdio: ["ignore", fd, fd],
+        detached: opts.detached ?? false,
+      });
+    } finally {
+      closeSync(fd);
+    }
+    this.exited = new Promise((resolve) => {
+      this.child.once("exit", (code, signal) => {
+        this.exitCode = code ?? (signal ? null : 0);
+        resolve(this.exitCode);
+      });
+      this.child.once("error", () => {
+        this.exitCode = -1;
+        resolve(-1);
+      });
+    });
+    if (opts.detached) this.child.unref();
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  get running(): boolean {
+    return this.exitCode === undefined;
+  }
+
+  closed(): Promise<number | null> {
+    return this.exited;
+  }
+
+  /** The last lines of the log, for error messages. */
+  logTail(lines = 20): string {
+    try {
+      return readFileSync(this.logFile, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+    } catch {
+      return "(no log)";
+    }
+  }
+
+  /**
+   * Polls `ready` until it returns true; fails fast if the process exits first and says why
+   * (with the log's tail), or after `timeoutMs`.
+   */
+  async waitUntil(
+    ready: () => Promise<boolean>,
+    timeoutMs: number,
+    intervalMs = 200,
+  ): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (!this.running) {
+        throw new InfraError(
+          "INFRA_START_FAILED",
+          `${this.name} exited (code ${this.exitCode}) before it was ready; log ${this.logFile}:\n${this.logTail()}`,
+        );
+      }
+      if (await ready().catch(() => false)) return;
+      if (Date.now() > deadline) {
+        throw new InfraError(
+          "INFRA_START_FAILED",
+          `${this.name} was not ready after ${timeoutMs} ms; log ${this.logFile}:\n${this.logTail()}`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, intervalMs));
+    }
+  }
+
+  /** Orderly stop: SIGTERM, then SIGKILL after `graceMs`. Safe to call more than once. */
+  async stop(graceMs = 10_000): Promise<void> {
+    if (!this.running) return;
+    this.child.kill("SIGTERM");
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), graceMs);
+    await this.exited;
+    clearTimeout(timer);
+  }
+
+  /** A crash: SIGKILL, no chance to clean up. */
+  async kill(): Promise<void> {
+    if (!this.running) return;
+    this.child.kill("SIGKILL");
+    await this.exited;
+  }
+
+  /** Freeze / thaw the process (SIGSTOP / SIGCONT), e.g. to simulate a long GC pause. */
+  pause(): void {
+    if (this.running) this.child.kill("SIGSTOP");
+  }
+
+  resume(): void {
+    if (this.running) this.child.kill("SIGCONT");
+  }
+}

@@ -1,0 +1,17 @@
+import { startCassandraNode } from "../../src/infra/cassandra-node.js";
+import { startNatsServer } from "../../src/infra/nats-server.js";
+import type { InfraProvider, TestCassandra, TestNatsServer } from "./provider.js";
+
+/** Real servers as local processes, on free ports, with temporary storage. */
+export class LocalProcessProvider implements InfraProvider {
+  readonly name = "local" as const;
+
+  async startNats(): Promise<TestNatsServer> {
+    return startNatsServer();
+  }
+
+  async startCassandra(): Promise<TestCassandra> {
+    // Heap sized for a 2-core shared machine; tests write little.
+    return startCassandraNode({ heapMb: 512 });
+  }
+}

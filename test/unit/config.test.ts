@@ -1,0 +1,59 @@
+import { describe, expect, it } from "vitest";
+import { DEFAULT_CONFIG, loadConfig } from "../../src/config.js";
+import { ConfigError } from "../../src/errors.js";
+
+describe("loadConfig", () => {
+  it("gives the documented defaults when no variable is set", () => {
+    expect(loadConfig({})).toEqual(DEFAULT_CONFIG);
+    expect(loadConfig({}).allowedLatenessMs).toBe(15_000);
+  });
+
+  it.each([
+    [
+      { ADCLICK_NATS_URL: "nats://a:4222, nats://b:4222" },
+      "natsServers",
+      ["nats://a:4222", "nats://b:4222"],
+    ],
+    [
+      { ADCLICK_CASSANDRA: "10.0.0.1:9042,10.0.0.2" },
+      "cassandraContactPoints",
+      ["10.0.0.1:9042", "10.0.0.2"],
+    ],
+    [{ ADCLICK_PARTITIONS: "64" }, "partitions", 64],
+    [{ ADCLICK_ALLOWED_LATENESS_MS: "0" }, "allowedLatenessMs", 0],
+    [{ ADCLICK_LATE_POLICY: "correct" }, "latePolicy", "correct"],
+    [{ ADCLICK_DIMENSIONS: "country,userId" }, "dimensions", ["country", "userId"]],
+    [{ ADCLICK_KEYSPACE: "billing_eu" }, "cassandraKeyspace", "billing_eu"],
+    [{ ADCLICK_METRICS_PORT: "0" }, "metricsPort", 0],
+  ])("reads %o into %s", (env, key, value) => {
+    expect(loadConfig(env)[key as keyof typeof DEFAULT_CONFIG]).toEqual(value);
+  });
+
+  it.each([
+    [{ ADCLICK_PARTITIONS: "0" }, "ADCLICK_PARTITIONS", /outside 1\.\.4096/],
+    [{ ADCLICK_PARTITIONS: "8.5" }, "ADCLICK_PARTITIONS", /not an integer/],
+    [{ ADCLICK_PARTITIONS: "lots" }, "ADCLICK_PARTITIONS", /not an integer/],
+    [{ ADCLICK_ALLOWED_LATENESS_MS: "-1" }, "ADCLICK_ALLOWED_LATENESS_MS", /outside/],
+    [{ ADCLICK_LATE_POLICY: "ignore" }, "ADCLICK_LATE_POLICY", /not one of drop, correct/],
+    [{ ADCLICK_DIMENSIONS: "country,os" }, "ADCLICK_DIMENSIONS", /"os" is not one of/],
+    [{ ADCLICK_KEYSPACE: "Bad-Name" }, "ADCLICK_KEYSPACE", /lower-case/],
+    [{ ADCLICK_NATS_URL: "http://x" }, "ADCLICK_NATS_URL", /not nats:\/\/host:port/],
+    [{ ADCLICK_CASSANDRA: "a b" }, "ADCLICK_CASSANDRA", /not host\[:port\]/],
+    [{ ADCLICK_METRICS_PORT: "70000" }, "ADCLICK_METRICS_PORT", /outside/],
+  ])("rejects %o naming the setting %s", (env, setting, message) => {
+    let err: unknown;
+    try {
+      loadConfig(env);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).setting).toBe(setting);
+    expect((err as ConfigError).code).toBe("CONFIG_INVALID");
+    expect((err as ConfigError).message).toMatch(message);
+  });
+
+  it("lets typed overrides (command-line flags) win over the environment", () => {
+    expect(loadConfig({ ADCLICK_PARTITIONS: "8" }, { partitions: 32 }).partitions).toBe(32);
+  });
+});

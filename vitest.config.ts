@@ -1,0 +1,28 @@
+import { defineConfig } from "vitest/config";
+
+// Two projects: pure unit tests (no servers), and integration tests that run against real
+// nats-server and Cassandra processes (test/harness). `npm test` runs both.
+export default defineConfig({
+  test: {
+    reporters: ["default", "./test/harness/summary-reporter.ts"],
+    projects: [
+      {
+        test: {
+          name: "unit",
+          include: ["test/unit/**/*.test.ts"],
+        },
+      },
+      {
+        test: {
+          name: "integration",
+          include: ["test/integration/**/*.test.ts"],
+          globalSetup: ["test/harness/global-setup.ts"],
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+          // Two cores, shared with nats-server and Cassandra: at most two suites at once.
+          maxWorkers: 2,
+        },
+      },
+    ],
+  },
+});
