@@ -10,6 +10,7 @@ export default defineConfig({
         test: {
           name: "unit",
           include: ["test/unit/**/*.test.ts"],
+          sequence: { groupOrder: 0 },
         },
       },
       {
@@ -21,6 +22,7 @@ export default defineConfig({
           hookTimeout: 120_000,
           // Two cores, shared with nats-server and Cassandra: at most two suites at once.
           maxWorkers: 2,
+          sequence: { groupOrder: 1 },
         },
       },
     ],
