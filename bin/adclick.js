@@ -3,10 +3,9 @@
 // (run automatically by `npm ci` / `npm install` through the "prepare" script).
 import { existsSync } from "node:fs";
 
-const entry = new URL("../dist/src/cli/main.js", import.meta.url);
+const entry = new URL("../dist/src/cli/run.js", import.meta.url);
 if (!existsSync(entry)) {
   console.error("adclick: dist/ is missing; run 'npm run build' first");
   process.exit(2);
 }
-const { main } = await import(entry.href);
-process.exitCode = await main(process.argv);
+await import(entry.href);

@@ -1,6 +1,7 @@
 import { Command, InvalidArgumentError } from "commander";
 import { type AdclickConfig, ENV_VARS, loadConfig } from "../config.js";
 import { AdclickError } from "../errors.js";
+import { runShip } from "./ship.js";
 import { runUp } from "./up.js";
 
 function intArg(name: string) {
@@ -48,6 +49,45 @@ export function buildCli(): Command {
     .action(async (opts: { once?: boolean }) => {
       await runUp(configFrom(program.opts()), { once: opts.once ?? false });
     });
+
+  program
+    .command("ship")
+    .description("ship click log files to JetStream (one-shot, or --follow like a log agent)")
+    .argument("<files...>", "log files")
+    .option(
+      "--source <name>",
+      "the origin of these logs, part of every derived event id (default: host name)",
+    )
+    .option(
+      "--follow",
+      "keep tailing the files (rotation and truncation handled) until SIGINT/SIGTERM",
+    )
+    .option(
+      "--from-start",
+      "ignore saved checkpoints (re-shipped lines keep their ids and are not counted twice)",
+    )
+    .option("--chunk-bytes <n>", "bytes published between checkpoints", intArg("--chunk-bytes"))
+    .option("--json", "print the summary as JSON")
+    .action(
+      async (
+        files: string[],
+        opts: {
+          source?: string;
+          follow?: boolean;
+          fromStart?: boolean;
+          chunkBytes?: number;
+          json?: boolean;
+        },
+      ) => {
+        await runShip(configFrom(program.opts()), files, {
+          source: opts.source,
+          follow: opts.follow ?? false,
+          fromStart: opts.fromStart ?? false,
+          chunkBytes: opts.chunkBytes,
+          json: opts.json ?? false,
+        });
+      },
+    );
 
   return program;
 }

@@ -1,10 +1,9 @@
-import { jetStreamLayout } from "../../nats/layout.js";
 import type { AdclickConfig } from "../config.js";
 import { ensureLocalStack } from "../infra/local-stack.js";
 import { serveMetrics } from "../metrics/registry.js";
-import { applyLayout } from "../nats/apply-layout.js";
 import { connectNats } from "../nats/connect.js";
 import { createCassandraClient, ensureKeyspace } from "../storage/cassandra-client.js";
+import { ensureLayout } from "./layout.js";
 
 export interface UpOptions {
   /** Exit after reporting healthy instead of staying in the foreground (used by scripts). */
@@ -37,15 +36,7 @@ export async function runUp(c: AdclickConfig, o: UpOptions): Promise<void> {
   const cql = createCassandraClient(c);
   let metrics: Awaited<ReturnType<typeof serveMetrics>> | undefined;
   try {
-    const layout = await applyLayout(
-      nc,
-      jetStreamLayout({
-        partitions: c.partitions,
-        replicas: c.natsReplicas,
-        duplicateWindowMs: c.duplicateWindowMs,
-        rawStreamMaxAgeMs: c.rawStreamMaxAgeMs,
-      }),
-    );
+    const layout = await ensureLayout(nc, c);
     log(
       `JetStream layout: created [${layout.created.join(", ")}] updated [${layout.updated.join(", ")}] unchanged [${layout.unchanged.join(", ")}]`,
     );

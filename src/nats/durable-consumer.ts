@@ -1,0 +1,107 @@
+import {
+  AckPolicy,
+  DeliverPolicy,
+  JetStreamApiError,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+} from "@nats-io/jetstream";
+import { nanos } from "@nats-io/nats-core";
+
+export interface DurableSpec {
+  stream: string;
+  durable: string;
+  filterSubjects: string[];
+  /** How long a delivered, unacknowledged message waits before redelivery. */
+  ackWaitMs: number;
+  /** Unacknowledged messages the consumer hands out at most (JetStream's default, 1000, is small for batches). */
+  maxAckPending: number;
+  description: string;
+}
+
+const CONSUMER_NOT_FOUND = 10014;
+
+/**
+ * Creates the durable pull consumer if it does not exist; updates the settings we manage if
+ * they drifted. Several workers may share one durable: JetStream spreads messages over them.
+ */
+export async function ensureDurable(jsm: JetStreamManager, s: DurableSpec): Promise<void> {
+  const config = {
+    durable_name: s.durable,
+    description: s.description,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    ack_wait: nanos(s.ackWaitMs),
+    max_ack_pending: s.maxAckPending,
+    filter_subjects: s.filterSubjects,
+  };
+  try {
+    const info = await jsm.consumers.info(s.stream, s.durable);
+    const c = info.config;
+    const subjects = c.filter_subjects ?? (c.filter_subject ? [c.filter_subject] : []);
+    if (
+      c.ack_wait !== config.ack_wait ||
+      c.max_ack_pending !== config.max_ack_pending ||
+      JSON.stringify([...subjects].sort()) !== JSON.stringify([...s.filterSubjects].sort())
+    ) {
+      await jsm.consumers.update(s.stream, s.durable, {
+        ack_wait: config.ack_wait,
+        max_ack_pending: config.max_ack_pending,
+        filter_subjects: s.filterSubjects,
+        description: s.description,
+      });
+    }
+  } catch (err) {
+    if (!(err instanceof JetStreamApiError && err.code === CONSUMER_NOT_FOUND)) throw err;
+    await jsm.consumers.add(s.stream, config);
+  }
+}
+
+export interface BatchLoopOptions {
+  js: JetStreamClient;
+  stream: string;
+  durable: string;
+  /** Most messages handed to `onBatch` at once. */
+  maxBatch: number;
+  signal: AbortSignal;
+  /**
+   * Handles a batch; it acknowledges what it has made durable. Messages it leaves
+   * unacknowledged are redelivered after ack_wait (to this or another worker).
+   */
+  onBatch(msgs: JsMsg[]): Promise<void>;
+}
+
+/**
+ * Consumes a durable in batches: waits for one message, then takes whatever else is already
+ * buffered (up to maxBatch) without waiting, so batches grow under load and latency stays
+ * low when idle. Returns when the signal aborts; rejects if `onBatch` does.
+ */
+export async function consumeInBatches(o: BatchLoopOptions): Promise<void> {
+  const consumer = await o.js.consumers.get(o.stream, o.durable);
+  const messages = await consumer.consume({ max_messages: Math.max(o.maxBatch * 2, 256) });
+  const stop = () => messages.stop();
+  o.signal.addEventListener("abort", stop, { once: true });
+  try {
+    const it = messages[Symbol.asyncIterator]();
+    while (!o.signal.aborted) {
+      const first = await it.next();
+      if (first.done) break;
+      const batch: JsMsg[] = [first.value];
+      while (batch.length < o.maxBatch && messages.getPending() > 0) {
+        const r = await it.next();
+        if (r.done) break;
+        batch.push(r.value);
+      }
+      if (o.signal.aborted) break; // unacknowledged: redelivered later
+      await o.onBatch(batch);
+    }
+  } finally {
+    o.signal.removeEventListener("abort", stop);
+    messages.stop();
+  }
+}
+
+/** Keeps messages from being redelivered while a slow write retries (extends ack_wait). */
+export function keepAlive(msgs: readonly JsMsg[]): void {
+  for (const m of msgs) m.working();
+}

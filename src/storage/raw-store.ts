@@ -1,0 +1,197 @@
+import { decodeBatch, encodeBatch } from "../ingest/batch-codec.js";
+import { type ClickEvent, ONE_MINUTE_MS } from "../model.js";
+import { fnv1a32Utf8 } from "../partition.js";
+import type { CassandraClient } from "./cassandra-client.js";
+
+/**
+ * The raw store: every raw-click batch, kept for debugging, recalculation and
+ * reconciliation, laid out for write throughput first.
+ *
+ * raw_blocks ((partition, minute), batch_id): one row per (stream message, event minute),
+ *   holding that message's events of that minute as one msgpack blob. Writes cost one row
+ *   per ~thousands of events instead of one per event (a shared 2-core Cassandra takes
+ *   ~10–15k row writes/s), a time-range read is a handful of partition scans, and the key is
+ *   the message's deterministic ID, so replaying the stream or a re-shipped batch rewrites
+ *   the same rows (idempotent).
+ *
+ * raw_dim_blocks ((dim, bucket, minute), batch_id): the same events again, grouped by
+ *   hash(ip) / hash(user_id) mod `dimBuckets`, so a filter on one ip or user_id over a
+ *   minute range reads 1/dimBuckets of the minute instead of all of it.
+ *
+ * A block is what arrived: two batches may hold the same event (same click_id shipped twice
+ * past JetStream's duplicate window). Readers therefore deduplicate by event id, and the
+ * store's unique events are what `readMinute` returns.
+ */
+export const RAW_SCHEMA = [
+  `CREATE TABLE IF NOT EXISTS raw_blocks (
+     partition int, minute timestamp, batch_id text,
+     stream_seq bigint, event_count int, events blob,
+     PRIMARY KEY ((partition, minute), batch_id)
+   ) WITH compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'HOURS', 'compaction_window_size': 1}
+     AND compression = {'class': 'LZ4Compressor'}`,
+  `CREATE TABLE IF NOT EXISTS raw_dim_blocks (
+     dim text, bucket int, minute timestamp, batch_id text,
+     event_count int, events blob,
+     PRIMARY KEY ((dim, bucket, minute), batch_id)
+   ) WITH compaction = {'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'HOURS', 'compaction_window_size': 1}
+     AND compression = {'class': 'LZ4Compressor'}`,
+] as const;
+
+export type RawDim = "ip" | "userId";
+export const RAW_DIMS: readonly RawDim[] = ["ip", "userId"];
+
+export interface RawBatch {
+  partition: number;
+  /** The JetStream message ID of the batch (deterministic). */
+  batchId: string;
+  streamSeq: number;
+  events: ClickEvent[];
+}
+
+export interface RawStoreOptions {
+  /** Buckets per dimension in raw_dim_blocks. Fixed once data is written. */
+  dimBuckets: number;
+  /** Writes in flight at most. */
+  concurrency: number;
+}
+
+export function dimBucket(value: string, buckets: number): number {
+  return fnv1a32Utf8(value) % buckets;
+}
+
+function groupBy<K>(
+  events: readonly ClickEvent[],
+  key: (e: ClickEvent) => K,
+): Map<K, ClickEvent[]> {
+  const out = new Map<K, ClickEvent[]>();
+  for (const e of events) {
+    const k = key(e);
+    const list = out.get(k);
+    if (list) list.push(e);
+    else out.set(k, [e]);
+  }
+  return out;
+}
+
+const minuteOf = (e: ClickEvent) => Math.floor(e.timestampMs / ONE_MINUTE_MS) * ONE_MINUTE_MS;
+
+export class RawStore {
+  readonly o: RawStoreOptions;
+
+  constructor(
+    private readonly client: CassandraClient,
+    opts: Partial<RawStoreOptions> = {},
+  ) {
+    this.o = { dimBuckets: 16, concurrency: 32, ...opts };
+  }
+
+  async createSchema(): Promise<void> {
+    for (const cql of RAW_SCHEMA) await this.client.execute(cql);
+  }
+
+  /** The rows a batch becomes (pure; exposed for tests and for counting). */
+  rowsOf(b: RawBatch): { query: string; params: unknown[] }[] {
+    const rows: { query: string; params: unknown[] }[] = [];
+    for (const [minute, evs] of groupBy(b.events, minuteOf)) {
+      rows.push({
+        query:
+          "INSERT INTO raw_blocks (partition, minute, batch_id, stream_seq, event_count, events) VALUES (?, ?, ?, ?, ?, ?)",
+        params: [
+          b.partition,
+          new Date(minute),
+          b.batchId,
+          BigInt(b.streamSeq),
+          evs.length,
+          Buffer.from(encodeBatch(evs)),
+        ],
+      });
+      for (const dim of RAW_DIMS) {
+        const byBucket = groupBy(evs, (e) =>
+          dimBucket(dim === "ip" ? e.ip : e.userId, this.o.dimBuckets),
+        );
+        for (const [bucket, list] of byBucket) {
+          rows.push({
+            query:
+              "INSERT INTO raw_dim_blocks (dim, bucket, minute, batch_id, event_count, events) VALUES (?, ?, ?, ?, ?, ?)",
+            params: [
+              dim,
+              bucket,
+              new Date(minute),
+              b.batchId,
+              list.length,
+              Buffer.from(encodeBatch(list)),
+            ],
+          });
+        }
+      }
+    }
+    return rows;
+  }
+
+  /** Writes batches (idempotent upserts). Resolves when every row is written; rejects on the first failure. */
+  async write(batches: readonly RawBatch[]): Promise<number> {
+    const rows = batches.flatMap((b) => this.rowsOf(b));
+    let next = 0;
+    const worker = async () => {
+      while (next < rows.length) {
+        const r = rows[next++] as { query: string; params: unknown[] };
+        await this.client.execute(r.query, r.params, { prepare: true });
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.o.concurrency, rows.length) }, worker));
+    return rows.length;
+  }
+
+  /** The unique events (by event id) of one partition's minute. */
+  async readMinute(partition: number, minuteMs: number): Promise<ClickEvent[]> {
+    const rs = await this.client.execute(
+      "SELECT events FROM raw_blocks WHERE partition = ? AND minute = ?",
+      [partition, new Date(minuteMs)],
+      { prepare: true, fetchSize: 500 },
+    );
+    const blobs: Buffer[] = [];
+    for await (const row of rs) blobs.push(row.get("events") as Buffer);
+    return uniqueEvents(blobs);
+  }
+
+  /** The unique events of a minute whose ip / user_id equals `value`. */
+  async readByDimension(dim: RawDim, value: string, minuteMs: number): Promise<ClickEvent[]> {
+    const rs = await this.client.execute(
+      "SELECT events FROM raw_dim_blocks WHERE dim = ? AND bucket = ? AND minute = ?",
+      [dim, dimBucket(value, this.o.dimBuckets), new Date(minuteMs)],
+      { prepare: true, fetchSize: 500 },
+    );
+    const blobs: Buffer[] = [];
+    for await (const row of rs) blobs.push(row.get("events") as Buffer);
+    return uniqueEvents(blobs).filter((e) => (dim === "ip" ? e.ip : e.userId) === value);
+  }
+
+  /**
+   * Every unique event with fromMs <= minute < toMs, partition by partition, minute by
+   * minute (the unit of recalculation and reconciliation).
+   */
+  async *readRange(
+    fromMs: number,
+    toMs: number,
+    partitions: number,
+  ): AsyncGenerator<{ partition: number; minuteMs: number; events: ClickEvent[] }> {
+    for (let m = fromMs; m < toMs; m += ONE_MINUTE_MS) {
+      for (let p = 0; p < partitions; p++) {
+        yield { partition: p, minuteMs: m, events: await this.readMinute(p, m) };
+      }
+    }
+  }
+}
+
+function uniqueEvents(blobs: readonly Buffer[]): ClickEvent[] {
+  const seen = new Set<string>();
+  const out: ClickEvent[] = [];
+  for (const b of blobs) {
+    for (const e of decodeBatch(b)) {
+      if (seen.has(e.eventId)) continue;
+      seen.add(e.eventId);
+      out.push(e);
+    }
+  }
+  return out;
+}
