@@ -23,7 +23,16 @@ export interface FileCheckpoint {
    */
   pendingEnd?: number;
   pendingEndLineNo?: number;
+  /**
+   * A fingerprint of the file's first `headBytes` bytes (at most HEAD_BYTES). A file truncated
+   * and refilled past our offset before we looked (copytruncate rotation) keeps its inode and
+   * size, but not its first bytes: a changed fingerprint starts a new generation.
+   */
+  headBytes?: number;
+  headHash?: string;
 }
+
+export const HEAD_BYTES = 256;
 
 export interface StoredCheckpoint {
   checkpoint: FileCheckpoint;

@@ -2,14 +2,12 @@ import { hash } from "node:crypto";
 import { type FileHandle, open, readdir, stat } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { Counter, Gauge } from "prom-client";
-import { SUBJECTS } from "../../nats/layout.js";
 import { registry } from "../metrics/registry.js";
 import type { ClickEvent } from "../model.js";
 import { type MalformedLine, parseClickLine } from "../parse/click-line.js";
-import { partitionOf } from "../partition.js";
-import { encodeBatch } from "./batch-codec.js";
 import type { BatchPublisher } from "./batch-publisher.js";
-import type { CheckpointStore, FileCheckpoint } from "./checkpoint-store.js";
+import { type CheckpointStore, type FileCheckpoint, HEAD_BYTES } from "./checkpoint-store.js";
+import { publishDeadLetters, publishPartitioned } from "./route.js";
 
 const linesRead = new Counter({
   name: "adclick_shipper_lines_total",
@@ -81,11 +79,6 @@ export function emptySummary(): ShipSummary {
 
 const NEWLINE = 0x0a;
 
-/** A dead-letter subject token made of the source name. */
-export function sourceToken(source: string): string {
-  return source.replace(/[^A-Za-z0-9_-]/g, "_").slice(0, 64) || "_";
-}
-
 /**
  * Ships click log files to JetStream: reads them in chunks, parses every line, publishes the
  * valid events in per-partition batches (subject clicks.<p>) and the malformed lines to the
@@ -148,7 +141,6 @@ export class LogShipper {
         let lag = 0;
         for (let i = 0; i < files.length && !this.stopping; i++) {
           let f = files[i] as OpenFile;
-          await this.drain(f, false);
           const st = await stat(f.path).catch(() => undefined);
           if (st && st.ino !== f.cp.ino) {
             // Rotated: finish the old file (now complete), then start on the new one.
@@ -156,12 +148,12 @@ export class LogShipper {
             await f.fh.close();
             f = await this.openFile(f.path, true);
             files[i] = f;
-            await this.drain(f, false);
-          } else if (st && st.size < f.cp.offset) {
-            // Truncated in place (copytruncate): a new generation of the same file.
+          } else if (st && (st.size < f.cp.offset || !(await headMatches(f)))) {
+            // Truncated in place (copytruncate), checked before reading anything new:
+            // a new generation of the same file, from offset 0.
             await this.startGeneration(f, st.ino, f.cp.generation + 1);
-            await this.drain(f, false);
           }
+          await this.drain(f, false);
           lag += Math.max(0, (st?.size ?? 0) - f.cp.offset);
         }
         shipperLagBytes.set({ source: this.o.source }, lag);
@@ -205,7 +197,7 @@ export class LogShipper {
         revision = oldFile.revision;
       }
       cp = fresh(cp.generation + 1);
-    } else if (cp && st.size < cp.offset) {
+    } else if (cp && (st.size < cp.offset || !(await headMatches({ path, fh, cp, revision })))) {
       cp = fresh(cp.generation + 1);
     } else if (cp && this.o.fromStart) {
       // Same file, same identity: re-shipped lines keep their ids and are deduplicated.
@@ -261,10 +253,9 @@ export class LogShipper {
     const end = start + length;
     const firstLineNo = f.cp.lineNo;
     const dupBefore = this.deps.clicks.stats.duplicateEvents;
-    const perPartition: ClickEvent[][] = Array.from({ length: this.o.partitions }, () => []);
+    const events: ClickEvent[] = [];
     const malformed: MalformedLine[] = [];
     let lineNo = f.cp.lineNo;
-    let events = 0;
     let empty = 0;
     let pos = 0;
     while (pos < length) {
@@ -279,8 +270,7 @@ export class LogShipper {
         lineNo,
       });
       if (r.ok) {
-        (perPartition[partitionOf(r.event.adId, this.o.partitions)] as ClickEvent[]).push(r.event);
-        events++;
+        events.push(r.event);
       } else if (r.error.code === "EMPTY") {
         empty++;
       } else {
@@ -296,39 +286,37 @@ export class LogShipper {
       f.revision = await this.deps.checkpoints.save(f.cp, f.revision);
     }
     const tag = hash("sha1", `${this.o.source}\0${f.cp.fileKey}`, "base64url").slice(0, 16);
-    for (let p = 0; p < perPartition.length; p++) {
-      const list = perPartition[p] as ClickEvent[];
-      for (let k = 0; k * this.o.maxBatchEvents < list.length; k++) {
-        const part = list.slice(k * this.o.maxBatchEvents, (k + 1) * this.o.maxBatchEvents);
-        await this.deps.clicks.publish({
-          subject: SUBJECTS.clicks(p),
-          msgId: `s:${tag}:${start}-${end}:${p}.${k}`,
-          payload: encodeBatch(part),
-          events: part.length,
-        });
-      }
-    }
-    if (malformed.length > 0) {
-      for (const m of malformed) this.o.onMalformed?.(m);
-      await this.deps.deadLetters.publish({
-        subject: SUBJECTS.deadLetter(sourceToken(this.o.source)),
-        msgId: `d:${tag}:${start}-${end}`,
-        payload: new TextEncoder().encode(JSON.stringify(malformed)),
-        events: malformed.length,
-      });
-    }
+    await publishPartitioned(
+      this.deps.clicks,
+      events,
+      this.o.partitions,
+      `s:${tag}:${start}-${end}`,
+      this.o.maxBatchEvents,
+    );
+    for (const m of malformed) this.o.onMalformed?.(m);
+    await publishDeadLetters(
+      this.deps.deadLetters,
+      this.o.source,
+      `d:${tag}:${start}-${end}`,
+      malformed,
+    );
     await Promise.all([this.deps.clicks.flush(), this.deps.deadLetters.flush()]);
     f.cp = { ...f.cp, offset: end, lineNo, pendingEnd: undefined, pendingEndLineNo: undefined };
+    if ((f.cp.headBytes ?? 0) < Math.min(HEAD_BYTES, end)) {
+      const headBytes = Math.min(HEAD_BYTES, end);
+      f.cp.headBytes = headBytes;
+      f.cp.headHash = await readHeadHash(f.fh, headBytes);
+    }
     f.revision = await this.deps.checkpoints.save(f.cp, f.revision);
 
     const s = this.summary;
     s.bytes += length;
     s.lines += lineNo - firstLineNo;
-    s.events += events;
+    s.events += events.length;
     s.malformed += malformed.length;
     s.emptyLines += empty;
     s.duplicatesSuppressed += this.deps.clicks.stats.duplicateEvents - dupBefore;
-    linesRead.inc({ source: this.o.source, result: "event" }, events);
+    linesRead.inc({ source: this.o.source, result: "event" }, events.length);
     linesRead.inc({ source: this.o.source, result: "malformed" }, malformed.length);
     linesRead.inc({ source: this.o.source, result: "empty" }, empty);
     bytesShipped.inc({ source: this.o.source }, length);
@@ -340,6 +328,20 @@ interface OpenFile {
   fh: FileHandle;
   cp: FileCheckpoint;
   revision: number | undefined;
+}
+
+/** sha1 of the file's first `n` bytes (undefined if it has fewer). */
+async function readHeadHash(fh: FileHandle, n: number): Promise<string | undefined> {
+  const buf = Buffer.alloc(n);
+  const { bytesRead } = await fh.read(buf, 0, n, 0);
+  return bytesRead === n ? hash("sha1", buf, "base64url") : undefined;
+}
+
+/** False when the file no longer starts with the bytes we shipped (truncated and refilled). */
+async function headMatches(f: OpenFile): Promise<boolean> {
+  const n = f.cp.headBytes;
+  if (!n || !f.cp.headHash) return true;
+  return (await readHeadHash(f.fh, n)) === f.cp.headHash;
 }
 
 async function findByInode(dir: string, ino: number): Promise<string | undefined> {

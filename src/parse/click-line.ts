@@ -597,6 +597,86 @@ export function parseClickLine(line: string, loc: LineLocation): ParseResult {
   return { ok: true, event: { adId, timestampMs, userId, ip, country, eventId } };
 }
 
+/** The JSON form of a click from programmatic producers (the SPEC's wire names). */
+export interface ClickObject {
+  ad_id: string;
+  /** `YYYY-MM-DD HH:MM:SS` (UTC), ISO-8601, or epoch milliseconds. */
+  timestamp: string | number;
+  user_id: string;
+  ip: string;
+  country: string;
+  click_id?: string;
+}
+
+const CLICK_OBJECT_KEYS = new Set(["ad_id", "timestamp", "user_id", "ip", "country", "click_id"]);
+
+/**
+ * Validates a click given as an object (ingest subject, library call) with exactly the rules
+ * of a log line. Never throws for bad input. Without click_id, the identity derives from
+ * `loc` as for a line.
+ */
+export function parseClickObject(value: unknown, loc: LineLocation): ParseResult {
+  let raw: string;
+  try {
+    raw = JSON.stringify(value) ?? String(value);
+  } catch {
+    raw = String(value);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return malformed("FIELD_COUNT", "a click must be a JSON object", raw, loc);
+  }
+  const o = value as Record<string, unknown>;
+  for (const k of Object.keys(o)) {
+    if (!CLICK_OBJECT_KEYS.has(k)) {
+      return malformed(
+        "FIELD_COUNT",
+        `unknown field "${k}" (expected ad_id, timestamp, user_id, ip, country, click_id)`,
+        raw,
+        loc,
+      );
+    }
+  }
+  const str = (k: string): string | undefined =>
+    typeof o[k] === "string" ? (o[k] as string) : undefined;
+  const field = <T>(
+    k: string,
+    parse: (line: string, start: number, end: number) => T | FieldError,
+  ): T | FieldError => {
+    const v = str(k);
+    return v === undefined ? new FieldError(`${k} must be a string`) : parse(v, 0, v.length);
+  };
+  const adId = field("ad_id", parseAdId);
+  if (adId instanceof FieldError) return malformed("BAD_AD_ID", adId.reason, raw, loc);
+  let timestampMs: number | FieldError;
+  if (typeof o.timestamp === "number") {
+    const t = o.timestamp;
+    const year = Number.isSafeInteger(t) ? new Date(t).getUTCFullYear() : Number.NaN;
+    timestampMs =
+      year >= MIN_YEAR && year <= MAX_YEAR
+        ? t
+        : new FieldError(`timestamp ${t} is not epoch milliseconds in ${MIN_YEAR}..${MAX_YEAR}`);
+  } else {
+    timestampMs = field("timestamp", parseTimestamp);
+  }
+  if (timestampMs instanceof FieldError)
+    return malformed("BAD_TIMESTAMP", timestampMs.reason, raw, loc);
+  const userId = field("user_id", parseUserId);
+  if (userId instanceof FieldError) return malformed("BAD_USER_ID", userId.reason, raw, loc);
+  const ip = field("ip", parseIp);
+  if (ip instanceof FieldError) return malformed("BAD_IP", ip.reason, raw, loc);
+  const country = field("country", parseCountry);
+  if (country instanceof FieldError) return malformed("BAD_COUNTRY", country.reason, raw, loc);
+  let eventId: string;
+  if (o.click_id !== undefined) {
+    const clickId = field("click_id", parseClickId);
+    if (clickId instanceof FieldError) return malformed("BAD_CLICK_ID", clickId.reason, raw, loc);
+    eventId = clickEventId(clickId);
+  } else {
+    eventId = derivedEventId(loc.source, loc.file, loc.byteOffset);
+  }
+  return { ok: true, event: { adId, timestampMs, userId, ip, country, eventId } };
+}
+
 /** Runs a field parser on the trimmed bounds of field `k` of the current line. */
 function parseField<T>(
   k: number,
