@@ -1,21 +1,26 @@
 import type { JetStreamClient } from "@nats-io/jetstream";
-import { createActor } from "xstate";
 import { RawWriter, type RawWriterOptions } from "../src/ingest/raw-writer.js";
 import type { RawStore } from "../src/storage/raw-store.js";
-import { loopMachine } from "./loop-machine.js";
+import { type ChildSpec, crashable } from "./loop-machine.js";
 
 /**
  * The raw writer actor: consumes the raw-click stream (durable "raw-writer", shared by every
- * worker) and upserts each batch into the Cassandra raw store. See src/ingest/raw-writer.ts.
+ * worker) and upserts each batch into the Cassandra raw store (src/ingest/raw-writer.ts).
  */
-export function createRawWriterActor(
+export function rawWriterChild(
   deps: { js: JetStreamClient; store: RawStore },
   opts: RawWriterOptions,
-) {
-  const writer = new RawWriter(deps, opts);
-  const actor = createActor(loopMachine, {
+): ChildSpec {
+  return {
     id: opts.id,
-    input: { id: opts.id, run: (signal) => writer.run(signal) },
-  });
-  return { actor, writer };
+    kind: "raw-writer",
+    restart: "permanent",
+    start: () => {
+      const writer = new RawWriter(deps, opts);
+      return crashable(
+        (s) => writer.run(s),
+        () => ({ ...writer.status }),
+      );
+    },
+  };
 }

@@ -13,7 +13,13 @@ import { readFileSync, writeFileSync } from "node:fs";
 const path = new URL("../package-lock.json", import.meta.url);
 const lock = JSON.parse(readFileSync(path, "utf8"));
 const pkgs = lock.packages;
-const OS = { android: "android", darwin: "darwin", linux: "linux", win32: "win32", freebsd: "freebsd" };
+const OS = {
+  android: "android",
+  darwin: "darwin",
+  linux: "linux",
+  win32: "win32",
+  freebsd: "freebsd",
+};
 const CPU = { arm64: "arm64", x64: "x64", arm: "arm", ia32: "ia32", riscv64: "riscv64" };
 
 function platformOf(name) {
@@ -35,19 +41,26 @@ for (const [key, meta] of Object.entries(pkgs)) {
     if (candidates.some((c) => pkgs[c])) continue;
     const platform = platformOf(dep);
     if (!platform) continue; // not a platform package: a real gap, let npm report it
-    missing.push([`node_modules/${dep}`, { version, ...platform, optional: true, ...(meta.dev ? { dev: true } : {}) }]);
+    missing.push([
+      `node_modules/${dep}`,
+      { version, ...platform, optional: true, ...(meta.dev ? { dev: true } : {}) },
+    ]);
   }
 }
 
 if (process.argv.includes("--check")) {
   if (missing.length > 0) {
-    console.error(`package-lock.json lacks ${missing.length} platform packages (${missing.map(([k]) => k.slice(13)).join(", ")}): run 'node scripts/complete-lock.mjs'`);
+    console.error(
+      `package-lock.json lacks ${missing.length} platform packages (${missing.map(([k]) => k.slice(13)).join(", ")}): run 'node scripts/complete-lock.mjs'`,
+    );
     process.exit(1);
   }
   process.exit(0);
 }
 for (const [key, entry] of missing) pkgs[key] = entry;
-const sorted = Object.fromEntries(Object.entries(pkgs).sort(([a], [b]) => (a === "" ? -1 : b === "" ? 1 : a < b ? -1 : 1)));
+const sorted = Object.fromEntries(
+  Object.entries(pkgs).sort(([a], [b]) => (a === "" ? -1 : b === "" ? 1 : a < b ? -1 : 1)),
+);
 lock.packages = sorted;
 writeFileSync(path, `${JSON.stringify(lock, null, 2)}\n`);
 console.log(`package-lock.json: added ${missing.length} platform entries`);

@@ -1,6 +1,7 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import { Counter, Gauge, Histogram } from "prom-client";
 import { STREAMS, SUBJECTS } from "../../nats/layout.js";
+import { TICK_HEADER } from "../aggregate/messages.js";
 import { registry } from "../metrics/registry.js";
 import { consumeInBatches, type DurableSpec, keepAlive } from "../nats/durable-consumer.js";
 import type { RawBatch, RawStore } from "../storage/raw-store.js";
@@ -120,6 +121,10 @@ export class RawWriter {
     const batches: RawBatch[] = [];
     const good: JsMsg[] = [];
     for (const m of msgs) {
+      if (m.headers?.has(TICK_HEADER)) {
+        good.push(m); // an aggregator's idle tick: no clicks in it
+        continue;
+      }
       try {
         batches.push({
           partition: partitionOfSubject(m.subject),

@@ -1,5 +1,6 @@
 import {
   AckPolicy,
+  type ConsumerMessages,
   DeliverPolicy,
   JetStreamApiError,
   type JetStreamClient,
@@ -71,14 +72,51 @@ export interface BatchLoopOptions {
   onBatch(msgs: JsMsg[]): Promise<void>;
 }
 
-/**
- * Consumes a durable in batches: waits for one message, then takes whatever else is already
- * buffered (up to maxBatch) without waiting, so batches grow under load and latency stays
- * low when idle. Returns when the signal aborts; rejects if `onBatch` does.
- */
+/** Consumes a durable in batches (see batchLoop). Returns when the signal aborts; rejects if `onBatch` does. */
 export async function consumeInBatches(o: BatchLoopOptions): Promise<void> {
   const consumer = await o.js.consumers.get(o.stream, o.durable);
-  const messages = await consumer.consume({ max_messages: Math.max(o.maxBatch * 2, 256) });
+  await batchLoop(await consumer.consume({ max_messages: Math.max(o.maxBatch * 2, 256) }), o);
+}
+
+/** Keeps messages from being redelivered while a slow write retries (extends ack_wait). */
+export function keepAlive(msgs: readonly JsMsg[]): void {
+  for (const m of msgs) m.working();
+}
+
+export interface OrderedLoopOptions {
+  js: JetStreamClient;
+  stream: string;
+  filterSubjects: string[];
+  /** First stream sequence to deliver (1 = the beginning). */
+  startSeq: number;
+  maxBatch: number;
+  signal: AbortSignal;
+  onBatch(msgs: JsMsg[]): Promise<void>;
+}
+
+/**
+ * Reads a stream in order from a given sequence with an ordered (ephemeral) consumer: the
+ * reader's own snapshot, not the server, remembers the position. Used by actors whose state
+ * is restored from a snapshot and replayed from the position it reflects.
+ */
+export async function consumeOrdered(o: OrderedLoopOptions): Promise<void> {
+  const consumer = await o.js.consumers.get(o.stream, {
+    filter_subjects: o.filterSubjects,
+    deliver_policy: DeliverPolicy.StartSequence,
+    opt_start_seq: Math.max(1, o.startSeq),
+  });
+  await batchLoop(await consumer.consume({ max_messages: Math.max(o.maxBatch * 2, 256) }), o);
+}
+
+/**
+ * Waits for one message, then takes whatever else is already buffered (up to maxBatch)
+ * without waiting, so batches grow under load and latency stays low when idle. A batch in
+ * hand when the signal aborts is dropped unacknowledged (redelivered or replayed later).
+ */
+async function batchLoop(
+  messages: ConsumerMessages,
+  o: { maxBatch: number; signal: AbortSignal; onBatch(msgs: JsMsg[]): Promise<void> },
+): Promise<void> {
   const stop = () => messages.stop();
   o.signal.addEventListener("abort", stop, { once: true });
   try {
@@ -92,16 +130,11 @@ export async function consumeInBatches(o: BatchLoopOptions): Promise<void> {
         if (r.done) break;
         batch.push(r.value);
       }
-      if (o.signal.aborted) break; // unacknowledged: redelivered later
+      if (o.signal.aborted) break;
       await o.onBatch(batch);
     }
   } finally {
     o.signal.removeEventListener("abort", stop);
     messages.stop();
   }
-}
-
-/** Keeps messages from being redelivered while a slow write retries (extends ack_wait). */
-export function keepAlive(msgs: readonly JsMsg[]): void {
-  for (const m of msgs) m.working();
 }

@@ -11,7 +11,8 @@ import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
-import { createMapActor } from "../../actors/map.js";
+import { startStandalone } from "../../actors/loop-machine.js";
+import { mapChild } from "../../actors/map.js";
 import { KV_BUCKETS, STREAMS, SUBJECTS } from "../../nats/layout.js";
 import { ensureLayout } from "../../src/cli/layout.js";
 import { loadConfig } from "../../src/config.js";
@@ -133,8 +134,7 @@ describe("ingest from a followed log, the ingest subject and the library call", 
     });
     await js.publish(SUBJECTS.ingest, "{not json");
 
-    const { actor } = createMapActor(js, { id: "map-test", partitions: PARTITIONS });
-    actor.start();
+    const { actor } = startStandalone(mapChild(js, { id: "map-test", partitions: PARTITIONS }));
     const jsm = await jetstreamManager(nc);
     await until(async () => {
       const info = await jsm.consumers.info(STREAMS.ingest, "map");

@@ -1,0 +1,331 @@
+import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import { headers } from "@nats-io/nats-core";
+import { Counter, Gauge, Histogram } from "prom-client";
+import { STREAMS, SUBJECTS } from "../../nats/layout.js";
+import { BatchDecodeError, decodeBatch, encodeBatch } from "../ingest/batch-codec.js";
+import { BatchPublisher } from "../ingest/batch-publisher.js";
+import { registry } from "../metrics/registry.js";
+import { ONE_MINUTE_MS } from "../model.js";
+import { consumeOrdered } from "../nats/durable-consumer.js";
+import type { SnapshotStore } from "../snapshots/snapshot-store.js";
+import {
+  type AggregatorOptions,
+  type AggregatorSnapshot,
+  type AggregatorState,
+  advance,
+  type ClosedMinute,
+  createAggregatorState,
+  ingest,
+  nextIdleDeadlineMs,
+  restoreAggregator,
+  snapshotAggregator,
+  watermarkOf,
+} from "../windows/partition-aggregator.js";
+import {
+  encodeAggregate,
+  lateMsgId,
+  minuteMsgId,
+  progressMsgId,
+  TICK_HEADER,
+  tickMsgId,
+} from "./messages.js";
+
+const eventsIn = new Counter({
+  name: "adclick_aggregator_events_total",
+  help: "Events seen by aggregators, by disposition (counted, duplicate, late_dropped, late_corrected)",
+  labelNames: ["partition", "disposition"] as const,
+  registers: [registry],
+});
+const windowsClosed = new Counter({
+  name: "adclick_aggregator_windows_emitted_total",
+  help: "Minute windows emitted to the aggregates stream (first emissions and corrections)",
+  labelNames: ["partition", "kind"] as const,
+  registers: [registry],
+});
+const watermarkLag = new Gauge({
+  name: "adclick_aggregator_watermark_lag_seconds",
+  help: "Wall clock minus the partition's event-time watermark",
+  labelNames: ["partition"] as const,
+  registers: [registry],
+});
+const emitLatency = new Histogram({
+  name: "adclick_aggregator_emit_latency_seconds",
+  help: "Event time to emission: wall clock at emission minus the end of the emitted minute",
+  labelNames: ["partition"] as const,
+  buckets: [1, 2, 5, 10, 15, 20, 30, 45, 60, 120, 300, 600],
+  registers: [registry],
+});
+const snapshotBytes = new Gauge({
+  name: "adclick_snapshot_bytes",
+  help: "Size of the latest snapshot",
+  labelNames: ["actor"] as const,
+  registers: [registry],
+});
+const snapshotSeconds = new Histogram({
+  name: "adclick_snapshot_seconds",
+  help: "Time to take and save a snapshot",
+  labelNames: ["actor"] as const,
+  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+  registers: [registry],
+});
+const snapshotAge = new Gauge({
+  name: "adclick_snapshot_age_seconds",
+  help: "Seconds since the actor's last saved snapshot",
+  labelNames: ["actor"] as const,
+  registers: [registry],
+});
+
+/** What an aggregator snapshot holds besides the operator state. */
+interface RunnerSnapshot {
+  agg: AggregatorSnapshot;
+  /** Processing time of the last arrival (stream timestamps: part of the replayable log). */
+  lastEventAtMs: number | null;
+  closedThroughMs: number;
+}
+
+export interface AggregatorRunnerOptions {
+  id: string;
+  partition: number;
+  aggregator: Omit<AggregatorOptions, "partition">;
+  /** Snapshot at most this often while input flows (and on orderly stop). */
+  snapshotEveryMs?: number;
+  /** How often to check whether an idle tick is due. */
+  tickCheckMs?: number;
+  maxBatchMessages?: number;
+}
+
+export interface AggregatorStatus {
+  partition: number;
+  lastSeq: number;
+  watermarkMs: number;
+  closedThroughMs: number;
+  events: number;
+  duplicates: number;
+  late: number;
+  minutesEmitted: number;
+  lastSnapshotAtMs: number;
+  snapshotBytes: number;
+}
+
+export function aggregatorSnapshotKey(partition: number): string {
+  return `agg.${partition}`;
+}
+
+/**
+ * The aggregator of one partition: consumes clicks.<p> in order from the position of its
+ * snapshot, feeds the pure operator (src/windows), and publishes what it produces — closed
+ * minutes, corrections, late events, progress — with deterministic message IDs.
+ *
+ * Exactly once: every decision is a function of the log. Processing time is the stream
+ * timestamp of each message, and idle closing happens only when the aggregator reads an idle
+ * *tick* it published into its own partition when input stopped. A restore from a snapshot
+ * (state + last sequence) followed by a replay therefore re-makes exactly the same outputs
+ * under the same IDs: JetStream drops them as duplicates, the sink upserts the same values.
+ */
+export class AggregatorRunner {
+  readonly status: AggregatorStatus;
+  private state!: AggregatorState;
+  private snapshotRevision: number | undefined;
+  private lastSnapshotAtMs = 0;
+  private lastMessageWallMs = Date.now();
+  private readonly publisher: BatchPublisher;
+  private readonly o: Required<AggregatorRunnerOptions>;
+
+  constructor(
+    private readonly deps: { js: JetStreamClient; snapshots: SnapshotStore },
+    opts: AggregatorRunnerOptions,
+  ) {
+    this.o = { snapshotEveryMs: 10_000, tickCheckMs: 250, maxBatchMessages: 64, ...opts };
+    this.publisher = new BatchPublisher(deps.js, { label: "aggregates" });
+    this.status = {
+      partition: opts.partition,
+      lastSeq: 0,
+      watermarkMs: Number.NEGATIVE_INFINITY,
+      closedThroughMs: Number.NEGATIVE_INFINITY,
+      events: 0,
+      duplicates: 0,
+      late: 0,
+      minutesEmitted: 0,
+      lastSnapshotAtMs: 0,
+      snapshotBytes: 0,
+    };
+  }
+
+  private get labels() {
+    return { partition: String(this.o.partition) };
+  }
+
+  async run(signal: AbortSignal): Promise<void> {
+    await this.restore();
+    const ticker = setInterval(() => {
+      this.maybeTick().catch(() => {});
+      if (this.lastSnapshotAtMs)
+        snapshotAge.set({ actor: this.o.id }, (Date.now() - this.lastSnapshotAtMs) / 1000);
+    }, this.o.tickCheckMs);
+    try {
+      await consumeOrdered({
+        js: this.deps.js,
+        stream: STREAMS.clicks,
+        filterSubjects: [SUBJECTS.clicks(this.o.partition)],
+        startSeq: this.status.lastSeq + 1,
+        maxBatch: this.o.maxBatchMessages,
+        signal,
+        onBatch: (msgs) => this.process(msgs),
+      });
+    } finally {
+      clearInterval(ticker);
+    }
+    // A crash (admin kill: the signal's reason has code ACTOR_KILLED) must not look like an
+    // orderly stop: no final snapshot, the restart replays from the last one.
+    if ((signal.reason as { code?: string } | undefined)?.code === "ACTOR_KILLED") return;
+    // Orderly stop: everything processed is published; save where we are.
+    await this.snapshot();
+  }
+
+  /** The operator's live view (for queries of minutes not emitted yet). */
+  get operator(): AggregatorState {
+    return this.state;
+  }
+
+  private async restore(): Promise<void> {
+    const stored = await this.deps.snapshots.load<RunnerSnapshot>(
+      aggregatorSnapshotKey(this.o.partition),
+    );
+    if (stored) {
+      this.state = restoreAggregator(stored.snapshot.state.agg);
+      this.state.watermark.lastEventAtMs = stored.snapshot.state.lastEventAtMs;
+      this.status.closedThroughMs = stored.snapshot.state.closedThroughMs;
+      this.status.lastSeq = stored.snapshot.streamSeq;
+      this.snapshotRevision = stored.revision;
+      this.lastSnapshotAtMs = stored.snapshot.takenAtMs;
+    } else {
+      this.state = createAggregatorState({ ...this.o.aggregator, partition: this.o.partition });
+    }
+    this.status.watermarkMs = watermarkOf(this.state);
+  }
+
+  /** Saves state + position. Only after every output up to that position is acknowledged. */
+  async snapshot(): Promise<void> {
+    await this.publisher.flush();
+    const started = performance.now();
+    const saved = await this.deps.snapshots.save<RunnerSnapshot>(
+      aggregatorSnapshotKey(this.o.partition),
+      {
+        streamSeq: this.status.lastSeq,
+        takenAtMs: Date.now(),
+        state: {
+          agg: snapshotAggregator(this.state),
+          lastEventAtMs: this.state.watermark.lastEventAtMs,
+          closedThroughMs: this.status.closedThroughMs,
+        },
+      },
+      this.snapshotRevision,
+    );
+    this.snapshotRevision = saved.revision;
+    this.lastSnapshotAtMs = Date.now();
+    this.status.lastSnapshotAtMs = this.lastSnapshotAtMs;
+    this.status.snapshotBytes = saved.bytes;
+    snapshotBytes.set({ actor: this.o.id }, saved.bytes);
+    snapshotSeconds.observe({ actor: this.o.id }, (performance.now() - started) / 1000);
+  }
+
+  private async process(msgs: JsMsg[]): Promise<void> {
+    const p = this.o.partition;
+    // Corrections of a minute within one batch are coalesced: only its newest version is
+    // published. The version counter is part of the state, so the newest version's content
+    // is the same however a replay happens to batch the messages.
+    const corrections = new Map<number, ClosedMinute>();
+    for (const m of msgs) {
+      // The stream's stored timestamp: the same on every replay of this message.
+      const nowMs = Math.floor(m.info.timestampNanos / 1e6);
+      if (!m.headers?.has(TICK_HEADER)) {
+        let events: ReturnType<typeof decodeBatch> = [];
+        try {
+          events = decodeBatch(m.data);
+        } catch (err) {
+          if (!(err instanceof BatchDecodeError)) throw err;
+        }
+        const r = ingest(this.state, events, nowMs);
+        this.status.events += r.accepted + r.corrected;
+        this.status.duplicates += r.duplicates;
+        this.status.late += r.late.length;
+        eventsIn.inc({ ...this.labels, disposition: "counted" }, r.accepted);
+        eventsIn.inc({ ...this.labels, disposition: "duplicate" }, r.duplicates);
+        eventsIn.inc({ ...this.labels, disposition: "late_dropped" }, r.late.length);
+        eventsIn.inc({ ...this.labels, disposition: "late_corrected" }, r.corrected);
+        if (r.late.length > 0) {
+          await this.publisher.publish({
+            subject: SUBJECTS.late(p),
+            msgId: lateMsgId(p, m.seq),
+            payload: encodeBatch(r.late),
+            events: r.late.length,
+          });
+        }
+        for (const c of r.corrections) corrections.set(c.minuteStartMs, c);
+      }
+      for (const c of advance(this.state, nowMs)) await this.emit(c, "closed");
+      await this.reportProgress();
+      this.status.lastSeq = m.seq;
+    }
+    for (const minute of [...corrections.keys()].sort((x, y) => x - y)) {
+      await this.emit(corrections.get(minute) as ClosedMinute, "correction");
+    }
+    await this.publisher.flush();
+    this.lastMessageWallMs = Date.now();
+    this.status.watermarkMs = watermarkOf(this.state);
+    if (Number.isFinite(this.status.watermarkMs)) {
+      watermarkLag.set(this.labels, (Date.now() - this.status.watermarkMs) / 1000);
+    }
+    if (Date.now() - this.lastSnapshotAtMs >= this.o.snapshotEveryMs) await this.snapshot();
+  }
+
+  private async emit(c: ClosedMinute, kind: "closed" | "correction"): Promise<void> {
+    await this.publisher.publish({
+      subject: SUBJECTS.minuteAggregates(this.o.partition),
+      msgId: minuteMsgId(this.o.partition, c.minuteStartMs, c.version),
+      payload: encodeAggregate({ kind: "minute", ...c }),
+      events: c.eventCount,
+    });
+    this.status.minutesEmitted++;
+    windowsClosed.inc({ ...this.labels, kind });
+    if (kind === "closed")
+      emitLatency.observe(this.labels, (Date.now() - (c.minuteStartMs + ONE_MINUTE_MS)) / 1000);
+  }
+
+  /** Tells the reducer "every minute ending at or before T is closed here" when T moves. */
+  private async reportProgress(): Promise<void> {
+    const wm = watermarkOf(this.state);
+    if (!Number.isFinite(wm)) return;
+    const closedThrough = Math.floor(wm / ONE_MINUTE_MS) * ONE_MINUTE_MS;
+    if (closedThrough <= this.status.closedThroughMs) return;
+    this.status.closedThroughMs = closedThrough;
+    await this.publisher.publish({
+      subject: SUBJECTS.minuteAggregates(this.o.partition),
+      msgId: progressMsgId(this.o.partition, closedThrough),
+      payload: encodeAggregate({
+        kind: "progress",
+        partition: this.o.partition,
+        closedThroughMs: closedThrough,
+      }),
+      events: 0,
+    });
+  }
+
+  /**
+   * Input stopped with minutes still open: publish an idle tick into our own partition. The
+   * idle close happens when the tick is read back, at a recorded position of the log.
+   */
+  private async maybeTick(): Promise<void> {
+    if (!this.state) return;
+    const idle = this.o.aggregator.idleTimeoutMs;
+    if (Date.now() - this.lastMessageWallMs < idle) return;
+    if (nextIdleDeadlineMs(this.state) === null) return;
+    const h = headers();
+    h.set(TICK_HEADER, "idle");
+    this.lastMessageWallMs = Date.now(); // one tick per idle period
+    await this.deps.js.publish(SUBJECTS.clicks(this.o.partition), new Uint8Array(0), {
+      msgID: tickMsgId(this.o.partition, this.status.lastSeq, Math.floor(Date.now() / idle)),
+      headers: h,
+    });
+  }
+}

@@ -1,0 +1,253 @@
+import { Packr } from "msgpackr";
+import type { Dimension } from "../model.js";
+import type { ClosedMinute } from "../windows/partition-aggregator.js";
+import type { TopEntry } from "../windows/topk.js";
+import type { CassandraClient } from "./cassandra-client.js";
+
+/**
+ * The aggregate store: absolute values written by idempotent upserts, never counters.
+ * Every write carries `USING TIMESTAMP <version>`: Cassandra keeps the cell with the highest
+ * timestamp, so a re-emitted or delayed older version can never overwrite a newer one
+ * (fencing without lightweight transactions), and rewriting the same version is a no-op.
+ *
+ * Tables, by the query they serve:
+ *  ad_minute_counts ((ad_id, day), minute)                 clicks of an ad over a minute range
+ *  ad_minute_dim_counts ((ad_id, day), dim, value, minute) the same, filtered by a dimension value
+ *  partition_minutes ((partition, day), minute)            a partition's whole minute (all ads,
+ *                                                          all dimension values): exact top N over
+ *                                                          any range, with or without a filter
+ *  top_minutes ((day), minute)                             the reducer's global top N per minute
+ *  partition_progress (partition)                          every minute ending at or before
+ *                                                          closed_through is closed and stored
+ */
+export const AGGREGATE_SCHEMA = [
+  `CREATE TABLE IF NOT EXISTS ad_minute_counts (
+     ad_id text, day date, minute timestamp, clicks bigint, version int,
+     PRIMARY KEY ((ad_id, day), minute))`,
+  `CREATE TABLE IF NOT EXISTS ad_minute_dim_counts (
+     ad_id text, day date, dim text, value text, minute timestamp, clicks bigint, version int,
+     PRIMARY KEY ((ad_id, day), dim, value, minute))`,
+  `CREATE TABLE IF NOT EXISTS partition_minutes (
+     partition int, day date, minute timestamp, version int, event_count bigint,
+     ad_counts blob, dim_counts blob, top_k blob,
+     PRIMARY KEY ((partition, day), minute))`,
+  `CREATE TABLE IF NOT EXISTS partition_progress (
+     partition int PRIMARY KEY, closed_through timestamp)`,
+  `CREATE TABLE IF NOT EXISTS top_minutes (
+     day date, minute timestamp, version bigint, n int, ads blob,
+     PRIMARY KEY ((day), minute))`,
+] as const;
+
+const packr = new Packr({ useRecords: false });
+const DAY_MS = 86_400_000;
+
+/** The `date` partition bucket of a minute (cassandra-driver takes 'YYYY-MM-DD'). */
+export function dayOf(minuteMs: number): string {
+  return new Date(Math.floor(minuteMs / DAY_MS) * DAY_MS).toISOString().slice(0, 10);
+}
+
+/** The days a [fromMs, toMs) range touches. */
+export function daysOf(fromMs: number, toMs: number): string[] {
+  const out: string[] = [];
+  for (let d = Math.floor(fromMs / DAY_MS) * DAY_MS; d < toMs; d += DAY_MS) out.push(dayOf(d));
+  return out;
+}
+
+const DIM_COLUMN: Record<Dimension, string> = { country: "country", ip: "ip", userId: "user_id" };
+
+export interface StoredPartitionMinute {
+  partition: number;
+  minuteStartMs: number;
+  version: number;
+  eventCount: number;
+  adCounts: [string, number][];
+  dimCounts: Partial<Record<Dimension, [string, string, number][]>>;
+}
+
+export class AggregateStore {
+  constructor(
+    private readonly client: CassandraClient,
+    private readonly concurrency = 64,
+  ) {}
+
+  async createSchema(): Promise<void> {
+    for (const cql of AGGREGATE_SCHEMA) await this.client.execute(cql);
+  }
+
+  /** Upserts one closed minute of a partition (all its rows), at its version. */
+  async writeMinute(c: ClosedMinute): Promise<number> {
+    const day = dayOf(c.minuteStartMs);
+    const minute = new Date(c.minuteStartMs);
+    const ts = BigInt(c.version);
+    const rows: [string, unknown[]][] = [
+      [
+        "INSERT INTO partition_minutes (partition, day, minute, version, event_count, ad_counts, dim_counts, top_k) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+        [
+          c.partition,
+          day,
+          minute,
+          c.version,
+          BigInt(c.eventCount),
+          packr.pack(c.adCounts),
+          packr.pack(c.dimCounts),
+          packr.pack(c.topK),
+          ts,
+        ],
+      ],
+    ];
+    for (const [adId, count] of c.adCounts) {
+      rows.push([
+        "INSERT INTO ad_minute_counts (ad_id, day, minute, clicks, version) VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?",
+        [adId, day, minute, BigInt(count), c.version, ts],
+      ]);
+    }
+    for (const [dim, list] of Object.entries(c.dimCounts) as [
+      Dimension,
+      [string, string, number][],
+    ][]) {
+      for (const [adId, value, count] of list) {
+        rows.push([
+          "INSERT INTO ad_minute_dim_counts (ad_id, day, dim, value, minute, clicks, version) VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+          [adId, day, DIM_COLUMN[dim], value, minute, BigInt(count), c.version, ts],
+        ]);
+      }
+    }
+    await this.executeAll(rows);
+    return rows.length;
+  }
+
+  /** Upserts the global top N of a minute, at its version. */
+  async writeTop(
+    minuteStartMs: number,
+    version: number,
+    n: number,
+    ads: TopEntry[],
+  ): Promise<void> {
+    await this.client.execute(
+      "INSERT INTO top_minutes (day, minute, version, n, ads) VALUES (?, ?, ?, ?, ?) USING TIMESTAMP ?",
+      [
+        dayOf(minuteStartMs),
+        new Date(minuteStartMs),
+        BigInt(version),
+        n,
+        packr.pack(ads),
+        BigInt(version),
+      ],
+      { prepare: true },
+    );
+  }
+
+  /** Records that partition p's minutes ending at or before `closedThroughMs` are stored (only ever moves forward). */
+  async writeProgress(partition: number, closedThroughMs: number): Promise<void> {
+    await this.client.execute(
+      "INSERT INTO partition_progress (partition, closed_through) VALUES (?, ?) USING TIMESTAMP ?",
+      [partition, new Date(closedThroughMs), BigInt(closedThroughMs)],
+      { prepare: true },
+    );
+  }
+
+  /** closed_through per partition (partitions without any are absent). */
+  async progress(): Promise<Map<number, number>> {
+    const rs = await this.client.execute(
+      "SELECT partition, closed_through FROM partition_progress",
+      [],
+      { prepare: true },
+    );
+    return new Map(
+      rs.rows.map((r) => [
+        r.get("partition") as number,
+        (r.get("closed_through") as Date).getTime(),
+      ]),
+    );
+  }
+
+  private async executeAll(rows: [string, unknown[]][]): Promise<void> {
+    let next = 0;
+    const worker = async () => {
+      while (next < rows.length) {
+        const [q, params] = rows[next++] as [string, unknown[]];
+        await this.client.execute(q, params, { prepare: true });
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.concurrency, rows.length) }, worker));
+  }
+
+  // ---- reads (queries, reconciliation, tests) ----
+
+  /** Per-minute clicks of one ad in [fromMs, toMs), optionally for one dimension value. */
+  async adSeries(
+    adId: string,
+    fromMs: number,
+    toMs: number,
+    filter?: { dim: Dimension; value: string },
+  ): Promise<Map<number, number>> {
+    const out = new Map<number, number>();
+    for (const day of daysOf(fromMs, toMs)) {
+      const rs = filter
+        ? await this.client.execute(
+            "SELECT minute, clicks FROM ad_minute_dim_counts WHERE ad_id = ? AND day = ? AND dim = ? AND value = ? AND minute >= ? AND minute < ?",
+            [adId, day, DIM_COLUMN[filter.dim], filter.value, new Date(fromMs), new Date(toMs)],
+            { prepare: true },
+          )
+        : await this.client.execute(
+            "SELECT minute, clicks FROM ad_minute_counts WHERE ad_id = ? AND day = ? AND minute >= ? AND minute < ?",
+            [adId, day, new Date(fromMs), new Date(toMs)],
+            { prepare: true },
+          );
+      for (const row of rs.rows)
+        out.set((row.get("minute") as Date).getTime(), Number(row.get("clicks")));
+    }
+    return out;
+  }
+
+  /** Every stored partition-minute in [fromMs, toMs) of the given partitions. */
+  async partitionMinutes(
+    partitions: number,
+    fromMs: number,
+    toMs: number,
+  ): Promise<StoredPartitionMinute[]> {
+    const out: StoredPartitionMinute[] = [];
+    for (const day of daysOf(fromMs, toMs)) {
+      for (let p = 0; p < partitions; p++) {
+        const rs = await this.client.execute(
+          "SELECT minute, version, event_count, ad_counts, dim_counts FROM partition_minutes WHERE partition = ? AND day = ? AND minute >= ? AND minute < ?",
+          [p, day, new Date(fromMs), new Date(toMs)],
+          { prepare: true },
+        );
+        for (const row of rs.rows) {
+          out.push({
+            partition: p,
+            minuteStartMs: (row.get("minute") as Date).getTime(),
+            version: row.get("version") as number,
+            eventCount: Number(row.get("event_count")),
+            adCounts: packr.unpack(row.get("ad_counts") as Buffer),
+            dimCounts: packr.unpack(row.get("dim_counts") as Buffer),
+          });
+        }
+      }
+    }
+    return out;
+  }
+
+  /** The stored global top N of each minute in [fromMs, toMs). */
+  async topMinutes(
+    fromMs: number,
+    toMs: number,
+  ): Promise<Map<number, { version: number; ads: TopEntry[] }>> {
+    const out = new Map<number, { version: number; ads: TopEntry[] }>();
+    for (const day of daysOf(fromMs, toMs)) {
+      const rs = await this.client.execute(
+        "SELECT minute, version, ads FROM top_minutes WHERE day = ? AND minute >= ? AND minute < ?",
+        [day, new Date(fromMs), new Date(toMs)],
+        { prepare: true },
+      );
+      for (const row of rs.rows) {
+        out.set((row.get("minute") as Date).getTime(), {
+          version: Number(row.get("version")),
+          ads: packr.unpack(row.get("ads") as Buffer),
+        });
+      }
+    }
+    return out;
+  }
+}

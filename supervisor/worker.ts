@@ -1,0 +1,131 @@
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { createActor } from "xstate";
+import { aggregateWriterChild } from "../actors/aggregate-writer.js";
+import { aggregatorChild } from "../actors/aggregator.js";
+import type { ChildSpec } from "../actors/loop-machine.js";
+import { mapChild } from "../actors/map.js";
+import { rawWriterChild } from "../actors/raw-writer.js";
+import { reducerChild } from "../actors/reducer.js";
+import { KV_BUCKETS } from "../nats/layout.js";
+import { aggregateWriterConsumer } from "../src/aggregate/aggregate-writer.js";
+import type { AggregatorRunner } from "../src/aggregate/aggregator-runner.js";
+import type { AdclickConfig } from "../src/config.js";
+import { mapConsumer } from "../src/ingest/ingest-router.js";
+import { rawWriterConsumer } from "../src/ingest/raw-writer.js";
+import { ensureDurable } from "../src/nats/durable-consumer.js";
+import { SnapshotStore } from "../src/snapshots/snapshot-store.js";
+import { AggregateStore } from "../src/storage/aggregate-store.js";
+import type { CassandraClient } from "../src/storage/cassandra-client.js";
+import { RawStore } from "../src/storage/raw-store.js";
+import { type SupervisorReport, supervisorMachine } from "./supervisor.js";
+
+export interface WorkerRoles {
+  map: boolean;
+  rawWriter: boolean;
+  /** Partitions whose aggregators this worker runs. */
+  partitions: number[];
+  reducer: boolean;
+  aggregateWriter: boolean;
+}
+
+export function allRoles(c: AdclickConfig): WorkerRoles {
+  return {
+    map: true,
+    rawWriter: true,
+    partitions: Array.from({ length: c.partitions }, (_, p) => p),
+    reducer: true,
+    aggregateWriter: true,
+  };
+}
+
+export interface Worker {
+  supervisor: ReturnType<typeof createActor<typeof supervisorMachine>>;
+  /** The live aggregator of each partition this worker runs (queries read open minutes). */
+  aggregators: Map<number, () => AggregatorRunner | undefined>;
+  /** Stops every actor in reverse order (each finishes its batch; aggregators snapshot). */
+  stop(): Promise<void>;
+}
+
+/**
+ * The composition root of one worker process: builds the stores and the actors' child specs
+ * for the roles it plays, and starts them under a supervisor.
+ */
+export async function startWorker(
+  nc: NatsConnection,
+  cql: CassandraClient,
+  c: AdclickConfig,
+  roles: WorkerRoles,
+  report: (r: SupervisorReport) => void = () => {},
+): Promise<Worker> {
+  const js = jetstream(nc);
+  const jsm = await jetstreamManager(nc);
+  const rawStore = new RawStore(cql);
+  const aggregateStore = new AggregateStore(cql);
+  await rawStore.createSchema();
+  await aggregateStore.createSchema();
+  if (roles.map) await ensureDurable(jsm, mapConsumer());
+  if (roles.rawWriter) await ensureDurable(jsm, rawWriterConsumer());
+  if (roles.aggregateWriter) await ensureDurable(jsm, aggregateWriterConsumer());
+  const snapshots = new SnapshotStore(await new Kvm(js).open(KV_BUCKETS.snapshots));
+
+  // Start order: sinks first, sources last (stop runs in reverse: sources stop first).
+  const specs: ChildSpec[] = [];
+  if (roles.aggregateWriter)
+    specs.push(aggregateWriterChild({ js, store: aggregateStore }, { id: "aggregate-writer" }));
+  if (roles.reducer) {
+    specs.push(
+      reducerChild(js, {
+        id: "reducer",
+        partitions: c.partitions,
+        n: c.topK,
+        replayMs: 3 * 3_600_000,
+        overdueAfterMs: c.allowedLatenessMs + c.idleTimeoutMs + 30_000,
+      }),
+    );
+  }
+  const aggregators = new Map<number, () => AggregatorRunner | undefined>();
+  for (const p of roles.partitions) {
+    const spec = aggregatorChild(
+      { js, snapshots },
+      {
+        id: `aggregator-${p}`,
+        partition: p,
+        aggregator: {
+          allowedLatenessMs: c.allowedLatenessMs,
+          idleTimeoutMs: c.idleTimeoutMs,
+          dimensions: c.dimensions,
+          topK: c.topK,
+          latePolicy: c.latePolicy,
+        },
+      },
+    );
+    aggregators.set(p, spec.current);
+    specs.push(spec);
+  }
+  if (roles.rawWriter) specs.push(rawWriterChild({ js, store: rawStore }, { id: "raw-writer" }));
+  if (roles.map) specs.push(mapChild(js, { id: "map", partitions: c.partitions }));
+
+  const supervisor = createActor(supervisorMachine, { input: { specs, report } });
+  supervisor.start();
+  return {
+    supervisor,
+    aggregators,
+    async stop() {
+      supervisor.send({ type: "STOP" });
+      await new Promise<void>((resolve) => {
+        if (supervisor.getSnapshot().status === "done") return resolve();
+        const sub = supervisor.subscribe({
+          next: (s) => {
+            if (s.status === "done") {
+              sub.unsubscribe();
+              resolve();
+            }
+          },
+          complete: () => resolve(),
+        });
+      });
+    },
+  };
+}
