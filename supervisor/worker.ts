@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -15,6 +16,7 @@ import type { AdclickConfig } from "../src/config.js";
 import { mapConsumer } from "../src/ingest/ingest-router.js";
 import { rawWriterConsumer } from "../src/ingest/raw-writer.js";
 import { ensureDurable } from "../src/nats/durable-consumer.js";
+import { serveLive } from "../src/query/live.js";
 import { SnapshotStore } from "../src/snapshots/snapshot-store.js";
 import { AggregateStore } from "../src/storage/aggregate-store.js";
 import type { CassandraClient } from "../src/storage/cassandra-client.js";
@@ -41,6 +43,8 @@ export function allRoles(c: AdclickConfig): WorkerRoles {
 }
 
 export interface Worker {
+  /** This worker's name (host and pid), shown by admin commands. */
+  name: string;
   supervisor: ReturnType<typeof createActor<typeof supervisorMachine>>;
   /** The live aggregator of each partition this worker runs (queries read open minutes). */
   aggregators: Map<number, () => AggregatorRunner | undefined>;
@@ -109,10 +113,15 @@ export async function startWorker(
 
   const supervisor = createActor(supervisorMachine, { input: { specs, report } });
   supervisor.start();
+  const live = serveLive(nc, roles.partitions, (p, fromMs, toMs) =>
+    aggregators.get(p)?.()?.liveMinutes(fromMs, toMs),
+  );
   return {
+    name: `${hostname()}/${process.pid}`,
     supervisor,
     aggregators,
     async stop() {
+      live.close();
       supervisor.send({ type: "STOP" });
       await new Promise<void>((resolve) => {
         if (supervisor.getSnapshot().status === "done") return resolve();

@@ -17,6 +17,7 @@ import {
   createAggregatorState,
   ingest,
   nextIdleDeadlineMs,
+  openMinutes,
   restoreAggregator,
   snapshotAggregator,
   watermarkOf,
@@ -107,6 +108,11 @@ export interface AggregatorStatus {
   snapshotBytes: number;
 }
 
+/** A minute as the live view gives it to queries. */
+export type LiveMinuteView = Omit<ClosedMinute, "version"> & { closed: boolean };
+
+const RECENT_MINUTES_KEPT = 10;
+
 export function aggregatorSnapshotKey(partition: number): string {
   return `agg.${partition}`;
 }
@@ -130,6 +136,9 @@ export class AggregatorRunner {
   private lastMessageWallMs = Date.now();
   private readonly publisher: BatchPublisher;
   private readonly o: Required<AggregatorRunnerOptions>;
+  private lock: Promise<void> = Promise.resolve();
+  /** Emitted minutes the store may not have yet (see liveMinutes). */
+  private readonly recentlyEmitted = new Map<number, ClosedMinute>();
 
   constructor(
     private readonly deps: { js: JetStreamClient; snapshots: SnapshotStore },
@@ -170,7 +179,7 @@ export class AggregatorRunner {
         startSeq: this.status.lastSeq + 1,
         maxBatch: this.o.maxBatchMessages,
         signal,
-        onBatch: (msgs) => this.process(msgs),
+        onBatch: (msgs) => this.exclusive(() => this.process(msgs)),
       });
     } finally {
       clearInterval(ticker);
@@ -179,12 +188,25 @@ export class AggregatorRunner {
     // orderly stop: no final snapshot, the restart replays from the last one.
     if ((signal.reason as { code?: string } | undefined)?.code === "ACTOR_KILLED") return;
     // Orderly stop: everything processed is published; save where we are.
-    await this.snapshot();
+    await this.exclusive(() => this.snapshot());
   }
 
-  /** The operator's live view (for queries of minutes not emitted yet). */
-  get operator(): AggregatorState {
-    return this.state;
+  /**
+   * The partition's minutes in [fromMs, toMs) that queries cannot read from the store yet:
+   * open ones (counts so far) and the last few emitted ones (the aggregate writer may not
+   * have stored them yet). Ascending by minute.
+   */
+  liveMinutes(fromMs: number, toMs: number): LiveMinuteView[] {
+    if (!this.state) return [];
+    const byMinute = new Map<number, LiveMinuteView>();
+    for (const c of this.recentlyEmitted.values()) {
+      if (c.minuteStartMs >= fromMs && c.minuteStartMs < toMs)
+        byMinute.set(c.minuteStartMs, { ...c, closed: true });
+    }
+    for (const m of openMinutes(this.state)) {
+      if (m.minuteStartMs >= fromMs && m.minuteStartMs < toMs) byMinute.set(m.minuteStartMs, m);
+    }
+    return [...byMinute.values()].sort((a, b) => a.minuteStartMs - b.minuteStartMs);
   }
 
   private async restore(): Promise<void> {
@@ -204,8 +226,23 @@ export class AggregatorRunner {
     this.status.watermarkMs = watermarkOf(this.state);
   }
 
+  /** Snapshot on demand (admin): taken between batches, never in the middle of one. */
+  snapshotNow(): Promise<void> {
+    return this.exclusive(() => this.snapshot());
+  }
+
+  /** Runs `fn` after whatever batch or snapshot is under way (state and position stay in step). */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.lock.then(fn);
+    this.lock = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    return result;
+  }
+
   /** Saves state + position. Only after every output up to that position is acknowledged. */
-  async snapshot(): Promise<void> {
+  private async snapshot(): Promise<void> {
     await this.publisher.flush();
     const started = performance.now();
     const saved = await this.deps.snapshots.save<RunnerSnapshot>(
@@ -287,6 +324,10 @@ export class AggregatorRunner {
       events: c.eventCount,
     });
     this.status.minutesEmitted++;
+    this.recentlyEmitted.set(c.minuteStartMs, c);
+    if (this.recentlyEmitted.size > RECENT_MINUTES_KEPT) {
+      this.recentlyEmitted.delete(Math.min(...this.recentlyEmitted.keys()));
+    }
     windowsClosed.inc({ ...this.labels, kind });
     if (kind === "closed")
       emitLatency.observe(this.labels, (Date.now() - (c.minuteStartMs + ONE_MINUTE_MS)) / 1000);

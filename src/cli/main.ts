@@ -1,10 +1,10 @@
 import { Command, InvalidArgumentError } from "commander";
 import { type AdclickConfig, ENV_VARS, loadConfig } from "../config.js";
 import { AdclickError } from "../errors.js";
+import { runQuery } from "./query.js";
 import { runShip } from "./ship.js";
-import { runUp } from "./up.js";
 
-function intArg(name: string) {
+export function intArg(name: string) {
   return (v: string) => {
     if (!/^\d+$/.test(v)) throw new InvalidArgumentError(`${name} must be a whole number`);
     return Number(v);
@@ -12,7 +12,7 @@ function intArg(name: string) {
 }
 
 /** Global flags that map onto configuration settings (they win over ADCLICK_* variables). */
-function configFrom(opts: Record<string, unknown>): AdclickConfig {
+export function configFrom(opts: Record<string, unknown>): AdclickConfig {
   const o: Partial<AdclickConfig> = {};
   if (typeof opts.nats === "string") o.natsServers = opts.nats.split(",");
   if (typeof opts.cassandra === "string") o.cassandraContactPoints = opts.cassandra.split(",");
@@ -21,7 +21,11 @@ function configFrom(opts: Record<string, unknown>): AdclickConfig {
   return loadConfig(process.env, o);
 }
 
-export function buildCli(): Command {
+/**
+ * The `adclick` program. `extend` adds the commands that run actors (up, worker, admin):
+ * they live in supervisor/ (the composition root), which src/ never imports.
+ */
+export function buildCli(extend?: (program: Command) => void): Command {
   const program = new Command("adclick")
     .description("Real-time, exactly-once ad click aggregation on NATS JetStream and Cassandra")
     .option("--nats <urls>", "NATS servers, comma separated (ADCLICK_NATS_URL)")
@@ -39,16 +43,6 @@ export function buildCli(): Command {
         .map(([k, v]) => `  ${k.padEnd(30)} ${v}`)
         .join("\n")}`,
     );
-
-  program
-    .command("up")
-    .description(
-      "run the local stack in the foreground: start nats-server and Cassandra where none answers, apply the layout, report health",
-    )
-    .option("--once", "exit after reporting healthy (stops what it started)")
-    .action(async (opts: { once?: boolean }) => {
-      await runUp(configFrom(program.opts()), { once: opts.once ?? false });
-    });
 
   program
     .command("ship")
@@ -89,13 +83,57 @@ export function buildCli(): Command {
       },
     );
 
+  const query = program
+    .command("query")
+    .description("ask the query service (NATS request-reply); --json prints the reply");
+  const queryOptions = (cmd: Command) =>
+    cmd
+      .option("--minutes <m>", "the M most recent whole minutes (default 1)", intArg("--minutes"))
+      .option("--from <iso>", "range start, ISO-8601 UTC on a minute boundary")
+      .option("--to <iso>", "range end (exclusive)")
+      .option("--country <c>", "only clicks from this country")
+      .option("--ip <ip>", "only clicks from this ip")
+      .option("--user <id>", "only clicks of this user_id")
+      .option("--json", "print the reply JSON")
+      .option("--wait-final", "repeat the query until the reply is final")
+      .option(
+        "--timeout <s>",
+        "seconds to wait with --wait-final (default 120)",
+        intArg("--timeout"),
+      );
+  queryOptions(
+    query.command("count").description("clicks of one ad").requiredOption("--ad <id>", "the ad_id"),
+  ).action(async (o) => {
+    process.exitCode = await runQuery(configFrom(program.opts()), "count", o);
+  });
+  queryOptions(
+    query
+      .command("series")
+      .description("per-minute clicks of one ad")
+      .requiredOption("--ad <id>", "the ad_id"),
+  ).action(async (o) => {
+    process.exitCode = await runQuery(configFrom(program.opts()), "series", o);
+  });
+  queryOptions(
+    query
+      .command("top")
+      .description("the top N ads")
+      .option("--n <n>", "how many ads (default 100)", intArg("--n")),
+  ).action(async (o) => {
+    process.exitCode = await runQuery(configFrom(program.opts()), "top", o);
+  });
+
+  extend?.(program);
   return program;
 }
 
-export async function main(argv = process.argv): Promise<number> {
+export async function main(
+  argv = process.argv,
+  extend?: (program: Command) => void,
+): Promise<number> {
   try {
-    await buildCli().parseAsync(argv);
-    return 0;
+    await buildCli(extend).parseAsync(argv);
+    return typeof process.exitCode === "number" ? process.exitCode : 0;
   } catch (err) {
     if (err instanceof AdclickError) {
       console.error(`adclick: ${err.message} [${err.code}]`);

@@ -11,9 +11,20 @@ export interface ManagedProcessOptions {
   logFile: string;
   env?: NodeJS.ProcessEnv;
   cwd?: string;
-  /** Detach so the process outlives this one (used by `adclick infra start`). */
+  /** Detach so the process outlives this one. */
   detached?: boolean;
 }
+
+/**
+ * Runs the command under a tiny bash watchdog in its own process group: if this (parent)
+ * process dies without stopping it — a test runner killed by a timeout, say — the server
+ * is stopped too instead of lingering with a gigabyte of heap. Signals go to the group.
+ */
+const WATCHDOG = `parent=$1; shift
+"$@" & child=$!
+trap 'kill -TERM $child 2>/dev/null; wait $child; exit' TERM INT
+while kill -0 "$parent" 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 1; done
+kill -TERM $child 2>/dev/null; wait $child`;
 
 /**
  * A server process we started: its exit is observed, `stop()` is idempotent (SIGTERM, then
@@ -32,11 +43,15 @@ export class ManagedProcess {
     this.logFile = opts.logFile;
     const fd = openSync(opts.logFile, "a");
     try {
-      this.child = spawn(opts.command, opts.args, {
+      const [command, args] = opts.detached
+        ? [opts.command, opts.args]
+        : ["bash", ["-c", WATCHDOG, "watchdog", String(process.pid), opts.command, ...opts.args]];
+      this.child = spawn(command, args, {
         cwd: opts.cwd,
         env: opts.env ?? process.env,
         stdio: ["ignore", fd, fd],
-        detached: opts.detached ?? false,
+        // Its own process group, so that a signal reaches the watchdog and the server.
+        detached: true,
       });
     } finally {
       closeSync(fd);
@@ -52,6 +67,16 @@ export class ManagedProcess {
       });
     });
     if (opts.detached) this.child.unref();
+  }
+
+  private signal(sig: NodeJS.Signals): void {
+    const pid = this.child.pid;
+    if (pid === undefined) return;
+    try {
+      process.kill(-pid, sig);
+    } catch {
+      this.child.kill(sig);
+    }
   }
 
   get pid(): number | undefined {
@@ -106,8 +131,8 @@ export class ManagedProcess {
   /** Orderly stop: SIGTERM, then SIGKILL after `graceMs`. Safe to call more than once. */
   async stop(graceMs = 10_000): Promise<void> {
     if (!this.running) return;
-    this.child.kill("SIGTERM");
-    const timer = setTimeout(() => this.child.kill("SIGKILL"), graceMs);
+    this.signal("SIGTERM");
+    const timer = setTimeout(() => this.signal("SIGKILL"), graceMs);
     await this.exited;
     clearTimeout(timer);
   }
@@ -115,16 +140,16 @@ export class ManagedProcess {
   /** A crash: SIGKILL, no chance to clean up. */
   async kill(): Promise<void> {
     if (!this.running) return;
-    this.child.kill("SIGKILL");
+    this.signal("SIGKILL");
     await this.exited;
   }
 
   /** Freeze / thaw the process (SIGSTOP / SIGCONT), e.g. to simulate a long GC pause. */
   pause(): void {
-    if (this.running) this.child.kill("SIGSTOP");
+    if (this.running) this.signal("SIGSTOP");
   }
 
   resume(): void {
-    if (this.running) this.child.kill("SIGCONT");
+    if (this.running) this.signal("SIGCONT");
   }
 }

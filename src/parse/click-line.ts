@@ -725,3 +725,18 @@ export const CLICK_LINE_FIELDS = [
   "country",
   "click_id",
 ] as const;
+
+/**
+ * Validates and normalises one field value on its own (query filters use the same rules as
+ * log lines). Returns the normalised value, or an error reason.
+ */
+export function parseFieldValue(
+  field: "ad_id" | "user_id" | "ip" | "country",
+  value: string,
+): { ok: true; value: string } | { ok: false; reason: string } {
+  const parse = { ad_id: parseAdId, user_id: parseUserId, ip: parseIp, country: parseCountry }[
+    field
+  ];
+  const r = parse(value, 0, value.length);
+  return r instanceof FieldError ? { ok: false, reason: r.reason } : { ok: true, value: r };
+}

@@ -6,7 +6,7 @@
  * - `Map<adId, AdCell>`: one hash lookup finds everything of an ad;
  * - per dimension, a {@link ValueIndex} interning the minute's values to small integers
  *   (a tiny, cache-hot map for country);
- * - per cell and dimension, a {@link ValueCounts} keyed by those integers: a flat
+ * - per cell and dimension, {@link ValueCounts} keyed by those integers: a flat
  *   `[id, count, id, count, …]` array scanned linearly while short, a `Map<id, count>` once
  *   it grows. Compared with a `Map<string, count>` per cell this avoids hashing the value
  *   again and touching the stored key strings scattered over the heap.
@@ -62,53 +62,48 @@ export class ValueIndex {
 /** Pairs kept in the flat array before switching to a Map. */
 const FLAT_MAX_PAIRS = 16;
 
-/** Counts per interned value id for one ad and one dimension. */
-export class ValueCounts {
-  /** `[id, count, id, count, …]` while at most FLAT_MAX_PAIRS pairs; emptied on upgrade. */
-  private flat: number[] = [];
-  private big: Map<number, number> | null = null;
+/**
+ * Counts per interned value id for one ad and one dimension: a flat
+ * `[id, count, id, count, …]` array while short (scanned linearly; one object, next to
+ * nothing to chase), a `Map<id, count>` once it has more than FLAT_MAX_PAIRS values.
+ */
+export type ValueCounts = number[] | Map<number, number>;
 
-  add(id: number, n = 1): void {
-    const big = this.big;
-    if (big !== null) {
-      big.set(id, (big.get(id) ?? 0) + n);
-      return;
-    }
-    const flat = this.flat;
-    const len = flat.length;
+/** Adds `n` to value `id`; returns the container to store back (it changes on upgrade). */
+export function addValueCount(c: ValueCounts, id: number, n: number): ValueCounts {
+  if (Array.isArray(c)) {
+    const len = c.length;
     for (let i = 0; i < len; i += 2) {
-      if (flat[i] === id) {
-        flat[i + 1] = (flat[i + 1] as number) + n;
-        return;
+      if (c[i] === id) {
+        c[i + 1] = (c[i + 1] as number) + n;
+        return c;
       }
     }
     if (len < 2 * FLAT_MAX_PAIRS) {
-      flat.push(id, n);
-      return;
+      c.push(id, n);
+      return c;
     }
     const m = new Map<number, number>();
-    for (let i = 0; i < len; i += 2) m.set(flat[i] as number, flat[i + 1] as number);
+    for (let i = 0; i < len; i += 2) m.set(c[i] as number, c[i + 1] as number);
     m.set(id, n);
-    this.big = m;
-    this.flat = [];
+    return m;
   }
+  c.set(id, (c.get(id) ?? 0) + n);
+  return c;
+}
 
-  get(id: number): number {
-    if (this.big !== null) return this.big.get(id) ?? 0;
-    const flat = this.flat;
-    for (let i = 0; i < flat.length; i += 2) if (flat[i] === id) return flat[i + 1] as number;
-    return 0;
-  }
+function valueCountOf(c: ValueCounts, id: number): number {
+  if (!Array.isArray(c)) return c.get(id) ?? 0;
+  for (let i = 0; i < c.length; i += 2) if (c[i] === id) return c[i + 1] as number;
+  return 0;
+}
 
-  /** Calls `fn(id, count)` for every pair, in no particular order. */
-  forEach(fn: (id: number, count: number) => void): void {
-    if (this.big !== null) {
-      for (const [id, n] of this.big) fn(id, n);
-      return;
-    }
-    const flat = this.flat;
-    for (let i = 0; i < flat.length; i += 2) fn(flat[i] as number, flat[i + 1] as number);
+function forEachValueCount(c: ValueCounts, fn: (id: number, count: number) => void): void {
+  if (!Array.isArray(c)) {
+    for (const [id, n] of c) fn(id, n);
+    return;
   }
+  for (let i = 0; i < c.length; i += 2) fn(c[i] as number, c[i + 1] as number);
 }
 
 /**
@@ -118,9 +113,9 @@ export class ValueCounts {
  */
 export interface AdCell {
   count: number;
-  readonly country: ValueCounts | null;
-  readonly ip: ValueCounts | null;
-  readonly userId: ValueCounts | null;
+  country: ValueCounts | null;
+  ip: ValueCounts | null;
+  userId: ValueCounts | null;
 }
 
 export class MinuteState {
@@ -149,17 +144,24 @@ export class MinuteState {
     if (cell === undefined) cell = this.newCell(e.adId);
     cell.count++;
     this.eventCount++;
-    if (cell.country !== null) cell.country.add((this.countryIndex as ValueIndex).idOf(e.country));
-    if (cell.ip !== null) cell.ip.add((this.ipIndex as ValueIndex).idOf(e.ip));
-    if (cell.userId !== null) cell.userId.add((this.userIdIndex as ValueIndex).idOf(e.userId));
+    const country = cell.country;
+    if (country !== null) {
+      cell.country = addValueCount(country, (this.countryIndex as ValueIndex).idOf(e.country), 1);
+    }
+    const ip = cell.ip;
+    if (ip !== null) cell.ip = addValueCount(ip, (this.ipIndex as ValueIndex).idOf(e.ip), 1);
+    const userId = cell.userId;
+    if (userId !== null) {
+      cell.userId = addValueCount(userId, (this.userIdIndex as ValueIndex).idOf(e.userId), 1);
+    }
   }
 
   private newCell(adId: string): AdCell {
     const cell: AdCell = {
       count: 0,
-      country: this.countryIndex !== null ? new ValueCounts() : null,
-      ip: this.ipIndex !== null ? new ValueCounts() : null,
-      userId: this.userIdIndex !== null ? new ValueCounts() : null,
+      country: this.countryIndex !== null ? [] : null,
+      ip: this.ipIndex !== null ? [] : null,
+      userId: this.userIdIndex !== null ? [] : null,
     };
     this.ads.set(adId, cell);
     return cell;
@@ -184,7 +186,7 @@ export class MinuteState {
     const counts = this.ads.get(adId)?.[dimension];
     if (index === null || counts == null) return 0;
     const id = index.find(value);
-    return id < 0 ? 0 : counts.get(id);
+    return id < 0 ? 0 : valueCountOf(counts, id);
   }
 
   /** The minute's ad ids in code-unit order. */
@@ -219,7 +221,7 @@ export class MinuteState {
       const counts = (this.ads.get(adId) as AdCell)[dimension];
       if (counts === null) continue;
       rows.length = 0;
-      counts.forEach(collect);
+      forEachValueCount(counts, collect);
       if (rows.length > 1) rows.sort(compareValue);
       for (const row of rows) {
         row[0] = adId;
@@ -257,7 +259,8 @@ export class MinuteState {
       const index = m.indexOf(dim) as ValueIndex;
       for (const [adId, value, n] of snap.dims[d] ?? []) {
         const cell = m.ads.get(adId) ?? m.newCell(adId);
-        cell[dim]?.add(index.idOf(value), n);
+        const counts = cell[dim];
+        if (counts !== null) cell[dim] = addValueCount(counts, index.idOf(value), n);
       }
     }
     m.eventCount = snap.eventCount;

@@ -2,6 +2,7 @@ import { pack, unpack } from "msgpackr";
 import { describe, expect, it } from "vitest";
 import { AdclickError, ConfigError } from "../../src/errors.js";
 import type { ClickEvent, Dimension } from "../../src/model.js";
+import { MinuteState } from "../../src/windows/minute-state.js";
 import {
   type AggregatorOptions,
   type AggregatorSnapshot,
@@ -144,6 +145,58 @@ describe("counting a minute", () => {
     expect(advance(s, IDLE).map((m) => [m.minuteStartMs, m.eventCount])).toEqual([
       [-120_000, 1],
       [-60_000, 2],
+    ]);
+  });
+});
+
+describe("minute state", () => {
+  it.each([1, 16, 17, 40])(
+    "counts %i distinct values of one ad exactly, however many there are",
+    (distinct) => {
+      const m = new MinuteState(0, MIN, ["ip", "country"]);
+      for (let round = 1; round <= 3; round++) {
+        for (let v = 0; v < distinct; v++) {
+          if (v % 3 < round) m.add(ev("a", 1, { ip: `10.0.0.${v}`, country: "USA" }));
+        }
+      }
+      const expected = Array.from({ length: distinct }, (_, v) => [`10.0.0.${v}`, 3 - (v % 3)])
+        .sort((x, y) => ((x[0] as string) < (y[0] as string) ? -1 : 1))
+        .map(([ip, n]) => ["a", ip, n]);
+      expect(m.dimCountsOf("ip")).toEqual(expected);
+      expect(m.dimCount("a", "ip", "10.0.0.0")).toBe(3);
+      expect(m.dimCount("a", "ip", "10.9.9.9")).toBe(0);
+      expect(m.dimCount("a", "userId", "u")).toBe(0);
+      expect(m.dimCountsOf("country")).toEqual([["a", "USA", m.eventCount]]);
+      const back = MinuteState.fromSnapshot(JSON.parse(JSON.stringify(m.toSnapshot())), MIN, [
+        "ip",
+        "country",
+      ]);
+      expect(back.toSnapshot()).toEqual(m.toSnapshot());
+      back.add(ev("a", 2, { ip: "10.0.0.0" }));
+      expect(back.dimCount("a", "ip", "10.0.0.0")).toBe(4);
+    },
+  );
+
+  it("sorts dimension rows by adId, then value, in code-unit order", () => {
+    const m = new MinuteState(0, MIN, ["country"]);
+    for (const [ad, c] of [
+      ["b", "USA"],
+      ["a", "kor"],
+      ["a", "KOR"],
+      ["b", "DEU"],
+      ["a", "KOR"],
+    ] as const) {
+      m.add(ev(ad, 1, { country: c }));
+    }
+    expect(m.dimCountsOf("country")).toEqual([
+      ["a", "KOR", 2],
+      ["a", "kor", 1],
+      ["b", "DEU", 1],
+      ["b", "USA", 1],
+    ]);
+    expect(m.adCounts()).toEqual([
+      ["a", 3],
+      ["b", 2],
     ]);
   });
 });
@@ -605,7 +658,7 @@ function randomBatch(rnd: () => number, history: ClickEvent[], now: number): Cli
       adId: `ad${Math.floor(rnd() ** 2 * 12)}`,
       timestampMs: T0 + now - Math.floor(delay),
       userId: `u${Math.floor(rnd() * 5)}`,
-      ip: `10.0.0.${Math.floor(rnd() * 4)}`,
+      ip: `10.0.0.${Math.floor(rnd() * 40)}`,
       country: COUNTRIES[Math.floor(rnd() * COUNTRIES.length)] as string,
       eventId: `r${rid++}`,
     };
@@ -747,8 +800,9 @@ function oracle(
   steps: Step[],
   policy: "drop" | "correct",
   retainClosedMinutes: number,
-): Map<string, number> {
+): { byKey: Map<string, number>; byIp: Map<string, number> } {
   const countsByKey = new Map<string, number>();
+  const byIp = new Map<string, number>();
   const counted = new Set<string>();
   let maxT = Number.NEGATIVE_INFINITY;
   let wm = Number.NEGATIVE_INFINITY;
@@ -774,13 +828,19 @@ function oracle(
       counted.add(idKey);
       const key = `${minute}|${e.adId}|${e.country}`;
       countsByKey.set(key, (countsByKey.get(key) ?? 0) + 1);
+      const ipKey = `${minute}|${e.adId}|${e.ip}`;
+      byIp.set(ipKey, (byIp.get(ipKey) ?? 0) + 1);
     }
   }
-  return countsByKey;
+  return { byKey: countsByKey, byIp };
 }
 
 /** Final (highest version) counts per minute|ad|country from everything emitted. */
-function finals(log: unknown[]): { byKey: Map<string, number>; adTotals: Map<string, number> } {
+function finals(log: unknown[]): {
+  byKey: Map<string, number>;
+  byIp: Map<string, number>;
+  adTotals: Map<string, number>;
+} {
   const latest = new Map<number, ClosedMinute>();
   const take = (m: ClosedMinute) => {
     const prev = latest.get(m.minuteStartMs);
@@ -794,15 +854,19 @@ function finals(log: unknown[]): { byKey: Map<string, number>; adTotals: Map<str
     for (const m of entry.corrections ?? []) take(m);
   }
   const byKey = new Map<string, number>();
+  const byIp = new Map<string, number>();
   const adTotals = new Map<string, number>();
   for (const m of latest.values()) {
+    for (const [ad, value, n] of m.dimCounts.ip ?? []) {
+      byIp.set(`${m.minuteStartMs}|${ad}|${value}`, n);
+    }
     for (const [ad, value, n] of m.dimCounts.country ?? []) {
       byKey.set(`${m.minuteStartMs}|${ad}|${value}`, n);
     }
     for (const [ad, n] of m.adCounts) adTotals.set(`${m.minuteStartMs}|${ad}`, n);
     expect(m.eventCount).toBe(m.adCounts.reduce((s, [, n]) => s + n, 0));
   }
-  return { byKey, adTotals };
+  return { byKey, byIp, adTotals };
 }
 
 function sumByAd(byKey: Map<string, number>): Map<string, number> {
@@ -831,11 +895,23 @@ describe("oracle: emitted final counts equal an independent recount", () => {
     "under $policy (retain $retain min) they count $what (seed $seed)",
     ({ seed, policy, retain }) => {
       const steps = randomSteps(seed);
-      const s = agg({ latePolicy: policy, retainClosedMinutes: retain });
+      const s = agg({
+        latePolicy: policy,
+        retainClosedMinutes: retain,
+        dimensions: ["country", "ip"],
+      });
       const log = run(s, steps);
-      const { byKey, adTotals } = finals(log);
-      const expected = oracle(steps, policy, retain);
+      const { byKey, byIp, adTotals } = finals(log);
+      const { byKey: expected, byIp: expectedIp } = oracle(steps, policy, retain);
       expect(sorted(byKey)).toEqual(sorted(expected));
+      expect(sorted(byIp)).toEqual(sorted(expectedIp));
+      // Some ad had more distinct ips in a minute than the flat per-cell array holds.
+      const perCell = new Map<string, number>();
+      for (const k of byIp.keys()) {
+        const cell = k.slice(0, k.lastIndexOf("|"));
+        perCell.set(cell, (perCell.get(cell) ?? 0) + 1);
+      }
+      expect(Math.max(...perCell.values())).toBeGreaterThan(16);
       expect(sorted(adTotals)).toEqual(sorted(sumByAd(expected)));
       // The input really had duplicates and late events, and everything closed at the end.
       const all = steps.flatMap((st) => (st.kind === "ingest" ? st.events : []));

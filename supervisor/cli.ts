@@ -1,0 +1,72 @@
+import type { Command } from "commander";
+import { configFrom, main as coreMain, intArg } from "../src/cli/main.js";
+import { runAdmin } from "./admin-cli.js";
+import { runUp, runWorker } from "./up.js";
+
+/** Adds the commands that run actors (up, worker) and talk to them (admin). */
+export function extendCli(program: Command): void {
+  program
+    .command("up")
+    .description(
+      "run the whole local stack in the foreground: nats-server and Cassandra (started where none answers), every actor, the query and admin services; Ctrl-C stops it",
+    )
+    .option(
+      "--generate <rate>",
+      "also generate this many synthetic clicks per second",
+      intArg("--generate"),
+    )
+    .option("--refresh <s>", "seconds between live-view refreshes (default 3)", intArg("--refresh"))
+    .option("--once", "exit after reporting healthy (stops what it started)")
+    .action(async (o: { generate?: number; refresh?: number; once?: boolean }) => {
+      await runUp(configFrom(program.opts()), {
+        once: o.once ?? false,
+        generate: o.generate ?? 0,
+        refreshSeconds: o.refresh ?? 3,
+      });
+    });
+  program
+    .command("worker")
+    .description(
+      "run the actors and services of one worker process against running NATS and Cassandra",
+    )
+    .action(async () => {
+      await runWorker(configFrom(program.opts()));
+    });
+  const admin = program.command("admin").description("supervisor admin commands (over NATS)");
+  admin
+    .command("status")
+    .option("--json", "print JSON")
+    .action(async (o) => {
+      process.exitCode = await runAdmin(configFrom(program.opts()), "status", undefined, o.json);
+    });
+  admin
+    .command("actors")
+    .option("--json", "print JSON")
+    .action(async (o) => {
+      process.exitCode = await runAdmin(configFrom(program.opts()), "actors", undefined, o.json);
+    });
+  for (const cmd of ["kill", "pause", "resume"] as const) {
+    admin
+      .command(cmd)
+      .argument("<id>", "actor id, e.g. aggregator-3 (see: adclick admin actors)")
+      .description(
+        cmd === "kill"
+          ? "crash an actor (no orderly stop); the supervisor restarts it"
+          : `${cmd} an actor`,
+      )
+      .action(async (id: string) => {
+        process.exitCode = await runAdmin(configFrom(program.opts()), cmd, id, false);
+      });
+  }
+  admin
+    .command("snapshot")
+    .argument("[id]", "one aggregator (default: all)")
+    .description("take snapshots now")
+    .action(async (id?: string) => {
+      process.exitCode = await runAdmin(configFrom(program.opts()), "snapshot", id, false);
+    });
+}
+
+export function main(argv = process.argv): Promise<number> {
+  return coreMain(argv, extendCli);
+}

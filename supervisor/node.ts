@@ -1,0 +1,89 @@
+import type { Service } from "@nats-io/services";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { ensureLayout } from "../src/cli/layout.js";
+import type { AdclickConfig } from "../src/config.js";
+import { type MetricsServer, serveMetrics } from "../src/metrics/registry.js";
+import { connectNats } from "../src/nats/connect.js";
+import { QueryEngine } from "../src/query/engine.js";
+import { startQueryService } from "../src/query/service.js";
+import { AggregateStore } from "../src/storage/aggregate-store.js";
+import {
+  type CassandraClient,
+  createCassandraClient,
+  ensureKeyspace,
+} from "../src/storage/cassandra-client.js";
+import { RawStore } from "../src/storage/raw-store.js";
+import { startAdminService } from "./admin.js";
+import { startWorker, type Worker, type WorkerRoles } from "./worker.js";
+
+export interface Node {
+  nc: NatsConnection;
+  cql: CassandraClient;
+  worker: Worker;
+  engine: QueryEngine;
+  metrics?: MetricsServer;
+  /** Resolves when the supervisor gives up (escalation): the process should exit non-zero. */
+  escalated: Promise<string>;
+  /** Orderly shutdown: services, then actors in reverse order, then connections. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/**
+ * One AdClick process: connects, applies the layout, starts the worker's actors under the
+ * supervisor, the live view of its partitions, the query and admin services and /metrics.
+ */
+export async function startNode(
+  c: AdclickConfig,
+  roles: WorkerRoles,
+  log: (m: string) => void,
+): Promise<Node> {
+  const nc = await connectNats({ servers: c.natsServers, name: "adclick-node" });
+  const admin = createCassandraClient(c);
+  await ensureKeyspace(admin, c.cassandraKeyspace, c.cassandraReplicationFactor);
+  await admin.shutdown();
+  const cql = createCassandraClient(c, c.cassandraKeyspace);
+  await ensureLayout(nc, c);
+  let escalate: (why: string) => void = () => {};
+  const escalated = new Promise<string>((resolve) => {
+    escalate = resolve;
+  });
+  const worker = await startWorker(nc, cql, c, roles, (r) => {
+    if (r.kind === "escalated") {
+      log(`supervisor gave up: ${r.reason}`);
+      escalate(r.reason);
+    } else if (r.kind === "child_failed") {
+      log(`actor ${r.id} failed (${r.error}); restarting in ${r.restartInMs} ms`);
+    }
+  });
+  const engine = new QueryEngine(
+    { nc, aggregates: new AggregateStore(cql), raw: new RawStore(cql) },
+    { partitions: c.partitions, dimensions: c.dimensions },
+  );
+  const services: Service[] = [
+    await startQueryService(nc, engine, { maxRangeMinutes: 7 * 24 * 60, maxN: c.topK }),
+    await startAdminService(nc, worker),
+  ];
+  const metrics =
+    c.metricsPort > 0 ? await serveMetrics(c.metricsPort).catch(() => undefined) : undefined;
+  if (c.metricsPort > 0 && !metrics)
+    log(`metrics port ${c.metricsPort} is taken: /metrics not served`);
+  let stopping: Promise<void> | undefined;
+  return {
+    nc,
+    cql,
+    worker,
+    engine,
+    metrics,
+    escalated,
+    stop() {
+      stopping ??= (async () => {
+        await Promise.allSettled(services.map((s) => s.stop()));
+        await worker.stop();
+        await metrics?.close();
+        await nc.drain().catch(() => {});
+        await cql.shutdown().catch(() => {});
+      })();
+      return stopping;
+    },
+  };
+}
