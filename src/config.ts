@@ -40,6 +40,8 @@ export interface AdclickConfig {
   topK: number;
   /** Port of the Prometheus /metrics endpoint; 0 disables it. */
   metricsPort: number;
+  /** Where `adclick up` keeps the data of the servers it starts itself. */
+  localDataDir: string;
 }
 
 export const DEFAULT_CONFIG: AdclickConfig = {
@@ -58,6 +60,7 @@ export const DEFAULT_CONFIG: AdclickConfig = {
   dimensions: ["country"],
   topK: 1000,
   metricsPort: 9464,
+  localDataDir: ".infra/data",
 };
 
 const DIMENSIONS: readonly Dimension[] = ["country", "ip", "userId"];
@@ -81,6 +84,7 @@ export const ENV_VARS = {
   ADCLICK_DIMENSIONS: "dimensions",
   ADCLICK_TOP_K: "topK",
   ADCLICK_METRICS_PORT: "metricsPort",
+  ADCLICK_DATA_DIR: "localDataDir",
 } as const satisfies Record<string, keyof AdclickConfig>;
 
 type RawSettings = Partial<Record<keyof AdclickConfig, string>>;
@@ -162,6 +166,7 @@ export function loadConfig(
   }
   if (raw.topK) c.topK = int(s("topK"), raw.topK, 1, 100_000);
   if (raw.metricsPort) c.metricsPort = int(s("metricsPort"), raw.metricsPort, 0, 65_535);
+  if (raw.localDataDir) c.localDataDir = raw.localDataDir;
 
   Object.assign(c, overrides);
   validate(c);

@@ -2,6 +2,8 @@ import { Command, InvalidArgumentError } from "commander";
 import { type AdclickConfig, ENV_VARS, loadConfig } from "../config.js";
 import { AdclickError } from "../errors.js";
 import { runQuery } from "./query.js";
+import { runReconcile } from "./reconcile.js";
+import { runReplay } from "./replay.js";
 import { runShip } from "./ship.js";
 
 export function intArg(name: string) {
@@ -122,6 +124,62 @@ export function buildCli(extend?: (program: Command) => void): Command {
   ).action(async (o) => {
     process.exitCode = await runQuery(configFrom(program.opts()), "top", o);
   });
+
+  program
+    .command("replay")
+    .description(
+      "recount a time range from the raw store with a dedicated aggregation instance; --apply overwrites its aggregates (resumable: rerun the same command after a crash)",
+    )
+    .requiredOption(
+      "--from <iso>",
+      "range start, ISO-8601 (UTC unless a zone is given), rounded down to the minute",
+    )
+    .requiredOption("--to <iso>", "range end (exclusive), rounded up to the minute")
+    .option(
+      "--apply",
+      "overwrite the range's aggregates with the recount (default: report what would change)",
+    )
+    .option("--run-id <id>", "run to start or resume (default: derived from the range)")
+    .option("--json", "print the report as JSON")
+    .action(
+      async (opts: {
+        from: string;
+        to: string;
+        apply?: boolean;
+        runId?: string;
+        json?: boolean;
+      }) => {
+        await runReplay(configFrom(program.opts()), {
+          from: opts.from,
+          to: opts.to,
+          apply: opts.apply ?? false,
+          json: opts.json ?? false,
+          ...(opts.runId ? { runId: opts.runId } : {}),
+        });
+      },
+    );
+
+  program
+    .command("reconcile")
+    .description(
+      "compare stored aggregates with a recount of the raw store: every differing (ad, minute[, dimension]) with its likely cause; exits 1 when there are mismatches (unless repaired)",
+    )
+    .requiredOption(
+      "--from <iso>",
+      "range start, ISO-8601 (UTC unless a zone is given), rounded down to the minute",
+    )
+    .requiredOption("--to <iso>", "range end (exclusive), rounded up to the minute")
+    .option("--repair", "apply the recount to the range (as replay --apply)")
+    .option("--json", "print the report as JSON")
+    .action(async (opts: { from: string; to: string; repair?: boolean; json?: boolean }) => {
+      const report = await runReconcile(configFrom(program.opts()), {
+        from: opts.from,
+        to: opts.to,
+        repair: opts.repair ?? false,
+        json: opts.json ?? false,
+      });
+      if (!opts.repair && report.mismatchCount > 0) process.exitCode = 1;
+    });
 
   extend?.(program);
   return program;

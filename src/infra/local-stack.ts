@@ -1,9 +1,9 @@
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import type { AdclickConfig } from "../config.js";
 import { type CassandraNodeHandle, cqlAnswers, startCassandraNode } from "./cassandra-node.js";
 import { isListening } from "./free-port.js";
 import { type NatsServerHandle, startNatsServer } from "./nats-server.js";
-import { infraPaths } from "./paths.js";
+import { projectRoot } from "./paths.js";
 
 export interface LocalStack {
   /** What this call started (and `stop()` will stop); empty when everything was already up. */
@@ -35,7 +35,8 @@ export async function ensureLocalStack(
       await Promise.allSettled([stack.nats?.stop(), stack.cassandra?.stop()]);
     },
   };
-  const dataRoot = join(infraPaths().infra, "data");
+  // Relative to the project (not the working directory), like .infra/ itself.
+  const dataRoot = resolve(projectRoot(), c.localDataDir);
   const nats = hostPort(c.natsServers[0] ?? "", 4222);
   try {
     if (await isListening(nats.host, nats.port)) {

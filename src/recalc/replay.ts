@@ -247,15 +247,10 @@ async function beginRun(
   o: ReplayOptions,
   runId: string,
   nowMs: number,
-): Promise<{ version: number; startMs: number; resumed: boolean; revision: number | undefined }> {
+): Promise<{ version: number; startMs: number; resumed: boolean; record?: StoredProgress }> {
   const store = o.progressStore;
   if (!store)
-    return {
-      version: nextRecalcVersion(undefined, nowMs),
-      startMs: o.fromMs,
-      resumed: false,
-      revision: undefined,
-    };
+    return { version: nextRecalcVersion(undefined, nowMs), startMs: o.fromMs, resumed: false };
   recalcProgressKey(runId); // validates the id before anything is written
   const existing = await store.load(runId);
   if (existing && existing.progress.state === "running") {
@@ -270,7 +265,7 @@ async function beginRun(
       version: p.version,
       startMs: p.doneThroughMs,
       resumed: true,
-      revision: existing.revision,
+      record: existing,
     };
   }
   const version = await store.allocateVersion(nowMs);
