@@ -42,6 +42,12 @@ export interface AdclickConfig {
   metricsPort: number;
   /** Where `adclick up` keeps the data of the servers it starts itself. */
   localDataDir: string;
+  /** Days raw events stay in the raw store's tables (a TTL; 0 keeps them forever). */
+  rawRetentionDays: number;
+  /** Period of the scheduled reconciliation in the running stack; 0 turns it off. */
+  reconcileEveryMs: number;
+  /** How far behind now the scheduled reconciliation stays (closed, stored minutes only). */
+  reconcileLagMs: number;
 }
 
 export const DEFAULT_CONFIG: AdclickConfig = {
@@ -61,6 +67,9 @@ export const DEFAULT_CONFIG: AdclickConfig = {
   topK: 1000,
   metricsPort: 9464,
   localDataDir: ".infra/data",
+  rawRetentionDays: 30,
+  reconcileEveryMs: 3_600_000,
+  reconcileLagMs: 10 * 60_000,
 };
 
 const DIMENSIONS: readonly Dimension[] = ["country", "ip", "userId"];
@@ -85,6 +94,9 @@ export const ENV_VARS = {
   ADCLICK_TOP_K: "topK",
   ADCLICK_METRICS_PORT: "metricsPort",
   ADCLICK_DATA_DIR: "localDataDir",
+  ADCLICK_RAW_RETENTION_DAYS: "rawRetentionDays",
+  ADCLICK_RECONCILE_EVERY_MS: "reconcileEveryMs",
+  ADCLICK_RECONCILE_LAG_MS: "reconcileLagMs",
 } as const satisfies Record<string, keyof AdclickConfig>;
 
 type RawSettings = Partial<Record<keyof AdclickConfig, string>>;
@@ -167,6 +179,12 @@ export function loadConfig(
   if (raw.topK) c.topK = int(s("topK"), raw.topK, 1, 100_000);
   if (raw.metricsPort) c.metricsPort = int(s("metricsPort"), raw.metricsPort, 0, 65_535);
   if (raw.localDataDir) c.localDataDir = raw.localDataDir;
+  if (raw.rawRetentionDays)
+    c.rawRetentionDays = int(s("rawRetentionDays"), raw.rawRetentionDays, 0, 3650);
+  if (raw.reconcileEveryMs)
+    c.reconcileEveryMs = int(s("reconcileEveryMs"), raw.reconcileEveryMs, 0, 7 * 86_400_000);
+  if (raw.reconcileLagMs)
+    c.reconcileLagMs = int(s("reconcileLagMs"), raw.reconcileLagMs, 60_000, 7 * 86_400_000);
 
   Object.assign(c, overrides);
   validate(c);

@@ -65,3 +65,27 @@ export async function runAdmin(
     await nc.close();
   }
 }
+
+/** `adclick admin replay|reconcile`: runs the job inside the cluster (one worker) and prints its report. */
+export async function runAdminJob(
+  c: AdclickConfig,
+  kind: "replay" | "reconcile",
+  body: Record<string, unknown>,
+  timeoutMs: number,
+): Promise<number> {
+  const nc = await connectNats({ servers: c.natsServers, name: "adclick-admin-cli" });
+  try {
+    const m = await nc.request(`adclick.admin.${kind}`, JSON.stringify(body), {
+      timeout: timeoutMs,
+    });
+    if (m.headers?.get(ServiceErrorHeader)) {
+      console.error(`adclick: ${m.headers.get(ServiceErrorHeader)}`);
+      return 2;
+    }
+    const report = m.json<Record<string, unknown>>();
+    console.log(JSON.stringify(report, null, 2));
+    return kind === "reconcile" && !body.repair && Number(report.mismatchCount ?? 0) > 0 ? 1 : 0;
+  } finally {
+    await nc.close();
+  }
+}

@@ -36,7 +36,17 @@ export function actorRows(w: Worker): ActorRow[] {
  * each worker (the CLI gathers the replies); commands naming an actor are answered only by
  * the worker that runs it. Once security lands, these subjects are for the admin user only.
  */
-export async function startAdminService(nc: NatsConnection, w: Worker): Promise<Service> {
+/** Runs a recalculation job (replay / reconcile) for `adclick.admin.replay|reconcile`. */
+export type AdminJob = (
+  kind: "replay" | "reconcile",
+  body: Record<string, unknown>,
+) => Promise<unknown>;
+
+export async function startAdminService(
+  nc: NatsConnection,
+  w: Worker,
+  job?: AdminJob,
+): Promise<Service> {
   const service = await new Svcm(nc).add({
     name: ADMIN_SERVICE,
     version: "0.1.0",
@@ -112,5 +122,27 @@ export async function startAdminService(nc: NatsConnection, w: Worker): Promise<
     });
     return undefined;
   });
+  // Long jobs run on one worker only (a queue group), and answer when done.
+  if (job) {
+    for (const kind of ["replay", "reconcile"] as const) {
+      group.addEndpoint(kind, {
+        queue: "adclick-admin-jobs",
+        handler: (err, msg) => {
+          if (err) return;
+          let body: Record<string, unknown>;
+          try {
+            body = JSON.parse(msg.string() || "{}") as Record<string, unknown>;
+          } catch {
+            msg.respondError(400, "the request is not JSON");
+            return;
+          }
+          job(kind, body).then(
+            (r) => msg.respond(JSON.stringify(r)),
+            (e) => msg.respondError(400, e instanceof Error ? e.message : String(e)),
+          );
+        },
+      });
+    }
+  }
   return service;
 }

@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { configFrom, main as coreMain, intArg } from "../src/cli/main.js";
-import { runAdmin } from "./admin-cli.js";
+import { runAdmin, runAdminJob } from "./admin-cli.js";
 import { runUp, runWorker } from "./up.js";
 
 /** Adds the commands that run actors (up, worker) and talk to them (admin). */
@@ -58,6 +58,36 @@ export function extendCli(program: Command): void {
         process.exitCode = await runAdmin(configFrom(program.opts()), cmd, id, false);
       });
   }
+  admin
+    .command("replay")
+    .description("replay a range inside the cluster (see adclick replay)")
+    .requiredOption("--from <iso>", "range start")
+    .requiredOption("--to <iso>", "range end (exclusive)")
+    .option("--apply", "overwrite the range's aggregates")
+    .option("--timeout <s>", "seconds to wait for the report (default 1800)", intArg("--timeout"))
+    .action(async (o: { from: string; to: string; apply?: boolean; timeout?: number }) => {
+      process.exitCode = await runAdminJob(
+        configFrom(program.opts()),
+        "replay",
+        { from: o.from, to: o.to, apply: o.apply ?? false },
+        (o.timeout ?? 1800) * 1000,
+      );
+    });
+  admin
+    .command("reconcile")
+    .description("reconcile a range inside the cluster (see adclick reconcile)")
+    .requiredOption("--from <iso>", "range start")
+    .requiredOption("--to <iso>", "range end (exclusive)")
+    .option("--repair", "apply the recount")
+    .option("--timeout <s>", "seconds to wait for the report (default 1800)", intArg("--timeout"))
+    .action(async (o: { from: string; to: string; repair?: boolean; timeout?: number }) => {
+      process.exitCode = await runAdminJob(
+        configFrom(program.opts()),
+        "reconcile",
+        { from: o.from, to: o.to, repair: o.repair ?? false },
+        (o.timeout ?? 1800) * 1000,
+      );
+    });
   admin
     .command("snapshot")
     .argument("[id]", "one aggregator (default: all)")

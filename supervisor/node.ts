@@ -1,11 +1,18 @@
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import type { Service } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { KV_BUCKETS } from "../nats/layout.js";
 import { ensureLayout } from "../src/cli/layout.js";
+import { parseRange } from "../src/cli/replay.js";
 import type { AdclickConfig } from "../src/config.js";
 import { type MetricsServer, serveMetrics } from "../src/metrics/registry.js";
 import { connectNats } from "../src/nats/connect.js";
 import { QueryEngine } from "../src/query/engine.js";
 import { startQueryService } from "../src/query/service.js";
+import { KvRecalcProgressStore } from "../src/recalc/progress.js";
+import { natsLateEvents, reconcileRange, startReconcileSchedule } from "../src/recalc/reconcile.js";
+import { CassandraAggregateEraser, replayRange } from "../src/recalc/replay.js";
 import { AggregateStore } from "../src/storage/aggregate-store.js";
 import {
   type CassandraClient,
@@ -61,8 +68,57 @@ export async function startNode(
   );
   const services: Service[] = [
     await startQueryService(nc, engine, { maxRangeMinutes: 7 * 24 * 60, maxN: c.topK }),
-    await startAdminService(nc, worker),
+    await startAdminService(nc, worker, async (kind, body) => {
+      const from = String(body.from ?? "");
+      const to = String(body.to ?? "");
+      const { fromMs, toMs } = parseRange(from, to);
+      const common = {
+        rawStore: new RawStore(cql),
+        aggregateStore: new AggregateStore(cql),
+        eraser: new CassandraAggregateEraser(cql),
+        progressStore: new KvRecalcProgressStore(
+          await new Kvm(jetstream(nc)).open(KV_BUCKETS.snapshots),
+        ),
+        partitions: c.partitions,
+        dimensions: c.dimensions,
+        topK: c.topK,
+        fromMs,
+        toMs,
+      };
+      log(`admin ${kind} ${from} → ${to}${body.apply || body.repair ? " (applying)" : ""}`);
+      return kind === "replay"
+        ? replayRange({ ...common, apply: body.apply === true })
+        : reconcileRange({
+            ...common,
+            repair: body.repair === true,
+            lateEvents: natsLateEvents(jetstream(nc), await jetstreamManager(nc)),
+            mode: "manual",
+          });
+    }),
   ];
+  // The scheduled reconciliation runs where the reducer runs (one per deployment).
+  const reconcile =
+    roles.reducer && c.reconcileEveryMs > 0
+      ? startReconcileSchedule({
+          rawStore: new RawStore(cql),
+          aggregateStore: new AggregateStore(cql),
+          eraser: new CassandraAggregateEraser(cql),
+          lateEvents: natsLateEvents(jetstream(nc), await jetstreamManager(nc)),
+          partitions: c.partitions,
+          dimensions: c.dimensions,
+          topK: c.topK,
+          everyMs: c.reconcileEveryMs,
+          lagMs: c.reconcileLagMs,
+          onReport: (r) => {
+            if (r.mismatchCount > 0) {
+              log(
+                `reconcile ${r.range.from} → ${r.range.to}: ${r.mismatchCount} mismatches (${JSON.stringify(r.byCause)})`,
+              );
+            }
+          },
+          onError: (e) => log(`reconcile failed: ${e}`),
+        })
+      : undefined;
   const metrics =
     c.metricsPort > 0 ? await serveMetrics(c.metricsPort).catch(() => undefined) : undefined;
   if (c.metricsPort > 0 && !metrics)
@@ -78,6 +134,7 @@ export async function startNode(
     stop() {
       stopping ??= (async () => {
         await Promise.allSettled(services.map((s) => s.stop()));
+        await reconcile?.close();
         await worker.stop();
         await metrics?.close();
         await nc.drain().catch(() => {});

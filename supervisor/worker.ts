@@ -20,6 +20,7 @@ import { serveLive } from "../src/query/live.js";
 import { SnapshotStore } from "../src/snapshots/snapshot-store.js";
 import { AggregateStore } from "../src/storage/aggregate-store.js";
 import type { CassandraClient } from "../src/storage/cassandra-client.js";
+import { applyRawRetention } from "../src/storage/raw-retention.js";
 import { RawStore } from "../src/storage/raw-store.js";
 import { type SupervisorReport, supervisorMachine } from "./supervisor.js";
 
@@ -68,6 +69,7 @@ export async function startWorker(
   const rawStore = new RawStore(cql);
   const aggregateStore = new AggregateStore(cql);
   await rawStore.createSchema();
+  if (c.rawRetentionDays > 0) await applyRawRetention(cql, c.rawRetentionDays);
   await aggregateStore.createSchema();
   if (roles.map) await ensureDurable(jsm, mapConsumer());
   if (roles.rawWriter) await ensureDurable(jsm, rawWriterConsumer());
