@@ -1,6 +1,7 @@
 import { Command, InvalidArgumentError } from "commander";
 import { type AdclickConfig, ENV_VARS, loadConfig } from "../config.js";
 import { AdclickError } from "../errors.js";
+import { runGen } from "./gen.js";
 import { runQuery } from "./query.js";
 import { runReconcile } from "./reconcile.js";
 import { runReplay } from "./replay.js";
@@ -125,6 +126,40 @@ export function buildCli(extend?: (program: Command) => void): Command {
     process.exitCode = await runQuery(configFrom(program.opts()), "top", o);
   });
 
+  const num = (name: string) => (v: string) => {
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
+    return n;
+  };
+  program
+    .command("gen")
+    .description(
+      "generate a synthetic click log (to a file, stdout, or published directly with --publish)",
+    )
+    .option("--lines <n>", "lines to generate (default 10000)", intArg("--lines"))
+    .option("--out <file>", "write the log here (default: stdout)")
+    .option("--publish", "publish the clicks to JetStream instead of writing a log")
+    .option("--seed <n>", "random seed (the same seed gives the same log)", intArg("--seed"))
+    .option("--ads <n>", "distinct ads (default 1000)", intArg("--ads"))
+    .option("--zipf <s>", "Zipf exponent of ad popularity (default 1.1)", num("--zipf"))
+    .option("--start <iso>", "event time of the first click (default: 5 minutes ago)")
+    .option("--span-minutes <m>", "event-time span (default 5)", intArg("--span-minutes"))
+    .option(
+      "--duplicates <ratio>",
+      "share of lines repeating a click_id (default 0.02)",
+      num("--duplicates"),
+    )
+    .option("--late <ratio>", "share of clicks later than the lateness (default 0)", num("--late"))
+    .option("--malformed <ratio>", "share of malformed lines (default 0.01)", num("--malformed"))
+    .option("--countries <list>", "comma-separated countries")
+    .action(async (o) => {
+      await runGen(configFrom(program.opts()), {
+        ...o,
+        lines: o.lines ?? 10_000,
+        publish: o.publish ?? false,
+      });
+    });
+
   program
     .command("replay")
     .description(
@@ -197,7 +232,9 @@ export async function main(
       console.error(`adclick: ${err.message} [${err.code}]`);
       return 2;
     }
-    console.error("adclick:", err);
+    // Anything else: say what happened in one line (the stack with ADCLICK_DEBUG=1).
+    console.error(`adclick: ${err instanceof Error ? err.message : String(err)}`);
+    if (process.env.ADCLICK_DEBUG) console.error(err);
     return 1;
   }
 }

@@ -1,9 +1,12 @@
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { AdclickConfig } from "../config.js";
+import { InfraError } from "../errors.js";
 import { type CassandraNodeHandle, cqlAnswers, startCassandraNode } from "./cassandra-node.js";
 import { isListening } from "./free-port.js";
 import { type NatsServerHandle, startNatsServer } from "./nats-server.js";
-import { projectRoot } from "./paths.js";
+import { infraPaths, projectRoot } from "./paths.js";
 
 export interface LocalStack {
   /** What this call started (and `stop()` will stop); empty when everything was already up. */
@@ -21,6 +24,25 @@ function hostPort(addr: string, defaultPort: number): { host: string; port: numb
 const LOCAL_HOSTS = new Set(["127.0.0.1", "localhost", "::1"]);
 
 /**
+ * Runs scripts/provision.sh when the servers are not installed yet, so that `adclick up` on a
+ * fresh machine sets up everything it needs by itself (it is quiet and quick when done).
+ */
+function ensureProvisioned(log: (msg: string) => void): void {
+  const paths = infraPaths();
+  if (existsSync(paths.natsServerBin) && existsSync(join(paths.cassandraHome, ".complete"))) return;
+  log("installing nats-server and Cassandra into .infra/ (first run only; takes a minute or two)");
+  const r = spawnSync("bash", [join(projectRoot(), "scripts", "provision.sh")], {
+    stdio: "inherit",
+  });
+  if (r.status !== 0) {
+    throw new InfraError(
+      "INFRA_NOT_PROVISIONED",
+      `scripts/provision.sh failed (exit ${r.status}); see its output above`,
+    );
+  }
+}
+
+/**
  * Makes sure NATS and Cassandra answer at the configured addresses. Where nothing answers at
  * a local address, starts the project's own server there (data under .infra/data/);
  * a configured remote address is only checked, never started.
@@ -29,6 +51,7 @@ export async function ensureLocalStack(
   c: AdclickConfig,
   log: (msg: string) => void = () => {},
 ): Promise<LocalStack> {
+  ensureProvisioned(log);
   const stack: LocalStack = {
     started: [],
     async stop() {
