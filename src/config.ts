@@ -8,6 +8,9 @@ import type { Dimension } from "./model.js";
 export interface AdclickConfig {
   /** NATS servers, comma separated in ADCLICK_NATS_URL. */
   natsServers: string[];
+  /** NATS credentials (see nats/accounts.example.conf for per-role users). */
+  natsUser?: string;
+  natsPassword?: string;
   /** Replicas for streams and KV buckets: 1 on one server, 3 on a 3-node cluster. */
   natsReplicas: number;
   /** Cassandra contact points "host:port", comma separated in ADCLICK_CASSANDRA. */
@@ -78,6 +81,8 @@ const DIMENSIONS: readonly Dimension[] = ["country", "ip", "userId"];
 export const ENV_VARS = {
   ADCLICK_NATS_URL: "natsServers",
   ADCLICK_NATS_REPLICAS: "natsReplicas",
+  ADCLICK_NATS_USER: "natsUser",
+  ADCLICK_NATS_PASSWORD: "natsPassword",
   ADCLICK_CASSANDRA: "cassandraContactPoints",
   ADCLICK_CASSANDRA_DC: "cassandraLocalDataCenter",
   ADCLICK_KEYSPACE: "cassandraKeyspace",
@@ -134,6 +139,8 @@ export function loadConfig(
     Object.entries(ENV_VARS).find(([, k]) => k === key)?.[0] ?? key;
 
   if (raw.natsServers) c.natsServers = list(raw.natsServers);
+  if (raw.natsUser) c.natsUser = raw.natsUser;
+  if (raw.natsPassword) c.natsPassword = raw.natsPassword;
   if (raw.natsReplicas) c.natsReplicas = int(s("natsReplicas"), raw.natsReplicas, 1, 5);
   if (raw.cassandraContactPoints) c.cassandraContactPoints = list(raw.cassandraContactPoints);
   if (raw.cassandraLocalDataCenter) c.cassandraLocalDataCenter = raw.cassandraLocalDataCenter;

@@ -12,7 +12,12 @@ export async function runAdmin(
   id: string | undefined,
   json: boolean,
 ): Promise<number> {
-  const nc = await connectNats({ servers: c.natsServers, name: "adclick-admin-cli" });
+  const nc = await connectNats({
+    servers: c.natsServers,
+    name: "adclick-admin-cli",
+    user: c.natsUser,
+    pass: c.natsPassword,
+  });
   try {
     const replies: unknown[] = [];
     const it = await nc.requestMany(`adclick.admin.${cmd}`, JSON.stringify(id ? { id } : {}), {
@@ -73,7 +78,12 @@ export async function runAdminJob(
   body: Record<string, unknown>,
   timeoutMs: number,
 ): Promise<number> {
-  const nc = await connectNats({ servers: c.natsServers, name: "adclick-admin-cli" });
+  const nc = await connectNats({
+    servers: c.natsServers,
+    name: "adclick-admin-cli",
+    user: c.natsUser,
+    pass: c.natsPassword,
+  });
   try {
     const m = await nc.request(`adclick.admin.${kind}`, JSON.stringify(body), {
       timeout: timeoutMs,

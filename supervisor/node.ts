@@ -2,11 +2,12 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { Service } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { Counter } from "prom-client";
 import { KV_BUCKETS } from "../nats/layout.js";
 import { ensureLayout } from "../src/cli/layout.js";
 import { parseRange } from "../src/cli/replay.js";
 import type { AdclickConfig } from "../src/config.js";
-import { type MetricsServer, serveMetrics } from "../src/metrics/registry.js";
+import { type MetricsServer, registry, serveMetrics } from "../src/metrics/registry.js";
 import { connectNats } from "../src/nats/connect.js";
 import { QueryEngine } from "../src/query/engine.js";
 import { startQueryService } from "../src/query/service.js";
@@ -22,6 +23,24 @@ import {
 import { RawStore } from "../src/storage/raw-store.js";
 import { startAdminService } from "./admin.js";
 import { startWorker, type Worker, type WorkerRoles } from "./worker.js";
+
+const actorFailures = new Counter({
+  name: "adclick_actor_failures_total",
+  help: "Actor failures seen by the supervisor (each is followed by a restart unless it escalates)",
+  labelNames: ["actor"] as const,
+  registers: [registry],
+});
+const actorRestarts = new Counter({
+  name: "adclick_actor_restarts_total",
+  help: "Actor restarts by the supervisor",
+  labelNames: ["actor"] as const,
+  registers: [registry],
+});
+const escalations = new Counter({
+  name: "adclick_supervisor_escalations_total",
+  help: "Times the supervisor gave up (restart intensity exceeded) and stopped the worker",
+  registers: [registry],
+});
 
 export interface Node {
   nc: NatsConnection;
@@ -44,7 +63,12 @@ export async function startNode(
   roles: WorkerRoles,
   log: (m: string) => void,
 ): Promise<Node> {
-  const nc = await connectNats({ servers: c.natsServers, name: "adclick-node" });
+  const nc = await connectNats({
+    servers: c.natsServers,
+    name: "adclick-node",
+    user: c.natsUser,
+    pass: c.natsPassword,
+  });
   const admin = createCassandraClient(c);
   await ensureKeyspace(admin, c.cassandraKeyspace, c.cassandraReplicationFactor);
   await admin.shutdown();
@@ -56,10 +80,14 @@ export async function startNode(
   });
   const worker = await startWorker(nc, cql, c, roles, (r) => {
     if (r.kind === "escalated") {
+      escalations.inc();
       log(`supervisor gave up: ${r.reason}`);
       escalate(r.reason);
     } else if (r.kind === "child_failed") {
+      actorFailures.inc({ actor: r.id });
       log(`actor ${r.id} failed (${r.error}); restarting in ${r.restartInMs} ms`);
+    } else if (r.kind === "child_restarted") {
+      actorRestarts.inc({ actor: r.id });
     }
   });
   const engine = new QueryEngine(

@@ -62,7 +62,12 @@ export async function runGen(c: AdclickConfig, o: GenCliOptions): Promise<void> 
     spanMinutes: (opts.spanMs ?? DEFAULT_GEN.spanMs) / 60_000,
   };
   if (o.publish) {
-    const nc = await connectNats({ servers: c.natsServers, name: "adclick-gen" });
+    const nc = await connectNats({
+      servers: c.natsServers,
+      name: "adclick-gen",
+      user: c.natsUser,
+      pass: c.natsPassword,
+    });
     try {
       const producer = new ClickProducer(jetstream(nc), {
         partitions: c.partitions,

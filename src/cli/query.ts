@@ -64,7 +64,12 @@ export async function runQuery(
   kind: "count" | "top" | "series",
   o: QueryCliOptions,
 ): Promise<number> {
-  const nc = await connectNats({ servers: c.natsServers, name: "adclick-query-cli" });
+  const nc = await connectNats({
+    servers: c.natsServers,
+    name: "adclick-query-cli",
+    user: c.natsUser,
+    pass: c.natsPassword,
+  });
   try {
     const body = JSON.stringify(requestBody(kind, o));
     const deadline = Date.now() + (o.timeout ?? 120) * 1000;

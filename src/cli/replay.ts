@@ -69,7 +69,12 @@ export interface RecalcDeps {
 }
 
 export async function openRecalcDeps(c: AdclickConfig, name: string): Promise<RecalcDeps> {
-  const nc = await connectNats({ servers: c.natsServers, name });
+  const nc = await connectNats({
+    servers: c.natsServers,
+    name,
+    user: c.natsUser,
+    pass: c.natsPassword,
+  });
   const cql = createCassandraClient(c, c.cassandraKeyspace);
   try {
     await ensureLayout(nc, c);

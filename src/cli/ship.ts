@@ -29,7 +29,12 @@ export async function runShip(
   o: ShipOptions,
 ): Promise<ShipSummary> {
   const source = o.source ?? hostname();
-  const nc = await connectNats({ servers: c.natsServers, name: `adclick-ship-${source}` });
+  const nc = await connectNats({
+    servers: c.natsServers,
+    name: `adclick-ship-${source}`,
+    user: c.natsUser,
+    pass: c.natsPassword,
+  });
   try {
     await ensureLayout(nc, c);
     const js = jetstream(nc);

@@ -6,7 +6,7 @@ import { collectDefaultMetrics, Registry } from "prom-client";
  * owns them, and labelled by stream / partition / actor — never by ad_id (unbounded).
  */
 export const registry = new Registry();
-collectDefaultMetrics({ register: registry, prefix: "adclick_process_" });
+collectDefaultMetrics({ register: registry, prefix: "adclick_" });
 
 export interface MetricsServer {
   port: number;
