@@ -18,7 +18,8 @@ export default defineConfig({
           name: "integration",
           include: ["test/integration/**/*.test.ts"],
           globalSetup: ["test/harness/global-setup.ts"],
-          testTimeout: 120_000,
+          // Generous: the machines are 2 shared cores; a slow run should not fail on time alone.
+          testTimeout: 300_000,
           hookTimeout: 120_000,
           // Two cores, shared with nats-server and Cassandra: at most two suites at once.
           maxWorkers: 2,

@@ -89,48 +89,76 @@ export class RawStore {
     for (const cql of RAW_SCHEMA) await this.client.execute(cql);
   }
 
-  /** The rows a batch becomes (pure; exposed for tests and for counting). */
-  rowsOf(b: RawBatch): { query: string; params: unknown[] }[] {
+  /**
+   * The rows a set of batches becomes (pure). raw_blocks gets one row per (batch, minute):
+   * idempotent under any replay. raw_dim_blocks gets one row per (dim, bucket, minute) for
+   * the whole set — a consumed batch of messages costs 2 × buckets rows per minute however
+   * many messages it holds (per message it would be 32 rows for a few dozen events); its key
+   * names the first and last batch, so a redelivery grouped differently may store an event
+   * twice, which readers deduplicate by identity.
+   */
+  rowsOf(batches: readonly RawBatch[]): { query: string; params: unknown[] }[] {
     const rows: { query: string; params: unknown[] }[] = [];
-    for (const [minute, evs] of groupBy(b.events, minuteOf)) {
-      rows.push({
-        query:
-          "INSERT INTO raw_blocks (partition, minute, batch_id, stream_seq, event_count, events) VALUES (?, ?, ?, ?, ?, ?)",
-        params: [
-          b.partition,
-          new Date(minute),
-          b.batchId,
-          BigInt(b.streamSeq),
-          evs.length,
-          Buffer.from(encodeBatch(evs)),
-        ],
-      });
-      for (const dim of RAW_DIMS) {
-        const byBucket = groupBy(evs, (e) =>
-          dimBucket(dim === "ip" ? e.ip : e.userId, this.o.dimBuckets),
-        );
-        for (const [bucket, list] of byBucket) {
-          rows.push({
-            query:
-              "INSERT INTO raw_dim_blocks (dim, bucket, minute, batch_id, event_count, events) VALUES (?, ?, ?, ?, ?, ?)",
-            params: [
-              dim,
-              bucket,
-              new Date(minute),
-              b.batchId,
-              list.length,
-              Buffer.from(encodeBatch(list)),
-            ],
-          });
+    const dimGroups = new Map<
+      string,
+      {
+        dim: RawDim;
+        bucket: number;
+        minute: number;
+        events: ClickEvent[];
+        first: string;
+        last: string;
+      }
+    >();
+    for (const b of batches) {
+      for (const [minute, evs] of groupBy(b.events, minuteOf)) {
+        rows.push({
+          query:
+            "INSERT INTO raw_blocks (partition, minute, batch_id, stream_seq, event_count, events) VALUES (?, ?, ?, ?, ?, ?)",
+          params: [
+            b.partition,
+            new Date(minute),
+            b.batchId,
+            BigInt(b.streamSeq),
+            evs.length,
+            Buffer.from(encodeBatch(evs)),
+          ],
+        });
+        for (const dim of RAW_DIMS) {
+          for (const e of evs) {
+            const bucket = dimBucket(dim === "ip" ? e.ip : e.userId, this.o.dimBuckets);
+            const key = `${dim}|${bucket}|${minute}`;
+            let g = dimGroups.get(key);
+            if (!g) {
+              g = { dim, bucket, minute, events: [], first: b.batchId, last: b.batchId };
+              dimGroups.set(key, g);
+            }
+            g.events.push(e);
+            g.last = b.batchId;
+          }
         }
       }
+    }
+    for (const g of dimGroups.values()) {
+      rows.push({
+        query:
+          "INSERT INTO raw_dim_blocks (dim, bucket, minute, batch_id, event_count, events) VALUES (?, ?, ?, ?, ?, ?)",
+        params: [
+          g.dim,
+          g.bucket,
+          new Date(g.minute),
+          g.first === g.last ? g.first : `${g.first}..${g.last}`,
+          g.events.length,
+          Buffer.from(encodeBatch(g.events)),
+        ],
+      });
     }
     return rows;
   }
 
   /** Writes batches (idempotent upserts). Resolves when every row is written; rejects on the first failure. */
   async write(batches: readonly RawBatch[]): Promise<number> {
-    const rows = batches.flatMap((b) => this.rowsOf(b));
+    const rows = this.rowsOf(batches);
     let next = 0;
     const worker = async () => {
       while (next < rows.length) {

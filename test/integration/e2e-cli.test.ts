@@ -194,6 +194,49 @@ describe("the adclick CLI end to end: up, ship, query", () => {
         console.log(`[e2e] range checked at ${Date.now() - t0} ms`);
       }
 
+      // The admin API: actors, a reconciliation of the shipped range inside the cluster, a kill.
+      const actors = await adclickRun(["admin", "actors", "--json"], env);
+      expect(actors.code, actors.stderr).toBe(0);
+      const rows = JSON.parse(actors.stdout) as { id: string; state: string }[];
+      expect(rows.map((r) => r.id).sort()).toEqual(
+        [
+          "aggregate-writer",
+          "aggregator-0",
+          "aggregator-1",
+          "aggregator-2",
+          "aggregator-3",
+          "map",
+          "raw-writer",
+          "reducer",
+        ].sort(),
+      );
+      expect(rows.every((r) => r.state === "running")).toBe(true);
+      const reconcile = await adclickRun(
+        [
+          "admin",
+          "reconcile",
+          "--from",
+          iso(START_MS - ONE_MINUTE_MS),
+          "--to",
+          iso(START_MS + SPAN_MS),
+        ],
+        env,
+      );
+      expect(reconcile.code, reconcile.stderr).toBe(0);
+      expect(JSON.parse(reconcile.stdout)).toMatchObject({ mismatchCount: 0 });
+      expect((await adclickRun(["admin", "kill", "aggregator-1"], env)).code).toBe(0);
+      expect((await adclickRun(["admin", "kill", "no-such-actor"], env)).code).toBe(2);
+      for (let i = 0; i < 50; i++) {
+        const again = JSON.parse((await adclickRun(["admin", "actors", "--json"], env)).stdout) as {
+          id: string;
+          state: string;
+          restarts: number;
+        }[];
+        const a1 = again.find((r) => r.id === "aggregator-1");
+        if (a1?.restarts === 1 && a1.state === "running") break;
+        if (i === 49) throw new Error(`aggregator-1 was not restarted: ${JSON.stringify(a1)}`);
+      }
+
       // A bad request is a clear error, not a crash or a timeout.
       const bad = await adclickRun(
         [

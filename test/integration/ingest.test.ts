@@ -31,7 +31,7 @@ function cliShip(natsUrl: string, args: string[]) {
     [
       "--import",
       "tsx",
-      "src/cli/run.ts",
+      "supervisor/run.ts",
       "--nats",
       natsUrl,
       "--partitions",
@@ -49,7 +49,9 @@ describe("ingest: log files → shipper → raw-click stream → raw store", () 
   const dir = mkdtempSync(join(tmpdir(), "adclick-ingest-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("stores exactly the unique valid events of a multi-file log, though the shipper is killed mid-file", async () => {
+  it("stores exactly the unique valid events of a multi-file log, though the shipper is killed mid-file", {
+    timeout: 300_000,
+  }, async () => {
     const { nc, server } = nats();
     const { client } = cass();
     const c = loadConfig({}, { natsServers: [server.url], partitions: PARTITIONS });
@@ -86,26 +88,32 @@ describe("ingest: log files → shipper → raw-click stream → raw store", () 
     const kv = await new Kvm(js).open(KV_BUCKETS.shipperCheckpoints);
     const checkpoints = new KvCheckpointStore(kv);
     const size = statSync(files.a).size;
-    const first = cliShip(server.url, ["--source", "web-1", "--chunk-bytes", "4096", files.a]);
+    const first = cliShip(server.url, ["--source", "web-1", "--chunk-bytes", "8192", files.a]);
+    const firstExited = new Promise((r) => first.once("exit", r));
+    let firstOutput = "";
+    first.stderr.on("data", (d) => {
+      firstOutput += d;
+    });
     let killedAt = -1;
     for (let i = 0; i < 600 && killedAt < 0; i++) {
       const cp = await checkpoints.load("web-1", files.a);
-      if (cp && cp.checkpoint.offset > size / 5) {
+      // As soon as some chunks are acknowledged (and most of the file is still to go).
+      if (cp && cp.checkpoint.offset > 0) {
         first.kill("SIGKILL");
         killedAt = cp.checkpoint.offset;
       } else {
         await new Promise((r) => setTimeout(r, 25));
       }
     }
-    await new Promise((r) => first.once("exit", r));
-    expect(killedAt).toBeGreaterThan(0);
+    await firstExited;
+    expect(killedAt, firstOutput).toBeGreaterThan(0);
     expect(killedAt).toBeLessThan(size);
 
     const second = cliShip(server.url, [
       "--source",
       "web-1",
       "--chunk-bytes",
-      "4096",
+      "8192",
       "--json",
       files.a,
     ]);
@@ -113,7 +121,7 @@ describe("ingest: log files → shipper → raw-click stream → raw store", () 
     second.stdout.on("data", (d) => {
       out += d;
     });
-    const code = await new Promise((r) => second.once("exit", r));
+    const code = await new Promise((r) => second.once("close", r));
     expect(code).toBe(0);
     const resumed = JSON.parse(out.trim().split("\n").pop() as string);
     expect(resumed.resumedBytes).toBeGreaterThanOrEqual(killedAt);
@@ -162,7 +170,7 @@ describe("ingest: log files → shipper → raw-click stream → raw store", () 
     const writer = new RawWriter({ js, store }, { id: "raw-writer-test" });
     const abort = new AbortController();
     const running = writer.run(abort.signal);
-    for (let i = 0; i < 600; i++) {
+    for (let i = 0; i < 2400; i++) {
       const info = await jsm.consumers.info(STREAMS.clicks, "raw-writer");
       if (info.num_pending === 0 && info.num_ack_pending === 0) break;
       await new Promise((r) => setTimeout(r, 100));
