@@ -41,6 +41,9 @@ export const KV_BUCKETS = {
   shipperCheckpoints: "adclick_shipper",
 } as const;
 
+/** How long a partition lease lives without renewal (holders renew every third of it). */
+export const LEASE_TTL_MS = 10_000;
+
 /** Stream metadata key recording the partition count the deployment was created with. */
 export const PARTITIONS_METADATA_KEY = "adclick_partitions";
 
@@ -152,7 +155,8 @@ export function jetStreamLayout(o: LayoutOptions): JetStreamLayout {
         description: "partition leases",
         history: 1,
         replicas: o.replicas,
-        ttlMs: 0,
+        // A lease not renewed for this long expires: a dead worker's partitions free up.
+        ttlMs: LEASE_TTL_MS,
       },
       {
         bucket: KV_BUCKETS.shipperCheckpoints,

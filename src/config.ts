@@ -43,6 +43,16 @@ export interface AdclickConfig {
   topK: number;
   /** Port of the Prometheus /metrics endpoint; 0 disables it. */
   metricsPort: number;
+  /**
+   * This worker's name in partition leases. Unique per process (default host/pid); a stable
+   * one (e.g. the pod name) lets a restarted worker take its leases back at once.
+   */
+  workerId?: string;
+  /**
+   * Partitions this worker offers to aggregate (default all). Each runs where its lease is
+   * held; workers offering the same partition are hot standbys for each other.
+   */
+  ownPartitions?: number[];
   /** Where `adclick up` keeps the data of the servers it starts itself. */
   localDataDir: string;
   /** Days raw events stay in the raw store's tables (a TTL; 0 keeps them forever). */
@@ -99,6 +109,8 @@ export const ENV_VARS = {
   ADCLICK_TOP_K: "topK",
   ADCLICK_METRICS_PORT: "metricsPort",
   ADCLICK_DATA_DIR: "localDataDir",
+  ADCLICK_WORKER_ID: "workerId",
+  ADCLICK_OWN_PARTITIONS: "ownPartitions",
   ADCLICK_RAW_RETENTION_DAYS: "rawRetentionDays",
   ADCLICK_RECONCILE_EVERY_MS: "reconcileEveryMs",
   ADCLICK_RECONCILE_LAG_MS: "reconcileLagMs",
@@ -186,6 +198,17 @@ export function loadConfig(
   if (raw.topK) c.topK = int(s("topK"), raw.topK, 1, 100_000);
   if (raw.metricsPort) c.metricsPort = int(s("metricsPort"), raw.metricsPort, 0, 65_535);
   if (raw.localDataDir) c.localDataDir = raw.localDataDir;
+  if (raw.workerId) {
+    if (!/^[A-Za-z0-9_./:-]{1,128}$/.test(raw.workerId)) {
+      throw new ConfigError(
+        s("workerId"),
+        `"${raw.workerId}" must be 1-128 of A-Z a-z 0-9 _ . / : -`,
+      );
+    }
+    c.workerId = raw.workerId;
+  }
+  if (raw.ownPartitions)
+    c.ownPartitions = parsePartitionList(s("ownPartitions"), raw.ownPartitions);
   if (raw.rawRetentionDays)
     c.rawRetentionDays = int(s("rawRetentionDays"), raw.rawRetentionDays, 0, 3650);
   if (raw.reconcileEveryMs)
@@ -196,6 +219,20 @@ export function loadConfig(
   Object.assign(c, overrides);
   validate(c);
   return c;
+}
+
+/** "0-3,7,9-10" → [0, 1, 2, 3, 7, 9, 10]. */
+export function parsePartitionList(setting: string, raw: string): number[] {
+  const out = new Set<number>();
+  for (const part of list(raw)) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part);
+    if (!m) throw new ConfigError(setting, `"${part}" is not a partition or a range like 0-7`);
+    const from = Number(m[1]);
+    const to = m[2] === undefined ? from : Number(m[2]);
+    if (to < from) throw new ConfigError(setting, `"${part}" is an empty range`);
+    for (let p = from; p <= to; p++) out.add(p);
+  }
+  return [...out].sort((a, b) => a - b);
 }
 
 function validate(c: AdclickConfig): void {
@@ -210,6 +247,13 @@ function validate(c: AdclickConfig): void {
   for (const cp of c.cassandraContactPoints) {
     if (!/^[^\s:]+(:\d{1,5})?$/.test(cp))
       throw new ConfigError("ADCLICK_CASSANDRA", `"${cp}" is not host[:port]`);
+  }
+  for (const p of c.ownPartitions ?? []) {
+    if (p >= c.partitions)
+      throw new ConfigError(
+        "ADCLICK_OWN_PARTITIONS",
+        `partition ${p} does not exist (0..${c.partitions - 1})`,
+      );
   }
   if (!/^[a-z][a-z0-9_]{0,47}$/.test(c.cassandraKeyspace)) {
     throw new ConfigError(

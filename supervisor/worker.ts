@@ -9,12 +9,13 @@ import type { ChildSpec } from "../actors/loop-machine.js";
 import { mapChild } from "../actors/map.js";
 import { rawWriterChild } from "../actors/raw-writer.js";
 import { reducerChild } from "../actors/reducer.js";
-import { KV_BUCKETS } from "../nats/layout.js";
+import { KV_BUCKETS, LEASE_TTL_MS } from "../nats/layout.js";
 import { aggregateWriterConsumer } from "../src/aggregate/aggregate-writer.js";
 import type { AggregatorRunner } from "../src/aggregate/aggregator-runner.js";
 import type { AdclickConfig } from "../src/config.js";
 import { mapConsumer } from "../src/ingest/ingest-router.js";
 import { rawWriterConsumer } from "../src/ingest/raw-writer.js";
+import { PartitionLeases } from "../src/leases/partition-lease.js";
 import { ensureDurable } from "../src/nats/durable-consumer.js";
 import { serveLive } from "../src/query/live.js";
 import { SnapshotStore } from "../src/snapshots/snapshot-store.js";
@@ -37,7 +38,7 @@ export function allRoles(c: AdclickConfig): WorkerRoles {
   return {
     map: true,
     rawWriter: true,
-    partitions: Array.from({ length: c.partitions }, (_, p) => p),
+    partitions: c.ownPartitions ?? Array.from({ length: c.partitions }, (_, p) => p),
     reducer: true,
     aggregateWriter: true,
   };
@@ -75,6 +76,12 @@ export async function startWorker(
   if (roles.rawWriter) await ensureDurable(jsm, rawWriterConsumer());
   if (roles.aggregateWriter) await ensureDurable(jsm, aggregateWriterConsumer());
   const snapshots = new SnapshotStore(await new Kvm(js).open(KV_BUCKETS.snapshots));
+  const workerName = c.workerId ?? `${hostname()}/${process.pid}`;
+  const leases = new PartitionLeases(
+    await new Kvm(js).open(KV_BUCKETS.leases),
+    workerName,
+    LEASE_TTL_MS,
+  );
 
   // Start order: sinks first, sources last (stop runs in reverse: sources stop first).
   const specs: ChildSpec[] = [];
@@ -94,7 +101,7 @@ export async function startWorker(
   const aggregators = new Map<number, () => AggregatorRunner | undefined>();
   for (const p of roles.partitions) {
     const spec = aggregatorChild(
-      { js, snapshots },
+      { js, snapshots, leases },
       {
         id: `aggregator-${p}`,
         partition: p,
@@ -119,7 +126,7 @@ export async function startWorker(
     aggregators.get(p)?.()?.liveMinutes(fromMs, toMs),
   );
   return {
-    name: `${hostname()}/${process.pid}`,
+    name: workerName,
     supervisor,
     aggregators,
     async stop() {

@@ -7,7 +7,7 @@ import { BatchPublisher } from "../ingest/batch-publisher.js";
 import { registry } from "../metrics/registry.js";
 import { ONE_MINUTE_MS } from "../model.js";
 import { consumeOrdered } from "../nats/durable-consumer.js";
-import type { SnapshotStore } from "../snapshots/snapshot-store.js";
+import { SnapshotConflictError, type SnapshotStore } from "../snapshots/snapshot-store.js";
 import {
   type AggregatorOptions,
   type AggregatorSnapshot,
@@ -139,6 +139,12 @@ export class AggregatorRunner {
   private lock: Promise<void> = Promise.resolve();
   /** Emitted minutes the store may not have yet (see liveMinutes). */
   private readonly recentlyEmitted = new Map<number, ClosedMinute>();
+  /**
+   * Aborted (with the SnapshotConflictError) when a snapshot save loses its compare-and-set,
+   * on whatever path it was taken (periodic, on demand, final): another aggregator of this
+   * partition has saved since we restored, so we are stale and stop at once.
+   */
+  private readonly fence = new AbortController();
 
   constructor(
     private readonly deps: { js: JetStreamClient; snapshots: SnapshotStore },
@@ -178,15 +184,18 @@ export class AggregatorRunner {
         filterSubjects: [SUBJECTS.clicks(this.o.partition)],
         startSeq: this.status.lastSeq + 1,
         maxBatch: this.o.maxBatchMessages,
-        signal,
+        signal: AbortSignal.any([signal, this.fence.signal]),
         onBatch: (msgs) => this.exclusive(() => this.process(msgs)),
       });
     } finally {
       clearInterval(ticker);
     }
-    // A crash (admin kill: the signal's reason has code ACTOR_KILLED) must not look like an
-    // orderly stop: no final snapshot, the restart replays from the last one.
-    if ((signal.reason as { code?: string } | undefined)?.code === "ACTOR_KILLED") return;
+    // Fenced: fail, so that the supervisor restarts us from the newest snapshot.
+    if (this.fence.signal.aborted) throw this.fence.signal.reason;
+    // A crash (admin kill: code ACTOR_KILLED) or a lost partition lease (LEASE_LOST: another
+    // worker owns the partition now) must not look like an orderly stop: no final snapshot.
+    const reason = (signal.reason as { code?: string } | undefined)?.code;
+    if (reason === "ACTOR_KILLED" || reason === "LEASE_LOST") return;
     // Orderly stop: everything processed is published; save where we are.
     await this.exclusive(() => this.snapshot());
   }
@@ -243,21 +252,27 @@ export class AggregatorRunner {
 
   /** Saves state + position. Only after every output up to that position is acknowledged. */
   private async snapshot(): Promise<void> {
+    if (this.fence.signal.aborted) throw this.fence.signal.reason;
     await this.publisher.flush();
     const started = performance.now();
-    const saved = await this.deps.snapshots.save<RunnerSnapshot>(
-      aggregatorSnapshotKey(this.o.partition),
-      {
-        streamSeq: this.status.lastSeq,
-        takenAtMs: Date.now(),
-        state: {
-          agg: snapshotAggregator(this.state),
-          lastEventAtMs: this.state.watermark.lastEventAtMs,
-          closedThroughMs: this.status.closedThroughMs,
+    const saved = await this.deps.snapshots
+      .save<RunnerSnapshot>(
+        aggregatorSnapshotKey(this.o.partition),
+        {
+          streamSeq: this.status.lastSeq,
+          takenAtMs: Date.now(),
+          state: {
+            agg: snapshotAggregator(this.state),
+            lastEventAtMs: this.state.watermark.lastEventAtMs,
+            closedThroughMs: this.status.closedThroughMs,
+          },
         },
-      },
-      this.snapshotRevision,
-    );
+        this.snapshotRevision,
+      )
+      .catch((err: unknown) => {
+        if (err instanceof SnapshotConflictError) this.fence.abort(err);
+        throw err;
+      });
     this.snapshotRevision = saved.revision;
     this.lastSnapshotAtMs = Date.now();
     this.status.lastSnapshotAtMs = this.lastSnapshotAtMs;
@@ -267,6 +282,8 @@ export class AggregatorRunner {
   }
 
   private async process(msgs: JsMsg[]): Promise<void> {
+    // A fenced aggregator emits nothing more (batches queued behind the failed snapshot).
+    if (this.fence.signal.aborted) throw this.fence.signal.reason;
     const p = this.o.partition;
     // Corrections of a minute within one batch are coalesced: only its newest version is
     // published. The version counter is part of the state, so the newest version's content

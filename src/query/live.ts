@@ -50,7 +50,11 @@ export function answerLive(
   return out;
 }
 
-/** Serves adclick.live.<p> for the given partitions. */
+/**
+ * Serves adclick.live.<p> for the given partitions. No queue group: every worker offering a
+ * partition hears the request, and only the one whose aggregator runs it (the lease holder)
+ * answers; standbys stay silent.
+ */
 export function serveLive(
   nc: NatsConnection,
   partitions: number[],
@@ -60,16 +64,14 @@ export function serveLive(
   for (const p of partitions) {
     subs.push(
       nc.subscribe(liveSubject(p), {
-        queue: "adclick-live",
         callback: (err, msg) => {
           if (err) return;
           let reply: LiveReply;
           try {
             const r = msg.json<LiveRequest>();
             const minutes = minutesOf(p, r.fromMs, r.toMs);
-            reply = minutes
-              ? answerLive(p, minutes, r)
-              : { partition: p, minutes: [], error: "aggregator not running" };
+            if (!minutes) return; // not running here: the lease holder answers
+            reply = answerLive(p, minutes, r);
           } catch (e) {
             reply = { partition: p, minutes: [], error: String(e) };
           }

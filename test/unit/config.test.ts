@@ -25,6 +25,10 @@ describe("loadConfig", () => {
     [{ ADCLICK_DIMENSIONS: "country,userId" }, "dimensions", ["country", "userId"]],
     [{ ADCLICK_KEYSPACE: "billing_eu" }, "cassandraKeyspace", "billing_eu"],
     [{ ADCLICK_METRICS_PORT: "0" }, "metricsPort", 0],
+    [{ ADCLICK_OWN_PARTITIONS: "0-3, 7,9-10" }, "ownPartitions", [0, 1, 2, 3, 7, 9, 10]],
+    [{ ADCLICK_OWN_PARTITIONS: "5,5,4" }, "ownPartitions", [4, 5]],
+    [{ ADCLICK_WORKER_ID: "pod-7/eu-1" }, "workerId", "pod-7/eu-1"],
+    [{ ADCLICK_RECONCILE_EVERY_MS: "0" }, "reconcileEveryMs", 0],
   ])("reads %o into %s", (env, key, value) => {
     expect(loadConfig(env)[key as keyof typeof DEFAULT_CONFIG]).toEqual(value);
   });
@@ -40,6 +44,10 @@ describe("loadConfig", () => {
     [{ ADCLICK_NATS_URL: "http://x" }, "ADCLICK_NATS_URL", /not nats:\/\/host:port/],
     [{ ADCLICK_CASSANDRA: "a b" }, "ADCLICK_CASSANDRA", /not host\[:port\]/],
     [{ ADCLICK_METRICS_PORT: "70000" }, "ADCLICK_METRICS_PORT", /outside/],
+    [{ ADCLICK_OWN_PARTITIONS: "3-1" }, "ADCLICK_OWN_PARTITIONS", /empty range/],
+    [{ ADCLICK_OWN_PARTITIONS: "a-b" }, "ADCLICK_OWN_PARTITIONS", /not a partition/],
+    [{ ADCLICK_OWN_PARTITIONS: "15-16" }, "ADCLICK_OWN_PARTITIONS", /partition 16 does not exist/],
+    [{ ADCLICK_WORKER_ID: "has space" }, "ADCLICK_WORKER_ID", /must be/],
   ])("rejects %o naming the setting %s", (env, setting, message) => {
     let err: unknown;
     try {

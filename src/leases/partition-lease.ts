@@ -1,0 +1,139 @@
+import type { KV } from "@nats-io/kv";
+import { Counter, Gauge } from "prom-client";
+import { registry } from "../metrics/registry.js";
+
+const leasesHeld = new Gauge({
+  name: "adclick_partition_leases_held",
+  help: "Partition leases this worker holds",
+  labelNames: ["worker"] as const,
+  registers: [registry],
+});
+const leasesLost = new Counter({
+  name: "adclick_partition_leases_lost_total",
+  help: "Partition leases lost (not renewed in time, taken over by another worker)",
+  labelNames: ["partition"] as const,
+  registers: [registry],
+});
+
+/** The reason a lease's `lost` signal aborts with. */
+export class LeaseLostError extends Error {
+  readonly code = "LEASE_LOST";
+}
+
+export interface Lease {
+  partition: number;
+  /** Aborts if the lease is lost: the holder must stop working on the partition at once. */
+  lost: AbortSignal;
+  /** Gives the lease up (after an orderly stop), so another worker can take it at once. */
+  release(): Promise<void>;
+}
+
+export const leaseKey = (p: number) => `p.${p}`;
+
+/**
+ * Partition leases in JetStream KV: at most one worker aggregates a partition at a time.
+ * A lease is a key `p.<n>` holding the worker id, taken with create (compare-and-set on
+ * "absent"), renewed with update on its revision every third of the bucket's TTL, and gone
+ * when its holder stops renewing (the bucket's max age) or releases it. Several workers may
+ * offer to run the same partitions: one holds each lease, the others wait as hot standbys
+ * and take over when it expires.
+ */
+export class PartitionLeases {
+  private held = 0;
+
+  constructor(
+    private readonly kv: KV,
+    readonly workerId: string,
+    private readonly ttlMs: number,
+  ) {}
+
+  /** Holder of partition p, if any (for status). */
+  async holder(p: number): Promise<string | undefined> {
+    const e = await this.kv.get(leaseKey(p));
+    return e && e.operation === "PUT" && e.length > 0 ? e.string() : undefined;
+  }
+
+  /** Waits until this worker holds partition p's lease (or the signal aborts). */
+  async acquire(p: number, signal: AbortSignal, onWait?: (holder: string) => void): Promise<Lease> {
+    const key = leaseKey(p);
+    let revision: number | undefined;
+    while (revision === undefined) {
+      if (signal.aborted) throw signal.reason ?? new Error("aborted");
+      try {
+        revision = await this.kv.create(key, this.workerId);
+      } catch {
+        const e = await this.kv.get(key).catch(() => null);
+        if (e && e.operation === "PUT" && e.string() === this.workerId) {
+          // Ours already (this worker restarted under the same id): take it over.
+          revision = await this.kv.update(key, this.workerId, e.revision).catch(() => undefined);
+        } else if (e) {
+          onWait?.(e.string());
+        }
+        if (revision === undefined) await sleep(Math.max(200, this.ttlMs / 5), signal);
+      }
+    }
+    this.held++;
+    leasesHeld.set({ worker: this.workerId }, this.held);
+    const lost = new AbortController();
+    let current = revision;
+    let released = false;
+    const renewOnce = async () => {
+      try {
+        current = await this.kv.update(key, this.workerId, current);
+        return;
+      } catch {
+        // A lost reply to an earlier renewal, or an expired key: still ours if nobody took it.
+      }
+      const e = await this.kv.get(key).catch(() => null);
+      if (e && e.operation === "PUT" && e.string() === this.workerId) {
+        current = e.revision;
+        return;
+      }
+      if (!e || e.operation !== "PUT") {
+        const r = await this.kv.create(key, this.workerId).catch(() => undefined);
+        if (r !== undefined) {
+          current = r;
+          return;
+        }
+      }
+      throw new LeaseLostError(`lease of partition ${p} taken over`);
+    };
+    const renew = setInterval(
+      () => {
+        renewOnce().catch((err) => {
+          if (released || lost.signal.aborted) return;
+          leasesLost.inc({ partition: String(p) });
+          lost.abort(err instanceof LeaseLostError ? err : new LeaseLostError(String(err)));
+        });
+      },
+      Math.max(100, Math.floor(this.ttlMs / 3)),
+    );
+    return {
+      partition: p,
+      lost: lost.signal,
+      release: async () => {
+        if (released) return;
+        released = true;
+        clearInterval(renew);
+        this.held--;
+        leasesHeld.set({ worker: this.workerId }, this.held);
+        if (!lost.signal.aborted)
+          await this.kv.delete(leaseKey(p), { previousSeq: current }).catch(() => {});
+      },
+    };
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener(
+      "abort",
+      () => {
+        clearTimeout(t);
+        resolve();
+      },
+      { once: true },
+    );
+  });
+}
