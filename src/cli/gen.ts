@@ -2,11 +2,16 @@ import { writeFileSync } from "node:fs";
 import { jetstream } from "@nats-io/jetstream";
 import type { AdclickConfig } from "../config.js";
 import { DEFAULT_GEN, type GenOptions, generateClickLog } from "../gen/click-log.js";
+import { startLiveGenerator } from "../gen/live-generator.js";
 import { ClickProducer } from "../ingest/click-producer.js";
 import { connectNats } from "../nats/connect.js";
 
 export interface GenCliOptions {
   lines: number;
+  /** Publish live clicks (current time) at this rate per second instead of a log. */
+  rate?: number;
+  /** With --rate: stop after this many seconds (default: until Ctrl-C). */
+  duration?: number;
   out?: string;
   publish: boolean;
   seed?: number;
@@ -31,6 +36,28 @@ function ratio(name: string, v: number | undefined): number | undefined {
  * and late clicks, malformed lines — written to a file (or stdout), or published directly.
  */
 export async function runGen(c: AdclickConfig, o: GenCliOptions): Promise<void> {
+  if (o.rate !== undefined) {
+    const nc = await connectNats({
+      servers: c.natsServers,
+      name: "adclick-gen",
+      user: c.natsUser,
+      pass: c.natsPassword,
+    });
+    const g = startLiveGenerator(jetstream(nc), {
+      ratePerSecond: o.rate,
+      partitions: c.partitions,
+      ...(o.ads ? { ads: o.ads } : {}),
+    });
+    await new Promise<void>((resolve) => {
+      if (o.duration) setTimeout(resolve, o.duration * 1000);
+      process.once("SIGINT", () => resolve());
+      process.once("SIGTERM", () => resolve());
+    });
+    await g.stop();
+    await nc.drain();
+    console.error(`published ${g.sent()} clicks at ~${o.rate}/s`);
+    return;
+  }
   const startMs = o.start
     ? Date.parse(o.start)
     : Math.floor(Date.now() / 60_000) * 60_000 - 5 * 60_000;

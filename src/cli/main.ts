@@ -139,6 +139,12 @@ export function buildCli(extend?: (program: Command) => void): Command {
     .option("--lines <n>", "lines to generate (default 10000)", intArg("--lines"))
     .option("--out <file>", "write the log here (default: stdout)")
     .option("--publish", "publish the clicks to JetStream instead of writing a log")
+    .option(
+      "--rate <n>",
+      "publish live clicks (stamped now) at this rate per second",
+      intArg("--rate"),
+    )
+    .option("--duration <s>", "with --rate: stop after this many seconds", intArg("--duration"))
     .option("--seed <n>", "random seed (the same seed gives the same log)", intArg("--seed"))
     .option("--ads <n>", "distinct ads (default 1000)", intArg("--ads"))
     .option("--zipf <s>", "Zipf exponent of ad popularity (default 1.1)", num("--zipf"))

@@ -224,7 +224,9 @@ export class LogShipper {
 
   /** Ships complete chunks until the end of the file (with `final`, the last partial line too). */
   private async drain(f: OpenFile, final: boolean): Promise<void> {
-    const buf = Buffer.allocUnsafe(this.o.chunkBytes);
+    // Big enough for a pending chunk recorded with a larger --chunk-bytes before a restart:
+    // it must be redone whole (cut anywhere else, a line would be split in two).
+    const buf = Buffer.allocUnsafe(Math.max(this.o.chunkBytes, (f.cp.pendingEnd ?? 0) - f.cp.offset));
     for (;;) {
       const { size } = await f.fh.stat();
       // After a crash mid-chunk, redo exactly that chunk.

@@ -33,7 +33,7 @@ function clicks(fromMinute: number, minutes: number, tag: string): ClickObject[]
   return out;
 }
 
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 60_000) {
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = 180_000) {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
