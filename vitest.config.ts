@@ -10,6 +10,8 @@ export default defineConfig({
         test: {
           name: "unit",
           include: ["test/unit/**/*.test.ts"],
+          // Property-style tests run thousands of cases: room for a busy shared machine.
+          testTimeout: 30_000,
           sequence: { groupOrder: 0 },
         },
       },
