@@ -48,11 +48,11 @@ function table(kind: string, r: Record<string, unknown>): string {
   if (kind === "top") {
     const ads = r.ads as { ad_id: string; count: number }[];
     lines.push(`${"rank".padStart(4)}  ${"ad_id".padEnd(24)} ${"clicks".padStart(10)}`);
-    ads.forEach((a, i) =>
+    for (const [i, a] of ads.entries()) {
       lines.push(
         `${String(i + 1).padStart(4)}  ${a.ad_id.padEnd(24)} ${String(a.count).padStart(10)}`,
-      ),
-    );
+      );
+    }
     if (ads.length === 0) lines.push("(no clicks)");
   }
   return lines.join("\n");

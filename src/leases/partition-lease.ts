@@ -89,7 +89,7 @@ export class PartitionLeases {
         current = e.revision;
         return;
       }
-      if (!e || e.operation !== "PUT") {
+      if (e?.operation !== "PUT") {
         const r = await this.kv.create(key, this.workerId).catch(() => undefined);
         if (r !== undefined) {
           current = r;

@@ -182,7 +182,10 @@ export class RawStore {
           : `d|${a}|${c}|${(d as Date).getTime()}`;
       const blob = r.params[r.params.length - 1] as Buffer;
       let g = groups.get(key);
-      if (!g) groups.set(key, (g = []));
+      if (!g) {
+        g = [];
+        groups.set(key, g);
+      }
       g.push({ query: r.query, params: r.params, bytes: blob.length + 64 });
       rows++;
     }
