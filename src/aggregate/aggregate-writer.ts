@@ -18,6 +18,12 @@ const writeFailures = new Counter({
   labelNames: ["actor"] as const,
   registers: [registry],
 });
+const progressDeferred = new Counter({
+  name: "adclick_aggregate_progress_deferred_total",
+  help: "Progress reports put back because earlier aggregate messages were not stored yet (redelivery pending)",
+  labelNames: ["actor"] as const,
+  registers: [registry],
+});
 const writerLag = new Gauge({
   name: "adclick_aggregate_writer_lag_messages",
   help: "Aggregate messages not yet delivered to the aggregate writer",
@@ -41,13 +47,20 @@ export function aggregateWriterConsumer(): DurableSpec {
 /**
  * Aggregates stream → Cassandra: closed minutes, global top N, progress. Upserts of absolute
  * values at their version (see AggregateStore), so a redelivered or re-emitted message
- * converges to the same rows. Progress is written after the minutes of the same batch, so
- * "closed through T" in the store implies those minutes are stored.
+ * converges to the same rows. "Closed through T" in the store implies the minutes it covers
+ * are stored: a progress report is written only once every message before it in the stream
+ * is (see readyProgress).
  */
 export class AggregateWriter {
   constructor(
     private readonly deps: { js: JetStreamClient; store: AggregateStore },
-    private readonly o: { id: string; retryBaseMs?: number; retryMaxMs?: number },
+    private readonly o: {
+      id: string;
+      retryBaseMs?: number;
+      retryMaxMs?: number;
+      /** How long a progress report waits before it is tried again (see readyProgress). */
+      progressRetryMs?: number;
+    },
   ) {}
 
   run(signal: AbortSignal): Promise<void> {
@@ -61,15 +74,59 @@ export class AggregateWriter {
     });
   }
 
+  /** Stream sequences this writer acknowledged above the last ack floor it saw. */
+  private readonly ackedAboveFloor = new Set<number>();
+  /** Progress reports this writer holds back (negatively acknowledged, redelivered later). */
+  private readonly deferred = new Set<number>();
+
+  /**
+   * The progress messages of a batch that may be written. A progress report follows, in the
+   * stream, the minutes it covers; but after a writer crash those minutes wait for redelivery
+   * (ack_wait) while newer messages, the report among them, go to the replacement (and with
+   * several writers on the durable, a neighbour may still be writing them). A report is
+   * ready when every message before it is acknowledged — below the durable's ack floor (the
+   * durable covers the whole stream), or acknowledged by this writer — or is in this batch
+   * (written before the report), or is another report this writer holds back (a report
+   * stores no minutes; without this, held-back reports would block each other and crawl).
+   */
+  private async readyProgress(msgs: JsMsg[], progress: JsMsg[]): Promise<Set<JsMsg>> {
+    const ready = new Set<JsMsg>();
+    if (progress.length === 0) return ready;
+    const info = await this.deps.js.consumers
+      .get(STREAMS.aggregates, AGGREGATE_WRITER_DURABLE)
+      .then((c) => c.info(true))
+      .catch(() => undefined);
+    if (!info) return ready; // cannot tell: try again later
+    const floor = info.ack_floor.stream_seq;
+    for (const seq of this.ackedAboveFloor) if (seq <= floor) this.ackedAboveFloor.delete(seq);
+    const inBatch = new Set(msgs.map((m) => m.seq));
+    for (const m of progress) {
+      let covered = true;
+      for (let seq = floor + 1; covered && seq < m.seq; seq++) {
+        covered = inBatch.has(seq) || this.ackedAboveFloor.has(seq) || this.deferred.has(seq);
+      }
+      if (covered) ready.add(m);
+    }
+    return ready;
+  }
+
   private async handle(msgs: JsMsg[], signal: AbortSignal): Promise<void> {
     const decoded: AggregateMessage[] = [];
+    const progressMsgs: JsMsg[] = [];
+    const progressOf = new Map<AggregateMessage, JsMsg>();
     for (const m of msgs) {
       try {
-        decoded.push(decodeAggregate(m.data));
+        const a = decodeAggregate(m.data);
+        decoded.push(a);
+        if (a.kind === "progress") {
+          progressMsgs.push(m);
+          progressOf.set(a, m);
+        }
       } catch (err) {
         m.term(`undecodable aggregate: ${(err as Error).message}`);
       }
     }
+    const ready = await this.readyProgress(msgs, progressMsgs);
     for (let attempt = 1; ; attempt++) {
       try {
         let rows = 0;
@@ -81,7 +138,7 @@ export class AggregateWriter {
           }
         }
         for (const a of decoded) {
-          if (a.kind === "progress") {
+          if (a.kind === "progress" && ready.has(progressOf.get(a) as JsMsg)) {
             await this.deps.store.writeProgress(a.partition, a.closedThroughMs);
             rows++;
           }
@@ -99,7 +156,20 @@ export class AggregateWriter {
         await new Promise((r) => setTimeout(r, cap / 2 + Math.random() * (cap / 2)));
       }
     }
-    for (const m of msgs) m.ack();
+    for (const m of msgs) {
+      if (progressMsgs.includes(m) && !ready.has(m)) {
+        this.deferred.add(m.seq);
+        m.nak(this.o.progressRetryMs ?? 500);
+      } else {
+        this.deferred.delete(m.seq);
+        // Pruned against the floor when reports are checked; bounded anyway (forgetting only
+        // makes a report wait for the floor).
+        if (this.ackedAboveFloor.size >= 200_000) this.ackedAboveFloor.clear();
+        this.ackedAboveFloor.add(m.seq);
+        m.ack();
+      }
+    }
+    progressDeferred.inc({ actor: this.o.id }, progressMsgs.length - ready.size);
     const last = msgs[msgs.length - 1];
     writerLag.set({ actor: this.o.id }, last ? last.info.pending : 0);
   }

@@ -1,10 +1,12 @@
 import { hash } from "node:crypto";
-import { DeliverPolicy, type JetStreamClient, type JsMsg } from "@nats-io/jetstream";
+import { AckPolicy, DeliverPolicy, type JetStreamClient, type JsMsg } from "@nats-io/jetstream";
+import { nanos } from "@nats-io/nats-core";
 import { Counter } from "prom-client";
 import { STREAMS, SUBJECTS } from "../../nats/layout.js";
 import { BatchPublisher } from "../ingest/batch-publisher.js";
 import { registry } from "../metrics/registry.js";
 import { ONE_MINUTE_MS } from "../model.js";
+import { consumeOrdered } from "../nats/durable-consumer.js";
 import { mergeTopK, type TopEntry } from "../windows/topk.js";
 import { decodeAggregate, encodeAggregate, topMsgId } from "./messages.js";
 
@@ -170,27 +172,33 @@ export class Reducer {
   }
 
   async run(signal: AbortSignal): Promise<void> {
-    const consumer = await this.js.consumers.get(STREAMS.aggregates, {
-      filter_subjects: [SUBJECTS.minuteAggregatesAll],
-      deliver_policy: DeliverPolicy.StartTime,
-      opt_start_time: new Date(Date.now() - this.o.replayMs).toISOString(),
-    });
-    const messages = await consumer.consume({ max_messages: 512 });
+    const startSeq = await firstSeqAtOrAfter(
+      this.js,
+      STREAMS.aggregates,
+      new Date(Date.now() - this.o.replayMs),
+    );
     const timer = setInterval(() => {
       void this.publish(overdueEmissions(this.state, Date.now(), this.o.overdueAfterMs)).catch(
         () => {},
       );
     }, 1000);
-    const stop = () => messages.stop();
-    signal.addEventListener("abort", stop, { once: true });
     try {
-      for await (const m of messages) {
-        await this.handle(m);
-      }
+      // By start *sequence*: an ordered consumer created by start time never recovers from a
+      // nats-server restart with @nats-io/jetstream 3.4 (its re-creation keeps opt_start_time
+      // next to deliver_policy by_start_sequence, which the server refuses, forever).
+      await consumeOrdered({
+        js: this.js,
+        stream: STREAMS.aggregates,
+        filterSubjects: [SUBJECTS.minuteAggregatesAll],
+        startSeq,
+        maxBatch: 256,
+        signal,
+        onBatch: async (msgs) => {
+          for (const m of msgs) await this.handle(m);
+        },
+      });
     } finally {
       clearInterval(timer);
-      signal.removeEventListener("abort", stop);
-      messages.stop();
     }
   }
 
@@ -224,4 +232,26 @@ export class Reducer {
     }
     if (out.length > 0) await this.publisher.flush();
   }
+}
+
+/**
+ * The first stream sequence stored at or after `time` (last sequence + 1 when none is):
+ * JetStream resolves it for a consumer created by start time, whose info reports that
+ * sequence − 1 as delivered. The consumer is deleted at once (and expires anyway).
+ */
+export async function firstSeqAtOrAfter(
+  js: JetStreamClient,
+  stream: string,
+  time: Date,
+): Promise<number> {
+  const jsm = await js.jetstreamManager();
+  const ci = await jsm.consumers.add(stream, {
+    deliver_policy: DeliverPolicy.StartTime,
+    opt_start_time: time.toISOString(),
+    ack_policy: AckPolicy.None,
+    inactive_threshold: nanos(60_000),
+    mem_storage: true,
+  });
+  await jsm.consumers.delete(stream, ci.name).catch(() => {});
+  return ci.delivered.stream_seq + 1;
 }

@@ -226,7 +226,9 @@ export class LogShipper {
   private async drain(f: OpenFile, final: boolean): Promise<void> {
     // Big enough for a pending chunk recorded with a larger --chunk-bytes before a restart:
     // it must be redone whole (cut anywhere else, a line would be split in two).
-    const buf = Buffer.allocUnsafe(Math.max(this.o.chunkBytes, (f.cp.pendingEnd ?? 0) - f.cp.offset));
+    const buf = Buffer.allocUnsafe(
+      Math.max(this.o.chunkBytes, (f.cp.pendingEnd ?? 0) - f.cp.offset),
+    );
     for (;;) {
       const { size } = await f.fh.stat();
       // After a crash mid-chunk, redo exactly that chunk.

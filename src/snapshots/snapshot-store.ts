@@ -101,14 +101,24 @@ export class SnapshotStore {
           ? await this.kv.create(key, packr.pack(manifest))
           : await this.kv.update(key, packr.pack(manifest), revision);
     } catch (err) {
-      for (let i = 0; i < chunks; i++)
-        await this.kv.purge(`${key}.${generation}.${i}`).catch(() => {});
-      throw new SnapshotConflictError(
-        `snapshot ${key} was saved by someone else (expected revision ${revision})`,
-        {
-          cause: err,
-        },
-      );
+      // An error does not say the write failed: a lost reply (timeout, server restart) may
+      // hide a committed manifest. Look before deleting anything: our chunks may be live.
+      const current = await this.kv.get(key).catch(() => undefined);
+      if (current === undefined) throw err; // cannot tell: keep the chunks (orphans at worst)
+      const committed =
+        current?.operation === "PUT" && current.length > 0
+          ? { manifest: packr.unpack(current.value) as Manifest, revision: current.revision }
+          : undefined;
+      if (committed?.manifest.generation === generation) {
+        newRevision = committed.revision;
+      } else {
+        for (let i = 0; i < chunks; i++)
+          await this.kv.purge(`${key}.${generation}.${i}`).catch(() => {});
+        throw new SnapshotConflictError(
+          `snapshot ${key} was saved by someone else (expected revision ${revision})`,
+          { cause: err },
+        );
+      }
     }
     if (prevManifest) {
       for (let i = 0; i < prevManifest.chunks; i++) {
