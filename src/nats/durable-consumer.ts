@@ -108,27 +108,55 @@ export async function consumeOrdered(o: OrderedLoopOptions): Promise<void> {
   await batchLoop(await consumer.consume({ max_messages: Math.max(o.maxBatch * 2, 256) }), o);
 }
 
+/** What {@link batchLoop} races a pending message against: the next turn of the event loop. */
+const NEXT_TURN = Symbol("next turn");
+const nextTurn = () =>
+  new Promise<typeof NEXT_TURN>((resolve) => setImmediate(() => resolve(NEXT_TURN)));
+
 /**
  * Waits for one message, then takes whatever else is already buffered (up to maxBatch)
  * without waiting, so batches grow under load and latency stays low when idle. A batch in
  * hand when the signal aborts is dropped unacknowledged (redelivered or replayed later).
+ *
+ * "Already buffered" is decided by racing the iterator against the next event-loop turn: a
+ * buffered message resolves within microtasks. (`getPending()` cannot tell: the client
+ * counts its queued pull-request callbacks in it and never takes them out again, so it
+ * stays above 0 with nothing buffered, and waiting on it held a batch — unprocessed and
+ * unacknowledged — until the next message arrived: at the end of a burst, until ack_wait
+ * redelivered the batch itself, ~60 s for the aggregate writer.)
  */
-async function batchLoop(
-  messages: ConsumerMessages,
+export async function batchLoop(
+  messages: Pick<ConsumerMessages, "stop"> & AsyncIterable<JsMsg>,
   o: { maxBatch: number; signal: AbortSignal; onBatch(msgs: JsMsg[]): Promise<void> },
 ): Promise<void> {
   const stop = () => messages.stop();
   o.signal.addEventListener("abort", stop, { once: true });
   try {
     const it = messages[Symbol.asyncIterator]();
-    while (!o.signal.aborted) {
-      const first = await it.next();
+    // A pull may settle while a batch is being handled: mark it handled now (awaiting it
+    // later still throws), so that an iterator error is not an unhandled rejection.
+    const pull = () => {
+      const p = it.next();
+      p.catch(() => {});
+      return p;
+    };
+    let next = pull();
+    let done = false;
+    while (!done && !o.signal.aborted) {
+      const first = await next;
       if (first.done) break;
+      next = pull();
       const batch: JsMsg[] = [first.value];
-      while (batch.length < o.maxBatch && messages.getPending() > 0) {
-        const r = await it.next();
-        if (r.done) break;
+      const turn = nextTurn();
+      while (batch.length < o.maxBatch) {
+        const r = await Promise.race([next, turn]);
+        if (r === NEXT_TURN) break;
+        if (r.done) {
+          done = true;
+          break;
+        }
         batch.push(r.value);
+        next = pull();
       }
       if (o.signal.aborted) break;
       await o.onBatch(batch);
