@@ -230,6 +230,14 @@ function daysInMonth(year: number, month: number): number {
 }
 
 /**
+ * A timestamp error (cold path). A module-level function rather than a closure inside
+ * parseTimestamp: that closure was allocated on every call, i.e. for every line.
+ */
+function badTimestamp(line: string, start: number, end: number, detail: string): FieldError {
+  return new FieldError(`timestamp ${quote(line, start, end)} ${detail}`);
+}
+
+/**
  * `YYYY-MM-DD HH:MM:SS`, with `T` allowed for the space, then optionally `.f`, `.ff` or `.fff`
  * (fraction of a second), then optionally `Z` or a numeric offset `±HH:MM`.
  *
@@ -243,8 +251,7 @@ function daysInMonth(year: number, month: number): number {
 function parseTimestamp(line: string, start: number, end: number): number | FieldError {
   const length = end - start;
   if (length === 0) return new FieldError("timestamp is empty");
-  const bad = (detail: string) => new FieldError(`timestamp ${quote(line, start, end)} ${detail}`);
-  if (length < 19) return bad("is not YYYY-MM-DD HH:MM:SS");
+  if (length < 19) return badTimestamp(line, start, end, "is not YYYY-MM-DD HH:MM:SS");
   const sep = line.charCodeAt(start + 10);
   if (
     line.charCodeAt(start + 4) !== HYPHEN ||
@@ -253,7 +260,7 @@ function parseTimestamp(line: string, start: number, end: number): number | Fiel
     line.charCodeAt(start + 13) !== COLON ||
     line.charCodeAt(start + 16) !== COLON
   ) {
-    return bad("is not YYYY-MM-DD HH:MM:SS");
+    return badTimestamp(line, start, end, "is not YYYY-MM-DD HH:MM:SS");
   }
   const year = readDigits(line, start, 4);
   const month = readDigits(line, start + 5, 2);
@@ -262,12 +269,15 @@ function parseTimestamp(line: string, start: number, end: number): number | Fiel
   const minute = readDigits(line, start + 14, 2);
   const second = readDigits(line, start + 17, 2);
   if (year < 0 || month < 0 || day < 0 || hour < 0 || minute < 0 || second < 0) {
-    return bad("is not YYYY-MM-DD HH:MM:SS");
+    return badTimestamp(line, start, end, "is not YYYY-MM-DD HH:MM:SS");
   }
-  if (year < MIN_YEAR || year > MAX_YEAR) return bad(`has a year outside ${MIN_YEAR}..${MAX_YEAR}`);
-  if (month < 1 || month > 12) return bad("has no such month");
-  if (day < 1 || day > daysInMonth(year, month)) return bad("has no such day");
-  if (hour > 23 || minute > 59 || second > 59) return bad("has no such time of day");
+  if (year < MIN_YEAR || year > MAX_YEAR)
+    return badTimestamp(line, start, end, `has a year outside ${MIN_YEAR}..${MAX_YEAR}`);
+  if (month < 1 || month > 12) return badTimestamp(line, start, end, "has no such month");
+  if (day < 1 || day > daysInMonth(year, month))
+    return badTimestamp(line, start, end, "has no such day");
+  if (hour > 23 || minute > 59 || second > 59)
+    return badTimestamp(line, start, end, "has no such time of day");
 
   let i = start + 19;
   let millis = 0;
@@ -279,7 +289,8 @@ function parseTimestamp(line: string, start: number, end: number): number | Fiel
       digits++;
       i++;
     }
-    if (digits === 0 || digits > 3) return bad("must have 1 to 3 fraction digits");
+    if (digits === 0 || digits > 3)
+      return badTimestamp(line, start, end, "must have 1 to 3 fraction digits");
     millis *= digits === 1 ? 100 : digits === 2 ? 10 : 1;
   }
 
@@ -297,11 +308,11 @@ function parseTimestamp(line: string, start: number, end: number): number | Fiel
       offHours > 23 ||
       offMinutes > 59
     ) {
-      return bad("has an invalid UTC offset (expected ±HH:MM)");
+      return badTimestamp(line, start, end, "has an invalid UTC offset (expected ±HH:MM)");
     }
     offsetMinutes = (zone === HYPHEN ? -1 : 1) * (offHours * 60 + offMinutes);
   } else if (zoneLength !== 0 && !(zoneLength === 1 && zone === 0x5a) /* Z */) {
-    return bad("has trailing characters (expected Z or ±HH:MM)");
+    return badTimestamp(line, start, end, "has trailing characters (expected Z or ±HH:MM)");
   }
 
   return Date.UTC(year, month - 1, day, hour, minute, second, millis) - offsetMinutes * 60_000;

@@ -126,6 +126,12 @@ interface Slot {
   version: number;
   /** Changed since its last emission (only meaningful while version > 0). */
   dirty: boolean;
+  /**
+   * The live view last built for queries, and the event count it reflects: queries between
+   * two batches reuse it instead of sorting the minute's ads again (a pending minute's
+   * counts only grow, so an unchanged event count means unchanged counts).
+   */
+  live?: { eventCount: number; view: Omit<LiveMinute, "closed"> };
 }
 
 /** Mutable operator state. Treat as opaque; read it through the exported functions. */
@@ -356,22 +362,30 @@ export function advance(state: AggregatorState, nowMs: number): ClosedMinute[] {
   return out;
 }
 
-/** Minutes not emitted yet (open, or closed with emission pending), ascending. */
+/**
+ * Minutes not emitted yet (open, or closed with emission pending), ascending. The arrays
+ * are shared between calls while a minute's counts do not change: treat them as read-only.
+ */
 export function openMinutes(state: AggregatorState): LiveMinute[] {
   const slots = [...state.pending.values()].sort(byStart);
   const wm = state.watermark.watermarkMs;
   return slots.map((slot) => {
-    const sorted = slot.counts.sortedAdIds();
-    const adCounts = slot.counts.adCounts(sorted);
-    return {
-      partition: state.options.partition,
-      minuteStartMs: slot.counts.startMs,
-      closed: slot.counts.endMs <= wm,
-      adCounts,
-      dimCounts: slot.counts.dimCounts(sorted),
-      topK: topK(adCounts, state.options.topK),
-      eventCount: slot.counts.eventCount,
-    };
+    if (slot.live?.eventCount !== slot.counts.eventCount) {
+      const sorted = slot.counts.sortedAdIds();
+      const adCounts = slot.counts.adCounts(sorted);
+      slot.live = {
+        eventCount: slot.counts.eventCount,
+        view: {
+          partition: state.options.partition,
+          minuteStartMs: slot.counts.startMs,
+          adCounts,
+          dimCounts: slot.counts.dimCounts(sorted),
+          topK: topK(adCounts, state.options.topK),
+          eventCount: slot.counts.eventCount,
+        },
+      };
+    }
+    return { ...slot.live.view, closed: slot.counts.endMs <= wm };
   });
 }
 
@@ -396,13 +410,22 @@ export function nextIdleDeadlineMs(state: AggregatorState): number | null {
 // ---------------------------------------------------------------------------------------
 // Snapshot / restore
 
-export const AGGREGATOR_SNAPSHOT_FORMAT_VERSION = 1;
+/**
+ * 2: a minute's ids are mostly 16-byte keys (`idKeys`). An older build would not read them
+ * and would restore an empty dedupe set, so a format-2 snapshot must be refused there; this
+ * build still restores format 1 (ids as strings only).
+ */
+export const AGGREGATOR_SNAPSHOT_FORMAT_VERSION = 2;
+const READABLE_SNAPSHOT_FORMATS: readonly number[] = [1, 2];
 
 /** One minute in a snapshot: its counts, emission version and remembered ids. */
 export interface MinuteSnapshot extends MinuteCountsSnapshot {
   /** 0 = not emitted yet (pending); ≥ 1 = emitted and retained for corrections. */
   version: number;
+  /** Ids kept as strings: those without a 16-byte form (all of them in older snapshots). */
   ids: string[];
+  /** The other ids, as the dedupe set's exact 16-byte keys in base64 (see dedupe.ts). */
+  idKeys?: string;
 }
 
 /**
@@ -410,7 +433,8 @@ export interface MinuteSnapshot extends MinuteCountsSnapshot {
  * undefined). The idle clock is processing time and is deliberately not included.
  */
 export interface AggregatorSnapshot {
-  formatVersion: typeof AGGREGATOR_SNAPSHOT_FORMAT_VERSION;
+  /** {@link AGGREGATOR_SNAPSHOT_FORMAT_VERSION} when written; 1 in older snapshots. */
+  formatVersion: number;
   options: {
     partition: number;
     allowedLatenessMs: number;
@@ -444,11 +468,15 @@ export function snapshotAggregator(state: AggregatorState): AggregatorSnapshot {
       retainClosedMinutes: o.retainClosedMinutes,
     },
     watermark: snapshotWatermark(state.watermark),
-    minutes: slots.map((slot) => ({
-      ...slot.counts.toSnapshot(),
-      version: slot.version,
-      ids: [...slot.ids.values()],
-    })),
+    minutes: slots.map((slot) => {
+      const ids = slot.ids.toCompact();
+      return {
+        ...slot.counts.toSnapshot(),
+        version: slot.version,
+        ids: ids.long,
+        ...(ids.keys ? { idKeys: ids.keys } : {}),
+      };
+    }),
   };
 }
 
@@ -459,16 +487,17 @@ export function snapshotAggregator(state: AggregatorState): AggregatorSnapshot {
  * @throws AdclickError (code INTERNAL) when the snapshot's format is not this version's.
  */
 export function restoreAggregator(snap: AggregatorSnapshot): AggregatorState {
-  if (snap?.formatVersion !== AGGREGATOR_SNAPSHOT_FORMAT_VERSION) {
+  if (!READABLE_SNAPSHOT_FORMATS.includes(snap?.formatVersion)) {
     throw new AdclickError(
       "INTERNAL",
-      `aggregator snapshot formatVersion ${String(snap?.formatVersion)} is not supported (expected ${AGGREGATOR_SNAPSHOT_FORMAT_VERSION})`,
+      `aggregator snapshot formatVersion ${String(snap?.formatVersion)} is not supported (expected one of ${READABLE_SNAPSHOT_FORMATS.join(", ")})`,
     );
   }
   const options = resolveOptions(snap.options);
   const state = newState(options, restoreWatermark(watermarkOptions(options), snap.watermark));
   for (const m of snap.minutes) {
     const ids = state.dedupe.idsFor(m.startMs);
+    if (m.idKeys) ids.addCompact({ keys: m.idKeys, long: [] });
     for (const id of m.ids) ids.add(id);
     const slot: Slot = {
       counts: MinuteState.fromSnapshot(m, WINDOW_SIZE_MS, state.options.dimensions),

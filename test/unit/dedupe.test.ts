@@ -33,6 +33,80 @@ describe("IdSet", () => {
   it.each([0, -1, 1.5])("rejects a chunk capacity of %s", (capacity) => {
     expect(() => new IdSet(capacity)).toThrow(RangeError);
   });
+
+  // Every class of id the compact encoding distinguishes, and the neighbours that must not
+  // collide with them: derived ids (96 bits), derived-looking ids that are not base64url,
+  // short ASCII ids (7 bits a character), ids one character longer than that, non-ASCII.
+  const DERIVED = "o:AbCdEfGhIjKlMn-_";
+  it.each([
+    { a: DERIVED, b: "o:AbCdEfGhIjKlMn-A", why: "derived ids differing in the last character" },
+    { a: DERIVED, b: "o:AbCdEfGhIjKlMn-!", why: "a derived id and a non-base64url look-alike" },
+    { a: "o:AAAAAAAAAAAAAAAA", b: "", why: "an all-zero derived id and the empty id" },
+    { a: "c:clk-7-12345678", b: "c:clk-7-1234567", why: "16 and 15 characters" },
+    { a: "c:clk-7-12345678", b: "c:clk-7-123456789", why: "16 and 17 characters" },
+    { a: "ab", b: "ab\u0001", why: "a trailing U+0001 is a character, not padding" },
+    { a: "abcd", b: "abcd\u0001", why: "the same at a word boundary" },
+    { a: "a", b: "\u0001a", why: "a leading U+0001" },
+    { a: "café", b: "cafe", why: "a non-ASCII id and its ASCII look-alike" },
+    { a: "c:é-1", b: "c:e-1", why: "a short non-ASCII id" },
+    { a: "x\u0000", b: "x", why: "U+0000 is kept as a string, never as padding" },
+    { a: "o:AbCdEfGhIjKlMnOp", b: "AbCdEfGhIjKlMnOp", why: "a derived id and its bare base64" },
+  ])("keeps apart $why", ({ a, b }) => {
+    const s = new IdSet();
+    expect(s.add(a)).toBe(true);
+    expect(s.has(b)).toBe(false);
+    expect(s.add(b)).toBe(true);
+    expect(s.add(a)).toBe(false);
+    expect(s.add(b)).toBe(false);
+    expect(s.size).toBe(2);
+    expect([...s.values()]).toEqual([a, b]);
+    const copy = new IdSet();
+    copy.addCompact(JSON.parse(JSON.stringify(s.toCompact())));
+    expect([...copy.values()].sort()).toEqual([a, b].sort());
+    expect(copy.add(a)).toBe(false);
+    expect(copy.add(b)).toBe(false);
+  });
+
+  it("agrees with a Set<string> on 200k random ids of every class, through growth and a compact copy", () => {
+    let seed = 12345;
+    const rand = (n: number) => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const randomId = (): string => {
+      switch (rand(5)) {
+        case 0: // derived, drawn from a small space so that repeats happen
+          return `o:${Array.from({ length: 16 }, (_, i) => (i < 13 ? "A" : B64[rand(64)])).join("")}`;
+        case 1:
+          return `c:${rand(20_000)}`;
+        case 2:
+          return `c:clk-${rand(100)}-${"x".repeat(rand(12))}`; // 8 to 19 characters
+        case 3:
+          return `ü-${rand(500)}`;
+        default:
+          return String.fromCharCode(1 + rand(127)) + String.fromCharCode(1 + rand(127));
+      }
+    };
+    const s = new IdSet();
+    const ref = new Set<string>();
+    for (let i = 0; i < 200_000; i++) {
+      const id = randomId();
+      const fresh = !ref.has(id);
+      ref.add(id);
+      if (s.add(id) !== fresh) throw new Error(`add(${JSON.stringify(id)}) disagreed at ${i}`);
+    }
+    expect(s.size).toBe(ref.size);
+    expect([...s.values()]).toEqual([...ref]);
+    const copy = new IdSet();
+    copy.addCompact(s.toCompact());
+    expect(copy.size).toBe(ref.size);
+    for (const id of ref) if (!copy.has(id)) throw new Error(`copy lost ${JSON.stringify(id)}`);
+    for (let i = 0; i < 10_000; i++) {
+      const id = randomId();
+      expect(copy.has(id)).toBe(ref.has(id));
+    }
+  });
 });
 
 describe("WindowDedupe", () => {

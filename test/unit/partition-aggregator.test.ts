@@ -768,7 +768,7 @@ describe("snapshot and restore", () => {
   it("is plain versioned data", () => {
     const s = agg();
     const snap = snapshotAggregator(s);
-    expect(snap.formatVersion).toBe(1);
+    expect(snap.formatVersion).toBe(2);
     expect(snap.watermark).toEqual({ maxEventTimeMs: null, watermarkMs: null });
     expect(JSON.parse(JSON.stringify(snap))).toEqual(snap);
   });
@@ -776,9 +776,23 @@ describe("snapshot and restore", () => {
   it("refuses a snapshot of another format version", () => {
     const snap = {
       ...snapshotAggregator(agg()),
-      formatVersion: 2,
+      formatVersion: 3,
     } as unknown as AggregatorSnapshot;
     expect(() => restoreAggregator(snap)).toThrow(AdclickError);
+  });
+
+  it("restores a format-1 snapshot (every id a string) with its dedupe set", () => {
+    const s = agg();
+    ingest(s, [ev("a", T0, { eventId: "c:x-1" }), ev("b", T0 + 1, { eventId: "c:x-2" })], 0);
+    const v2 = snapshotAggregator(s);
+    const v1 = {
+      ...v2,
+      formatVersion: 1,
+      minutes: v2.minutes.map(({ idKeys: _keys, ...m }) => ({ ...m, ids: ["c:x-1", "c:x-2"] })),
+    } as AggregatorSnapshot;
+    const restored = restoreAggregator(v1);
+    expect(ingest(restored, [ev("a", T0 + 2, { eventId: "c:x-1" })], 1).accepted).toBe(0);
+    expect(ingest(restored, [ev("a", T0 + 3, { eventId: "c:x-3" })], 1).accepted).toBe(1);
   });
 
   it("does not mistake the downtime before a restore for idle input", () => {
