@@ -9,6 +9,7 @@ import { topK } from "../windows/topk.js";
 import { requestLive } from "./live.js";
 import type { CountRequest, Filter, TopRequest } from "./request.js";
 import { isoMinute } from "./request.js";
+import { StoreRollup } from "./rollup.js";
 
 const queryLatency = new Histogram({
   name: "adclick_query_seconds",
@@ -17,6 +18,9 @@ const queryLatency = new Histogram({
   buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
   registers: [registry],
 });
+
+/** Raw-store minute reads in flight for one filtered query. */
+const RAW_READS_IN_FLIGHT = 8;
 
 export interface CountReply {
   ad_id: string;
@@ -52,6 +56,7 @@ export interface TopReply {
  */
 export class QueryEngine {
   private progressCache?: { atMs: number; value: Map<number, number> };
+  private readonly rollup?: StoreRollup;
 
   constructor(
     private readonly deps: { nc: NatsConnection; aggregates: AggregateStore; raw: RawStore },
@@ -59,8 +64,27 @@ export class QueryEngine {
       partitions: number;
       dimensions: readonly Dimension[];
       progressCacheMs?: number;
+      /**
+       * Stored minutes held in memory for counts and top N (see rollup.ts); 0 turns the
+       * rollup off (every query reads Cassandra). Default 70: "the last 60 minutes" with
+       * room for a range ending a little before the newest stored minute.
+       */
+      rollupMinutes?: number;
+      /** The rollup's refresh period and the staleness after which a query waits for one. */
+      rollupRefreshMs?: number;
+      rollupMaxStaleMs?: number;
     },
-  ) {}
+  ) {
+    const minutes = o.rollupMinutes ?? 70;
+    if (minutes > 0) {
+      this.rollup = new StoreRollup(deps.aggregates, {
+        partitions: o.partitions,
+        windowMinutes: minutes,
+        refreshMs: o.rollupRefreshMs ?? 250,
+        maxStaleMs: o.rollupMaxStaleMs ?? 1000,
+      });
+    }
+  }
 
   private async progress(): Promise<Map<number, number>> {
     const now = Date.now();
@@ -99,14 +123,24 @@ export class QueryEngine {
   async series(r: CountRequest, endpoint = "series"): Promise<SeriesReply> {
     const started = performance.now();
     const p = partitionOf(r.adId, this.o.partitions);
+    const plan = this.filterPlan(r.filter);
+    const view = plan.kind !== "raw" && this.rollup ? await this.rollup.view() : undefined;
     const storedThrough = Math.min(
       r.toMs,
-      (await this.progress()).get(p) ?? Number.NEGATIVE_INFINITY,
+      (view ? view.progress : await this.progress()).get(p) ?? Number.NEGATIVE_INFINITY,
     );
     const perMinute = new Map<number, number>();
-    const plan = this.filterPlan(r.filter);
     if (storedThrough > r.fromMs) {
-      if (plan.kind === "raw") {
+      if (view && this.rollup?.covers(view, r.fromMs)) {
+        const series = this.rollup.series(
+          p,
+          r.adId,
+          r.fromMs,
+          storedThrough,
+          plan.kind === "dim" ? { dim: plan.dim, value: plan.value } : undefined,
+        );
+        for (const [m, n] of series) perMinute.set(m, n);
+      } else if (plan.kind === "raw") {
         for (const [m, n] of await this.rawCounts(r.filter, r.fromMs, storedThrough, r.adId))
           perMinute.set(m, n);
       } else {
@@ -150,11 +184,13 @@ export class QueryEngine {
 
   async top(r: TopRequest): Promise<TopReply> {
     const started = performance.now();
-    const progress = await this.progress();
     const plan = this.filterPlan(r.filter);
+    const view = plan.kind !== "raw" && this.rollup ? await this.rollup.view() : undefined;
+    const progress = view ? view.progress : await this.progress();
     const sums = new Map<string, number>();
     const add = (ad: string, n: number) => sums.set(ad, (sums.get(ad) ?? 0) + n);
     let final = true;
+    let ads: { ad_id: string; count: number }[] | undefined;
     if (plan.kind === "raw") {
       // Raw events carry every attribute: count them for the whole range at once.
       const minStored = Math.min(
@@ -170,20 +206,7 @@ export class QueryEngine {
         Math.min(r.toMs, progress.get(p) ?? Number.NEGATIVE_INFINITY),
       );
       const maxStored = Math.max(...storedThrough);
-      if (maxStored > r.fromMs) {
-        for (const pm of await this.deps.aggregates.partitionMinutes(
-          this.o.partitions,
-          r.fromMs,
-          maxStored,
-        )) {
-          if (pm.minuteStartMs >= (storedThrough[pm.partition] as number)) continue;
-          if (plan.kind === "dim") {
-            for (const [ad, v, n] of pm.dimCounts[plan.dim] ?? []) if (v === plan.value) add(ad, n);
-          } else {
-            for (const [ad, n] of pm.adCounts) add(ad, n);
-          }
-        }
-      }
+      const dimFilter = plan.kind === "dim" ? { dim: plan.dim, value: plan.value } : undefined;
       const lagging = storedThrough.flatMap((t, p) => (t < r.toMs ? [p] : []));
       if (lagging.length > 0) final = false;
       const replies = await Promise.all(
@@ -195,10 +218,49 @@ export class QueryEngine {
           }),
         ),
       );
+      const live = new Map<string, number>();
       for (const reply of replies)
-        for (const m of reply?.minutes ?? []) for (const [ad, n] of m.ads) add(ad, n);
+        for (const m of reply?.minutes ?? [])
+          for (const [ad, n] of m.ads) live.set(ad, (live.get(ad) ?? 0) + n);
+      if (view && this.rollup?.covers(view, r.fromMs)) {
+        // Stored minutes from the rollup: their top k (k ≥ n) is cached per view. An ad
+        // outside that top k can only enter the answer through live counts, so the exact
+        // answer is the top n of (stored top k ∪ ads with live counts), each at its total.
+        const k = Math.max(r.n, 1000);
+        const stored = this.rollup.rangeTop(
+          view,
+          r.fromMs,
+          storedThrough,
+          k,
+          dimFilter,
+          r.toMs - r.fromMs,
+        );
+        if (live.size === 0) {
+          ads = stored.top.slice(0, r.n).map((e) => ({ ad_id: e.adId, count: e.count }));
+        } else {
+          for (const e of stored.top) sums.set(e.adId, e.count);
+          for (const [ad, n] of live) sums.set(ad, (sums.get(ad) ?? stored.storedCount(ad)) + n);
+        }
+      } else {
+        if (maxStored > r.fromMs) {
+          for (const pm of await this.deps.aggregates.partitionMinutes(
+            this.o.partitions,
+            r.fromMs,
+            maxStored,
+          )) {
+            if (pm.minuteStartMs >= (storedThrough[pm.partition] as number)) continue;
+            if (dimFilter) {
+              for (const [ad, v, n] of pm.dimCounts[dimFilter.dim] ?? [])
+                if (v === dimFilter.value) add(ad, n);
+            } else {
+              for (const [ad, n] of pm.adCounts) add(ad, n);
+            }
+          }
+        }
+        for (const [ad, n] of live) add(ad, n);
+      }
     }
-    const ads = topK(sums, r.n).map((e) => ({ ad_id: e.adId, count: e.count }));
+    ads ??= topK(sums, r.n).map((e) => ({ ad_id: e.adId, count: e.count }));
     queryLatency.observe({ endpoint: "top" }, (performance.now() - started) / 1000);
     return { from: isoMinute(r.fromMs), to: isoMinute(r.toMs), n: r.n, ads, final };
   }
@@ -216,20 +278,31 @@ export class QueryEngine {
       (f.country === undefined || e.country === f.country) &&
       (f.ip === undefined || e.ip === f.ip) &&
       (f.userId === undefined || e.userId === f.userId);
-    for (let m = fromMs; m < toMs; m += ONE_MINUTE_MS) {
-      let events: ClickEvent[];
-      if (f.userId !== undefined)
-        events = await this.deps.raw.readByDimension("userId", f.userId, m);
-      else if (f.ip !== undefined) events = await this.deps.raw.readByDimension("ip", f.ip, m);
-      else if (adId !== undefined)
-        events = await this.deps.raw.readMinute(partitionOf(adId, this.o.partitions), m);
-      else {
-        events = [];
-        for (let p = 0; p < this.o.partitions; p++)
-          events.push(...(await this.deps.raw.readMinute(p, m)));
+    const readMinute = async (m: number): Promise<ClickEvent[]> => {
+      if (f.userId !== undefined) return this.deps.raw.readByDimension("userId", f.userId, m);
+      if (f.ip !== undefined) return this.deps.raw.readByDimension("ip", f.ip, m);
+      if (adId !== undefined)
+        return this.deps.raw.readMinute(partitionOf(adId, this.o.partitions), m);
+      const all: ClickEvent[] = [];
+      for (let p = 0; p < this.o.partitions; p++)
+        for (const e of await this.deps.raw.readMinute(p, m)) all.push(e);
+      return all;
+    };
+    // Minutes are independent reads: a few in flight at once instead of one after another.
+    const minutes: number[] = [];
+    for (let m = fromMs; m < toMs; m += ONE_MINUTE_MS) minutes.push(m);
+    const perMinute: ClickEvent[][] = new Array(minutes.length);
+    let next = 0;
+    const worker = async () => {
+      while (next < minutes.length) {
+        const i = next++;
+        perMinute[i] = await readMinute(minutes[i] as number);
       }
-      for (const e of events) if (match(e)) out.push(e);
-    }
+    };
+    await Promise.all(
+      Array.from({ length: Math.min(RAW_READS_IN_FLIGHT, minutes.length) }, worker),
+    );
+    for (const events of perMinute) for (const e of events ?? []) if (match(e)) out.push(e);
     return out;
   }
 
