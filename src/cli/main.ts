@@ -1,4 +1,5 @@
 import { Command, InvalidArgumentError } from "commander";
+import { benchCommand, benchOptionsFrom } from "../bench/options.js";
 import { type AdclickConfig, ENV_VARS, loadConfig } from "../config.js";
 import { AdclickError } from "../errors.js";
 import { runGen } from "./gen.js";
@@ -221,6 +222,18 @@ export function buildCli(extend?: (program: Command) => void): Command {
       });
       if (!opts.repair && report.mismatchCount > 0) process.exitCode = 1;
     });
+
+  benchCommand(program.command("bench")).action(async (opts: Record<string, unknown>) => {
+    // `--partitions` is also a global option, which commander gives precedence to.
+    const global = program.opts();
+    const { runBench } = await import("../bench/run.js");
+    process.exitCode = await runBench(
+      benchOptionsFrom({
+        ...opts,
+        ...(typeof global.partitions === "number" ? { partitions: global.partitions } : {}),
+      }),
+    );
+  });
 
   extend?.(program);
   return program;

@@ -1,0 +1,148 @@
+/**
+ * The aggregation step alone, in process, on one core: book-shaped events routed to their
+ * partitions in message-sized batches (as the shipper publishes them), then per batch what
+ * an aggregator does — decode the msgpack batch, `ingest` (watermark, dedupe, counts) and
+ * `advance` (close and emit minutes). No NATS, no Cassandra: the operator's own cost.
+ */
+
+import { decodeBatch, encodeBatch } from "../ingest/batch-codec.js";
+import type { Dimension } from "../model.js";
+import { partitionOf } from "../partition.js";
+import {
+  type AggregatorState,
+  advance,
+  createAggregatorState,
+  ingest,
+  snapshotAggregator,
+} from "../windows/partition-aggregator.js";
+import { type BookShape, bookEvents } from "./book.js";
+import { gc } from "./gc.js";
+
+export interface AggregationBenchOptions {
+  shape: BookShape;
+  events: number;
+  partitions: number;
+  /** Events per message (what a shipper's chunk puts in one partition's batch). */
+  batchEvents: number;
+  latePolicy: "drop" | "correct";
+  dimensions: readonly Dimension[];
+  repetitions: number;
+}
+
+export interface AggregationBenchResult {
+  events: number;
+  partitions: number;
+  /** Best of the repetitions (least disturbed by the shared machine), events/s on one core. */
+  ingestEventsPerSec: number;
+  decodeIngestEventsPerSec: number;
+  /** Every repetition, for the spread. */
+  ingestRuns: number[];
+  decodeIngestRuns: number[];
+  /** Minutes emitted per run (closing, sorting, top-k included in the timings). */
+  minutesEmitted: number;
+  counted: number;
+  duplicates: number;
+  /** Heap growth of the operator state after one run (ids and counts held), bytes. */
+  stateHeapBytes: number;
+  /** Milliseconds to take a snapshot of every partition at the end of a run. */
+  snapshotMs: number;
+}
+
+/** Splits events into per-partition batches, in arrival order, like the shipper does. */
+function toMessages(
+  events: ReturnType<typeof bookEvents>,
+  partitions: number,
+  batchEvents: number,
+  chunkEvents: number,
+): { partition: number; payload: Uint8Array; nowMs: number }[] {
+  const out: { partition: number; payload: Uint8Array; nowMs: number }[] = [];
+  for (let start = 0; start < events.length; start += chunkEvents) {
+    const chunk = events.slice(start, start + chunkEvents);
+    const per: (typeof chunk)[] = Array.from({ length: partitions }, () => []);
+    for (const e of chunk) (per[partitionOf(e.adId, partitions)] as typeof chunk).push(e);
+    const nowMs = (chunk[chunk.length - 1]?.timestampMs ?? 0) + 1000;
+    for (let p = 0; p < partitions; p++) {
+      const list = per[p] as typeof chunk;
+      for (let k = 0; k < list.length; k += batchEvents) {
+        out.push({ partition: p, payload: encodeBatch(list.slice(k, k + batchEvents)), nowMs });
+      }
+    }
+  }
+  return out;
+}
+
+export function runAggregationBench(
+  o: AggregationBenchOptions,
+  log: (m: string) => void = () => {},
+): AggregationBenchResult {
+  const events = bookEvents(o.shape, o.events);
+  const messages = toMessages(events, o.partitions, o.batchEvents, o.batchEvents * o.partitions);
+  events.length = 0;
+  const fresh = (): AggregatorState[] =>
+    Array.from({ length: o.partitions }, (_, p) =>
+      createAggregatorState({
+        partition: p,
+        allowedLatenessMs: 15_000,
+        idleTimeoutMs: 10_000,
+        dimensions: o.dimensions,
+        topK: 1000,
+        latePolicy: o.latePolicy,
+      }),
+    );
+  const ingestRuns: number[] = [];
+  const decodeIngestRuns: number[] = [];
+  let minutesEmitted = 0;
+  let counted = 0;
+  let duplicates = 0;
+  let stateHeapBytes = 0;
+  let snapshotMs = 0;
+  for (let rep = 0; rep < o.repetitions; rep++) {
+    // Per message, as an aggregator runs: decode, then ingest + advance; the two timed apart.
+    const states = fresh();
+    gc();
+    const heapBefore = process.memoryUsage().heapUsed;
+    let decodeMs = 0;
+    let ingestMs = 0;
+    let emitted = 0;
+    let c = 0;
+    let d = 0;
+    for (const m of messages) {
+      const t0 = performance.now();
+      const batch = decodeBatch(m.payload);
+      const t1 = performance.now();
+      const s = states[m.partition] as AggregatorState;
+      const r = ingest(s, batch, m.nowMs);
+      emitted += advance(s, m.nowMs).length;
+      ingestMs += performance.now() - t1;
+      decodeMs += t1 - t0;
+      c += r.accepted + r.corrected;
+      d += r.duplicates;
+    }
+    gc();
+    stateHeapBytes = Math.max(0, process.memoryUsage().heapUsed - heapBefore);
+    const ts = performance.now();
+    for (const s of states) snapshotAggregator(s);
+    snapshotMs = performance.now() - ts;
+    ingestRuns.push((o.events / ingestMs) * 1000);
+    decodeIngestRuns.push((o.events / (ingestMs + decodeMs)) * 1000);
+    minutesEmitted = emitted;
+    counted = c;
+    duplicates = d;
+    log(
+      `  aggregation run ${rep + 1}: ingest ${Math.round((o.events / ingestMs) * 1000).toLocaleString()} events/s, decode + ingest ${Math.round((o.events / (ingestMs + decodeMs)) * 1000).toLocaleString()} events/s`,
+    );
+  }
+  return {
+    events: o.events,
+    partitions: o.partitions,
+    ingestEventsPerSec: Math.max(...ingestRuns),
+    decodeIngestEventsPerSec: Math.max(...decodeIngestRuns),
+    ingestRuns,
+    decodeIngestRuns,
+    minutesEmitted,
+    counted,
+    duplicates,
+    stateHeapBytes,
+    snapshotMs,
+  };
+}
