@@ -131,6 +131,7 @@ export class RawWriter {
           batchId: m.headers?.get("Nats-Msg-Id") || `seq:${m.seq}`,
           streamSeq: m.seq,
           events: decodeBatch(m.data),
+          payload: m.data,
         });
         good.push(m);
       } catch (err) {

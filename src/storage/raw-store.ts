@@ -56,6 +56,19 @@ export interface RawBatch {
   batchId: string;
   streamSeq: number;
   events: ClickEvent[];
+  /**
+   * The message payload the events were decoded from (encodeBatch of exactly `events`), when
+   * at hand: stored as is when all its events fall in one minute.
+   */
+  payload?: Uint8Array;
+}
+
+interface DimGroup {
+  dim: RawDim;
+  bucket: number;
+  events: ClickEvent[];
+  first: string;
+  last: string;
 }
 
 export interface RawStoreOptions {
@@ -109,38 +122,42 @@ export class RawStore {
    */
   rowsOf(batches: readonly RawBatch[]): { query: string; params: unknown[] }[] {
     const rows: { query: string; params: unknown[] }[] = [];
-    const dimGroups = new Map<
-      string,
-      {
-        dim: RawDim;
-        bucket: number;
-        minute: number;
-        events: ClickEvent[];
-        first: string;
-        last: string;
-      }
-    >();
+    const buckets = this.o.dimBuckets;
+    /** minute → groups indexed by dim × buckets + bucket (no per-event key strings). */
+    const dimGroups = new Map<number, (DimGroup | undefined)[]>();
     for (const b of batches) {
-      for (const [minute, evs] of groupBy(b.events, minuteOf)) {
+      const byMinute = groupBy(b.events, minuteOf);
+      for (const [minute, evs] of byMinute) {
+        // A message of one minute is stored as it arrived: its payload is already this
+        // block's encoding (same codec, same events, same order), so no re-encoding.
+        const blob =
+          byMinute.size === 1 && b.payload
+            ? Buffer.from(b.payload.buffer, b.payload.byteOffset, b.payload.byteLength)
+            : Buffer.from(encodeBatch(evs));
         rows.push({
           query: RAW_BLOCK_INSERT,
-          params: [
-            b.partition,
-            new Date(minute),
-            b.batchId,
-            BigInt(b.streamSeq),
-            evs.length,
-            Buffer.from(encodeBatch(evs)),
-          ],
+          params: [b.partition, new Date(minute), b.batchId, BigInt(b.streamSeq), evs.length, blob],
         });
-        for (const dim of RAW_DIMS) {
+        let groups = dimGroups.get(minute);
+        if (!groups) {
+          groups = new Array(RAW_DIMS.length * buckets);
+          dimGroups.set(minute, groups);
+        }
+        for (let d = 0; d < RAW_DIMS.length; d++) {
+          const dim = RAW_DIMS[d] as RawDim;
+          const ip = dim === "ip";
           for (const e of evs) {
-            const bucket = dimBucket(dim === "ip" ? e.ip : e.userId, this.o.dimBuckets);
-            const key = `${dim}|${bucket}|${minute}`;
-            let g = dimGroups.get(key);
+            const slot = d * buckets + dimBucket(ip ? e.ip : e.userId, buckets);
+            let g = groups[slot];
             if (!g) {
-              g = { dim, bucket, minute, events: [], first: b.batchId, last: b.batchId };
-              dimGroups.set(key, g);
+              g = {
+                dim,
+                bucket: slot - d * buckets,
+                events: [],
+                first: b.batchId,
+                last: b.batchId,
+              };
+              groups[slot] = g;
             }
             g.events.push(e);
             g.last = b.batchId;
@@ -148,18 +165,21 @@ export class RawStore {
         }
       }
     }
-    for (const g of dimGroups.values()) {
-      rows.push({
-        query: RAW_DIM_INSERT,
-        params: [
-          g.dim,
-          g.bucket,
-          new Date(g.minute),
-          g.first === g.last ? g.first : `${g.first}..${g.last}`,
-          g.events.length,
-          Buffer.from(encodeBatch(g.events)),
-        ],
-      });
+    for (const [minute, groups] of dimGroups) {
+      for (const g of groups) {
+        if (!g) continue;
+        rows.push({
+          query: RAW_DIM_INSERT,
+          params: [
+            g.dim,
+            g.bucket,
+            new Date(minute),
+            g.first === g.last ? g.first : `${g.first}..${g.last}`,
+            g.events.length,
+            Buffer.from(encodeBatch(g.events)),
+          ],
+        });
+      }
     }
     return rows;
   }
