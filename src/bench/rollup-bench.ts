@@ -139,7 +139,11 @@ export async function runRollupBench(
   log(
     `  rollup at book scale: generating ${o.minutes} minutes × ${o.clicksPerMinute.toLocaleString()} clicks over ${o.ads.toLocaleString()} ads`,
   );
-  for (let m = 0; m < o.minutes; m++) addMinute(m);
+  for (let m = 0; m < o.minutes; m++) {
+    addMinute(m);
+    if ((m + 1) % 10 === 0 || m + 1 === o.minutes)
+      log(`    ${m + 1}/${o.minutes} minutes generated`);
+  }
   // A store double serving exactly what AggregateStore would read.
   const store = {
     async progress() {
