@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { InfraError } from "../errors.js";
-import { freePort } from "./free-port.js";
+import { canBind, freePort } from "./free-port.js";
 import { ManagedProcess } from "./managed-process.js";
 import { infraPaths, projectRoot } from "./paths.js";
 
@@ -40,7 +40,7 @@ export interface NatsServerHandle {
 export async function startNatsServer(opts: NatsServerOptions = {}): Promise<NatsServerHandle> {
   const paths = infraPaths();
   const port = opts.port ?? (await freePort());
-  const httpPort = opts.httpPort ?? (await freePort());
+  let httpPort = opts.httpPort ?? (await freePort());
   const tempStore = opts.storeDir === undefined;
   const storeDir = opts.storeDir ?? mkdtempSync(join(tmpdir(), "adclick-nats-"));
   mkdirSync(storeDir, { recursive: true });
@@ -66,10 +66,15 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
       logFile: join(storeDir, "..", `nats-server-${port}.log`),
       detached: opts.detached ?? false,
     });
-    await proc.waitUntil(async () => {
-      const res = await fetch(`http://127.0.0.1:${httpPort}/healthz?js-enabled-only=true`);
-      return res.ok;
-    }, timeoutMs);
+    try {
+      await proc.waitUntil(async () => {
+        const res = await fetch(`http://127.0.0.1:${httpPort}/healthz?js-enabled-only=true`);
+        return res.ok;
+      }, timeoutMs);
+    } catch (err) {
+      await proc.kill(); // never two servers on one store
+      throw err;
+    }
     return proc;
   };
 
@@ -85,7 +90,9 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
   const handle: NatsServerHandle = {
     url: `nats://127.0.0.1:${port}`,
     port,
-    httpPort,
+    get httpPort() {
+      return httpPort;
+    },
     storeDir,
     get process() {
       return proc;
@@ -99,7 +106,18 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
     async restart(r = {}) {
       if (r.crash === false) await proc.stop();
       else await proc.kill();
-      proc = await launch();
+      // The same client port (clients reconnect to it) and store. Should a port be taken
+      // meanwhile, the monitoring port moves to a free one; the client port is waited for.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          proc = await launch();
+          return;
+        } catch (err) {
+          if (attempt >= 10) throw err;
+          if (!(await canBind("127.0.0.1", httpPort))) httpPort = await freePort();
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      }
     },
   };
   return handle;
