@@ -163,7 +163,7 @@ export class QueryEngine {
               fromMs: liveFrom,
               toMs: r.toMs,
               adId: r.adId,
-              ...(plan.kind === "dim" ? { country: plan.value } : {}),
+              ...(plan.kind === "dim" ? { dim: { dim: plan.dim, value: plan.value } } : {}),
             });
       for (const m of live?.minutes ?? []) {
         for (const [, n] of m.ads) perMinute.set(m.minuteStartMs, n);
@@ -214,7 +214,7 @@ export class QueryEngine {
           requestLive(this.deps.nc, p, {
             fromMs: Math.max(r.fromMs, storedThrough[p] as number),
             toMs: r.toMs,
-            ...(plan.kind === "dim" ? { country: plan.value } : {}),
+            ...(plan.kind === "dim" ? { dim: { dim: plan.dim, value: plan.value } } : {}),
           }),
         ),
       );

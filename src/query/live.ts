@@ -1,5 +1,6 @@
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { LiveMinuteView } from "../aggregate/aggregator-runner.js";
+import type { Dimension } from "../model.js";
 
 /**
  * Live minutes over NATS: each worker answers, for the partitions it aggregates, with the
@@ -15,6 +16,11 @@ export interface LiveRequest {
   adId?: string;
   /** Counts of this country only (the aggregators must count the country dimension). */
   country?: string;
+  /**
+   * Counts of one value of any star-schema dimension (the aggregators must count it). Wins
+   * over `country`, which older query services send.
+   */
+  dim?: { dim: Dimension; value: string };
 }
 
 export interface LiveReply {
@@ -32,15 +38,18 @@ export function answerLive(
   const out: LiveReply = { partition, minutes: [] };
   for (const m of minutes) {
     let ads: [string, number][];
-    if (r.country !== undefined) {
-      const dim = m.dimCounts.country;
-      if (!dim)
+    const filter =
+      r.dim ??
+      (r.country !== undefined ? { dim: "country" as const, value: r.country } : undefined);
+    if (filter !== undefined) {
+      const rows = m.dimCounts[filter.dim];
+      if (!rows)
         return {
           partition,
           minutes: [],
-          error: "the aggregators do not count the country dimension",
+          error: `the aggregators do not count the ${filter.dim} dimension`,
         };
-      ads = dim.filter(([, v]) => v === r.country).map(([a, , n]) => [a, n]);
+      ads = rows.filter(([, v]) => v === filter.value).map(([a, , n]) => [a, n]);
     } else {
       ads = m.adCounts;
     }
