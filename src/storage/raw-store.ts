@@ -263,7 +263,9 @@ export class RawStore {
     );
     const blobs: Buffer[] = [];
     for await (const row of rs) blobs.push(row.get("events") as Buffer);
-    return uniqueEvents(blobs).filter((e) => (dim === "ip" ? e.ip : e.userId) === value);
+    // Matching first: a bucket holds 1/dimBuckets of the minute, and only the few events of
+    // this value need the dedupe set.
+    return uniqueEvents(blobs, dim === "ip" ? (e) => e.ip === value : (e) => e.userId === value);
   }
 
   /**
@@ -283,12 +285,15 @@ export class RawStore {
   }
 }
 
-function uniqueEvents(blobs: readonly Buffer[]): ClickEvent[] {
+function uniqueEvents(
+  blobs: readonly Buffer[],
+  keep: (e: ClickEvent) => boolean = () => true,
+): ClickEvent[] {
   const seen = new Set<string>();
   const out: ClickEvent[] = [];
   for (const b of blobs) {
     for (const e of decodeBatch(b)) {
-      if (seen.has(e.eventId)) continue;
+      if (!keep(e) || seen.has(e.eventId)) continue;
       seen.add(e.eventId);
       out.push(e);
     }
