@@ -2,6 +2,21 @@ import { ConfigError } from "./errors.js";
 import type { Dimension } from "./model.js";
 
 /**
+ * What an `adclick worker` process runs. Every role by default; a deployment splits them
+ * over processes, e.g. aggregation workers without `query` and query-only processes, so the
+ * query service's in-memory rollup never shares a process with the aggregators.
+ */
+export const WORKER_ROLES = [
+  "map",
+  "raw-writer",
+  "aggregators",
+  "reducer",
+  "aggregate-writer",
+  "query",
+] as const;
+export type WorkerRole = (typeof WORKER_ROLES)[number];
+
+/**
  * AdClick's configuration, parsed and validated once at start-up. Every field names its
  * unit. Sources, later ones winning: defaults, environment (ADCLICK_*), command-line flags.
  */
@@ -53,6 +68,8 @@ export interface AdclickConfig {
    * held; workers offering the same partition are hot standbys for each other.
    */
   ownPartitions?: number[];
+  /** The roles this worker process runs (ADCLICK_ROLES; default all). */
+  roles: WorkerRole[];
   /** Where `adclick up` keeps the data of the servers it starts itself. */
   localDataDir: string;
   /** Days raw events stay in the raw store's tables (a TTL; 0 keeps them forever). */
@@ -79,6 +96,7 @@ export const DEFAULT_CONFIG: AdclickConfig = {
   dimensions: ["country"],
   topK: 1000,
   metricsPort: 9464,
+  roles: [...WORKER_ROLES],
   localDataDir: ".infra/data",
   rawRetentionDays: 30,
   reconcileEveryMs: 3_600_000,
@@ -111,6 +129,7 @@ export const ENV_VARS = {
   ADCLICK_DATA_DIR: "localDataDir",
   ADCLICK_WORKER_ID: "workerId",
   ADCLICK_OWN_PARTITIONS: "ownPartitions",
+  ADCLICK_ROLES: "roles",
   ADCLICK_RAW_RETENTION_DAYS: "rawRetentionDays",
   ADCLICK_RECONCILE_EVERY_MS: "reconcileEveryMs",
   ADCLICK_RECONCILE_LAG_MS: "reconcileLagMs",
@@ -209,6 +228,16 @@ export function loadConfig(
   }
   if (raw.ownPartitions)
     c.ownPartitions = parsePartitionList(s("ownPartitions"), raw.ownPartitions);
+  if (raw.roles) {
+    const roles = list(raw.roles);
+    if (roles.length === 0) throw new ConfigError(s("roles"), "no role given");
+    for (const r of roles) {
+      if (!(WORKER_ROLES as readonly string[]).includes(r)) {
+        throw new ConfigError(s("roles"), `"${r}" is not one of ${WORKER_ROLES.join(", ")}`);
+      }
+    }
+    c.roles = [...new Set(roles)] as WorkerRole[];
+  }
   if (raw.rawRetentionDays)
     c.rawRetentionDays = int(s("rawRetentionDays"), raw.rawRetentionDays, 0, 3650);
   if (raw.reconcileEveryMs)

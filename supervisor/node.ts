@@ -90,12 +90,16 @@ export async function startNode(
       actorRestarts.inc({ actor: r.id });
     }
   });
+  // The engine exists in every process (admin and `adclick up` use it); it loads its rollup
+  // of the stored minutes only when queried, i.e. only where the query role runs.
   const engine = new QueryEngine(
     { nc, aggregates: new AggregateStore(cql), raw: new RawStore(cql) },
     { partitions: c.partitions, dimensions: c.dimensions },
   );
   const services: Service[] = [
-    await startQueryService(nc, engine, { maxRangeMinutes: 7 * 24 * 60, maxN: c.topK }),
+    ...(roles.query
+      ? [await startQueryService(nc, engine, { maxRangeMinutes: 7 * 24 * 60, maxN: c.topK })]
+      : []),
     await startAdminService(nc, worker, async (kind, body) => {
       const from = String(body.from ?? "");
       const to = String(body.to ?? "");

@@ -127,7 +127,7 @@ export async function runWorker(c: AdclickConfig): Promise<void> {
   const log = (m: string) => console.log(`[worker] ${m}`);
   const node = await startNode(c, allRoles(c), log);
   log(
-    `running ${Object.keys(node.worker.supervisor.getSnapshot().context.info).length} actors as ${node.worker.name}`,
+    `running ${Object.keys(node.worker.supervisor.getSnapshot().context.info).length} actors as ${node.worker.name} (roles: ${c.roles.join(",")})`,
   );
   const reason = await Promise.race([
     new Promise<string>((resolve) => {

@@ -12,7 +12,7 @@ import { reducerChild } from "../actors/reducer.js";
 import { KV_BUCKETS, LEASE_TTL_MS } from "../nats/layout.js";
 import { aggregateWriterConsumer } from "../src/aggregate/aggregate-writer.js";
 import type { AggregatorRunner } from "../src/aggregate/aggregator-runner.js";
-import type { AdclickConfig } from "../src/config.js";
+import type { AdclickConfig, WorkerRole } from "../src/config.js";
 import { mapConsumer } from "../src/ingest/ingest-router.js";
 import { rawWriterConsumer } from "../src/ingest/raw-writer.js";
 import { PartitionLeases } from "../src/leases/partition-lease.js";
@@ -32,15 +32,22 @@ export interface WorkerRoles {
   partitions: number[];
   reducer: boolean;
   aggregateWriter: boolean;
+  /** Serves the query service (adclick.query.*). */
+  query: boolean;
 }
 
+/** The roles of the configuration (ADCLICK_ROLES, ADCLICK_OWN_PARTITIONS). */
 export function allRoles(c: AdclickConfig): WorkerRoles {
+  const has = (r: WorkerRole) => c.roles.includes(r);
   return {
-    map: true,
-    rawWriter: true,
-    partitions: c.ownPartitions ?? Array.from({ length: c.partitions }, (_, p) => p),
-    reducer: true,
-    aggregateWriter: true,
+    map: has("map"),
+    rawWriter: has("raw-writer"),
+    partitions: has("aggregators")
+      ? (c.ownPartitions ?? Array.from({ length: c.partitions }, (_, p) => p))
+      : [],
+    reducer: has("reducer"),
+    aggregateWriter: has("aggregate-writer"),
+    query: has("query"),
   };
 }
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { DEFAULT_CONFIG, loadConfig } from "../../src/config.js";
 import { ConfigError } from "../../src/errors.js";
+import { allRoles } from "../../supervisor/worker.js";
 
 describe("loadConfig", () => {
   it("gives the documented defaults when no variable is set", () => {
@@ -29,6 +30,8 @@ describe("loadConfig", () => {
     [{ ADCLICK_OWN_PARTITIONS: "5,5,4" }, "ownPartitions", [4, 5]],
     [{ ADCLICK_WORKER_ID: "pod-7/eu-1" }, "workerId", "pod-7/eu-1"],
     [{ ADCLICK_RECONCILE_EVERY_MS: "0" }, "reconcileEveryMs", 0],
+    [{ ADCLICK_ROLES: "query" }, "roles", ["query"]],
+    [{ ADCLICK_ROLES: "aggregators, reducer,aggregators" }, "roles", ["aggregators", "reducer"]],
   ])("reads %o into %s", (env, key, value) => {
     expect(loadConfig(env)[key as keyof typeof DEFAULT_CONFIG]).toEqual(value);
   });
@@ -48,6 +51,8 @@ describe("loadConfig", () => {
     [{ ADCLICK_OWN_PARTITIONS: "a-b" }, "ADCLICK_OWN_PARTITIONS", /not a partition/],
     [{ ADCLICK_OWN_PARTITIONS: "15-16" }, "ADCLICK_OWN_PARTITIONS", /partition 16 does not exist/],
     [{ ADCLICK_WORKER_ID: "has space" }, "ADCLICK_WORKER_ID", /must be/],
+    [{ ADCLICK_ROLES: "query,web" }, "ADCLICK_ROLES", /"web" is not one of map, raw-writer/],
+    [{ ADCLICK_ROLES: " , " }, "ADCLICK_ROLES", /no role given/],
   ])("rejects %o naming the setting %s", (env, setting, message) => {
     let err: unknown;
     try {
@@ -63,5 +68,44 @@ describe("loadConfig", () => {
 
   it("lets typed overrides (command-line flags) win over the environment", () => {
     expect(loadConfig({ ADCLICK_PARTITIONS: "8" }, { partitions: 32 }).partitions).toBe(32);
+  });
+});
+
+describe("worker roles", () => {
+  it.each([
+    [
+      undefined,
+      { map: true, rawWriter: true, aggregators: 4, reducer: true, writer: true, query: true },
+    ],
+    [
+      "query",
+      { map: false, rawWriter: false, aggregators: 0, reducer: false, writer: false, query: true },
+    ],
+    [
+      "map,raw-writer,aggregators,reducer,aggregate-writer",
+      { map: true, rawWriter: true, aggregators: 4, reducer: true, writer: true, query: false },
+    ],
+    [
+      "aggregators",
+      { map: false, rawWriter: false, aggregators: 4, reducer: false, writer: false, query: false },
+    ],
+  ])("ADCLICK_ROLES=%s runs what it names", (roles, want) => {
+    const c = loadConfig({ ADCLICK_PARTITIONS: "4", ...(roles ? { ADCLICK_ROLES: roles } : {}) });
+    const r = allRoles(c);
+    expect({
+      map: r.map,
+      rawWriter: r.rawWriter,
+      aggregators: r.partitions.length,
+      reducer: r.reducer,
+      writer: r.aggregateWriter,
+      query: r.query,
+    }).toEqual(want);
+  });
+
+  it("offers only ADCLICK_OWN_PARTITIONS to aggregate, and none without the aggregators role", () => {
+    expect(allRoles(loadConfig({ ADCLICK_OWN_PARTITIONS: "1,3" })).partitions).toEqual([1, 3]);
+    expect(
+      allRoles(loadConfig({ ADCLICK_OWN_PARTITIONS: "1,3", ADCLICK_ROLES: "query" })).partitions,
+    ).toEqual([]);
   });
 });
