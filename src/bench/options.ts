@@ -13,6 +13,11 @@ export interface BenchOptions {
   partitions: number;
   shippers: number;
   workers: number;
+  /**
+   * Query-only processes (ADCLICK_ROLES=query); the workers then run no query service. 0:
+   * the workers serve the queries themselves.
+   */
+  queryProcesses: number;
   /** Live phase: lines per second and seconds (0 skips the phase). */
   rate: number;
   duration: number;
@@ -42,6 +47,7 @@ export const DEFAULT_BENCH: BenchOptions = {
   partitions: 16,
   shippers: 2,
   workers: 1,
+  queryProcesses: 1,
   rate: 10_000,
   duration: 240,
   aggEvents: 2_000_000,
@@ -108,6 +114,12 @@ export function benchCommand(cmd: Command): Command {
       "'adclick worker' processes",
       int("--workers"),
       env("ADCLICK_BENCH_WORKERS", DEFAULT_BENCH.workers),
+    )
+    .option(
+      "--query-processes <n>",
+      "query-only 'adclick worker' processes (ADCLICK_ROLES=query); 0: the workers serve queries",
+      int("--query-processes"),
+      env("ADCLICK_BENCH_QUERY_PROCESSES", DEFAULT_BENCH.queryProcesses),
     )
     .option(
       "--rate <n>",
