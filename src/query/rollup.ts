@@ -18,6 +18,7 @@
  */
 import { ONE_MINUTE_MS } from "../model.js";
 import type { AggregateStore } from "../storage/aggregate-store.js";
+import { ValueIndex } from "../windows/minute-state.js";
 import { type TopEntry, TopKHeap } from "../windows/topk.js";
 
 /** What the rollup reads of the aggregate store (all of it cheap but the minute blobs). */
@@ -25,26 +26,6 @@ export type RollupSource = Pick<
   AggregateStore,
   "progress" | "partitionMinuteVersions" | "partitionMinute"
 >;
-
-/** Interned ad ids: a small integer per distinct ad. */
-class AdIndex {
-  private readonly ids = new Map<string, number>();
-  readonly names: string[] = [];
-
-  idOf(adId: string): number {
-    let i = this.ids.get(adId);
-    if (i === undefined) {
-      i = this.names.length;
-      this.names.push(adId);
-      this.ids.set(adId, i);
-    }
-    return i;
-  }
-
-  find(adId: string): number {
-    return this.ids.get(adId) ?? -1;
-  }
-}
 
 /** Cells of one list: ad indexes in ad id order, and their counts. */
 interface Cells {
@@ -80,7 +61,7 @@ export interface RollupOptions {
 
 const dimKey = (dim: string, value: string) => `${dim}\u0000${value}`;
 
-function toCells(index: AdIndex, rows: readonly (readonly [string, number])[]): Cells {
+function toCells(index: ValueIndex, rows: readonly (readonly [string, number])[]): Cells {
   const ads = new Int32Array(rows.length);
   const counts = new Int32Array(rows.length);
   for (let i = 0; i < rows.length; i++) {
@@ -92,7 +73,7 @@ function toCells(index: AdIndex, rows: readonly (readonly [string, number])[]): 
 }
 
 export class StoreRollup {
-  private readonly index = new AdIndex();
+  private readonly index = new ValueIndex();
   /** partition → minute → rolled minute. */
   private minutes = new Map<number, Map<number, RolledMinute>>();
   private current: RollupView = {
@@ -212,7 +193,7 @@ export class StoreRollup {
     const held = this.minutes.get(p);
     if (!held) return out;
     const key = filter ? dimKey(filter.dim, filter.value) : undefined;
-    const names = this.index.names;
+    const names = this.index.values;
     for (let m = fromMs; m < toMs; m += ONE_MINUTE_MS) {
       const rm = held.get(m);
       if (!rm) continue;
@@ -301,7 +282,7 @@ export class StoreRollup {
   }
 
   private update(fam: Family, target: Map<number, Cells>, k: number): void {
-    const names = this.index.names;
+    const names = this.index.values;
     if (fam.sums.length < names.length) {
       const grown = new Float64Array(Math.max(names.length, Math.ceil(fam.sums.length * 1.5)));
       grown.set(fam.sums);
@@ -372,7 +353,7 @@ export class StoreRollup {
 
   /** Re-ranks over every ad: the top k and, as the new bound, the best ad below it. */
   private rerankAll(fam: Family, k: number): void {
-    const names = this.index.names;
+    const names = this.index.values;
     const sums = fam.sums;
     const heap = new TopKHeap(k + 1);
     for (let a = 0; a < sums.length; a++) {
