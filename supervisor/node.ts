@@ -128,6 +128,9 @@ export async function startNode(
           });
     }),
   ];
+  // The services' subscriptions reach the server before the node counts as started: a
+  // caller told "running" may send requests at once (without this, no responders).
+  await nc.flush();
   // The scheduled reconciliation runs where the reducer runs (one per deployment).
   const reconcile =
     roles.reducer && c.reconcileEveryMs > 0
