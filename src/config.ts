@@ -1,5 +1,12 @@
 import { ConfigError } from "./errors.js";
 import type { Dimension } from "./model.js";
+import {
+  DEFAULT_AMEND_HORIZON_MS,
+  DEFAULT_MAX_HOLD_MS,
+  DEFAULT_MAX_OPEN_MINUTES,
+  LATE_POLICIES,
+  type LatePolicy,
+} from "./windows/partition-aggregator.js";
 
 /**
  * What an `adclick worker` process runs. Every role by default; a deployment splits them
@@ -12,6 +19,7 @@ export const WORKER_ROLES = [
   "aggregators",
   "reducer",
   "aggregate-writer",
+  "late-repair",
   "query",
 ] as const;
 export type WorkerRole = (typeof WORKER_ROLES)[number];
@@ -48,10 +56,22 @@ export interface AdclickConfig {
   rawStreamMaxAgeMs: number;
   /** Event-time lateness accepted before a minute closes. Explicit, never hidden. */
   allowedLatenessMs: number;
-  /** Processing time without input after which a partition's open minutes close. */
+  /**
+   * Processing time without a click or heartbeat after which a source stops holding minutes
+   * open (when no source holds any, every minute holding data closes).
+   */
   idleTimeoutMs: number;
-  /** What happens to events later than the allowed lateness. */
-  latePolicy: "drop" | "correct";
+  /** Event time a slow source may hold a partition's minutes open behind the fastest one. */
+  maxHoldMs: number;
+  /** Open minutes holding data a partition keeps at most (memory bound). */
+  maxOpenMinutes: number;
+  /**
+   * Clicks later than their minute's close: "amend" counts them into it (a new revision),
+   * "drop" reports them without counting (CLICKS_LATE).
+   */
+  latePolicy: LatePolicy;
+  /** Event time after its close during which a minute is amended live (past it: late repair). */
+  amendHorizonMs: number;
   /** Star-schema dimensions counted per ad. */
   dimensions: Dimension[];
   /** Per-partition top-k kept per minute (≥ the largest N callers may ask for). */
@@ -92,7 +112,10 @@ export const DEFAULT_CONFIG: AdclickConfig = {
   rawStreamMaxAgeMs: 7 * 24 * 3_600_000,
   allowedLatenessMs: 15_000,
   idleTimeoutMs: 10_000,
-  latePolicy: "drop",
+  maxHoldMs: DEFAULT_MAX_HOLD_MS,
+  maxOpenMinutes: DEFAULT_MAX_OPEN_MINUTES,
+  latePolicy: "amend",
+  amendHorizonMs: DEFAULT_AMEND_HORIZON_MS,
   dimensions: ["country"],
   topK: 1000,
   metricsPort: 9464,
@@ -122,7 +145,10 @@ export const ENV_VARS = {
   ADCLICK_RAW_STREAM_MAX_AGE_MS: "rawStreamMaxAgeMs",
   ADCLICK_ALLOWED_LATENESS_MS: "allowedLatenessMs",
   ADCLICK_IDLE_TIMEOUT_MS: "idleTimeoutMs",
+  ADCLICK_MAX_HOLD_MS: "maxHoldMs",
+  ADCLICK_MAX_OPEN_MINUTES: "maxOpenMinutes",
   ADCLICK_LATE_POLICY: "latePolicy",
+  ADCLICK_AMEND_HORIZON_MS: "amendHorizonMs",
   ADCLICK_DIMENSIONS: "dimensions",
   ADCLICK_TOP_K: "topK",
   ADCLICK_METRICS_PORT: "metricsPort",
@@ -136,6 +162,11 @@ export const ENV_VARS = {
 } as const satisfies Record<string, keyof AdclickConfig>;
 
 type RawSettings = Partial<Record<keyof AdclickConfig, string>>;
+
+/** The environment variable that sets `key` (for messages that name a setting). */
+export function envNameOf(key: keyof AdclickConfig): string {
+  return Object.entries(ENV_VARS).find(([, k]) => k === key)?.[0] ?? key;
+}
 
 function int(setting: string, raw: string, min: number, max: number): number {
   if (!/^-?\d+$/.test(raw.trim())) throw new ConfigError(setting, `"${raw}" is not an integer`);
@@ -166,8 +197,7 @@ export function loadConfig(
     if (v !== undefined && v !== "") raw[key] = v;
   }
   const c: AdclickConfig = { ...DEFAULT_CONFIG };
-  const s = (key: keyof AdclickConfig) =>
-    Object.entries(ENV_VARS).find(([, k]) => k === key)?.[0] ?? key;
+  const s = envNameOf;
 
   if (raw.natsServers) c.natsServers = list(raw.natsServers);
   if (raw.natsUser) c.natsUser = raw.natsUser;
@@ -199,12 +229,22 @@ export function loadConfig(
     c.allowedLatenessMs = int(s("allowedLatenessMs"), raw.allowedLatenessMs, 0, 3_600_000);
   if (raw.idleTimeoutMs)
     c.idleTimeoutMs = int(s("idleTimeoutMs"), raw.idleTimeoutMs, 100, 3_600_000);
+  if (raw.maxHoldMs) c.maxHoldMs = int(s("maxHoldMs"), raw.maxHoldMs, 0, 7 * 86_400_000);
+  if (raw.maxOpenMinutes)
+    c.maxOpenMinutes = int(s("maxOpenMinutes"), raw.maxOpenMinutes, 2, 10_080);
   if (raw.latePolicy) {
-    if (raw.latePolicy !== "drop" && raw.latePolicy !== "correct") {
-      throw new ConfigError(s("latePolicy"), `"${raw.latePolicy}" is not one of drop, correct`);
+    // "correct" is what earlier versions called amending; deployments may still set it.
+    const policy = raw.latePolicy === "correct" ? "amend" : raw.latePolicy;
+    if (!(LATE_POLICIES as readonly string[]).includes(policy)) {
+      throw new ConfigError(
+        s("latePolicy"),
+        `"${raw.latePolicy}" is not one of ${LATE_POLICIES.join(", ")}`,
+      );
     }
-    c.latePolicy = raw.latePolicy;
+    c.latePolicy = policy as LatePolicy;
   }
+  if (raw.amendHorizonMs)
+    c.amendHorizonMs = int(s("amendHorizonMs"), raw.amendHorizonMs, 0, 7 * 86_400_000);
   if (raw.dimensions) {
     const dims = list(raw.dimensions);
     for (const d of dims) {

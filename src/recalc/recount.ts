@@ -5,8 +5,8 @@
  * instance of the SAME operator the live aggregators run (src/windows/partition-aggregator.ts)
  * — windows, dedupe, per-ad and per-ad × dimension counts, top-k — and closes every minute at
  * once. Nothing in a recount is late: the raw store has every event, so each unique event is
- * counted in its own minute (allowed lateness "infinite", late policy "correct", then one idle
- * advancement that closes every minute holding data).
+ * counted in its own minute (allowed lateness "infinite", no bound on open minutes, then one
+ * idle advancement that closes every minute holding data).
  *
  * The diff compares a recount with the stored real-time aggregates cell by cell — (ad,
  * minute) and (ad, minute, dimension value) — and names the likely cause of each difference.
@@ -45,10 +45,12 @@ export function recountPartition(
     // No event of a recount is late: the watermark never closes a minute by event time...
     allowedLatenessMs: Number.MAX_SAFE_INTEGER,
     idleTimeoutMs: 1,
+    maxHoldMs: Number.MAX_SAFE_INTEGER,
+    maxOpenMinutes: Number.MAX_SAFE_INTEGER,
     dimensions: o.dimensions,
     topK: o.topK,
-    latePolicy: "correct",
-    retainClosedMinutes: 0,
+    latePolicy: "amend",
+    amendHorizonMs: 0,
   });
   // ...processing time stands still while feeding (no idle advancement in between)...
   for (const events of chunks) ingest(state, events, 0);

@@ -1,31 +1,35 @@
 /**
  * The aggregation operator of one partition, as pure logic: tumbling one-minute event-time
- * windows, a watermark with allowed lateness and idle advancement, per-event dedupe,
- * per-ad and per-ad × dimension counts, a per-minute top k, and late-event handling.
+ * windows, a source-aware watermark (see watermark.ts), per-event dedupe, per-ad and per-ad ×
+ * dimension counts, a per-minute top k, and amendments of closed minutes.
  *
  * No I/O, no clock, no timers: processing time is the `nowMs` argument. The step functions
  * mutate the state they are given (for speed) and return what must be emitted; the runtime
  * (an actor) publishes the outputs, snapshots the state and schedules calls.
  *
  * Semantics:
- * - A minute `[start, start + 60 000)` is **closed** once the watermark reaches its end
- *   (see `watermark.ts`). An event of a closed minute is **late**.
- * - {@link ingest} counts on-time events into their minute. Late events: with policy
- *   `"drop"` they are returned in `late`, never counted. With policy `"correct"` they are
- *   counted into their minute while it is within `retainClosedMinutes` minutes of closing
- *   (`watermark < end + retainClosedMinutes·60 000`), later ones are returned in `late` as
- *   under `"drop"`. A minute already emitted is re-emitted by `ingest` in `corrections`
- *   (absolute counts, `version` + 1, once per batch); a minute not yet emitted just carries
- *   the late events in its first emission.
+ * - Input comes as messages: the clicks of one source (a shipped file, a producer) with that
+ *   source's progress mark, or a mark alone (a heartbeat). {@link ingest} classifies a
+ *   message's clicks against the watermark as it stands before the message, then records
+ *   what the message says of its source; clicks of one message never make each other late.
+ * - A minute `[start, start + 60 000)` is **closed** once the watermark reaches its end. A
+ *   click of a closed minute is **late**. Policy `"amend"` (the default) counts it into its
+ *   minute while the minute is within the amendment horizon (`watermark < end +
+ *   amendHorizonMs`) and re-emits the minute as a new revision (`version` + 1, absolute
+ *   counts, once per message and minute); later ones are returned in `late` (reason
+ *   `"horizon"`: the reconciliation's late repair recounts their minute from the raw store).
+ *   Policy `"drop"` returns every late click in `late` (reason `"drop"`), never counted.
+ * - The watermark is also bounded by the number of open minutes holding data
+ *   (`maxOpenMinutes`): past it, the oldest close (memory stays bounded whatever the sources
+ *   do).
  * - {@link advance} emits, in ascending order, every minute the watermark has closed that
  *   was not emitted yet (version 1), and purges state past its use.
- * - Dedupe applies to every counted event, late ones included: an id is counted at most
- *   once per minute for as long as the minute's state lives (open, then retained).
- *   Under `"drop"` a minute's ids are forgotten when it is emitted; a later copy of a
- *   counted event is then reported as late (still never counted twice).
- * - Classification depends only on the order of events and on the `nowMs` of the calls
- *   (idle advancement is applied at the start of both `ingest` and `advance`), never on how
- *   often `advance` is called; only `version` numbering depends on that.
+ * - Dedupe applies to every counted click, late ones included: an id is counted at most once
+ *   per minute for as long as the minute's state lives (open, then within the horizon).
+ *   Minutes purged are never re-created: a click of a minute at or before the newest purged
+ *   one is late, whatever the policy or horizon was when it was purged.
+ * - Classification depends only on the order of messages and on the `nowMs` of the calls,
+ *   never on how often `advance` is called; only `version` numbering depends on that.
  */
 import { AdclickError, ConfigError } from "../errors.js";
 import type { ClickEvent, Dimension } from "../model.js";
@@ -38,38 +42,52 @@ import {
 } from "./minute-state.js";
 import { type TopEntry, topK } from "./topk.js";
 import {
-  applyIdle,
+  type Completeness,
+  completenessOf,
   createWatermark,
   idleDeadlineMs,
-  markArrival,
-  observeEventTime,
+  observeSource,
+  raiseWatermark,
   restoreWatermark,
+  type SourceStanding,
   snapshotWatermark,
+  standingOf,
+  updateWatermark,
   type WatermarkSnapshot,
   type WatermarkState,
 } from "./watermark.js";
 import { WINDOW_SIZE_MS, windowStartOf } from "./window.js";
 
-export type LatePolicy = "drop" | "correct";
+export type LatePolicy = "amend" | "drop";
+export const LATE_POLICIES: readonly LatePolicy[] = ["amend", "drop"];
 
 export const DEFAULT_DIMENSIONS: readonly Dimension[] = ["country"];
-export const DEFAULT_RETAIN_CLOSED_MINUTES = 60;
+export const DEFAULT_AMEND_HORIZON_MS = 15 * 60_000;
+export const DEFAULT_MAX_HOLD_MS = 10 * 60_000;
+export const DEFAULT_MAX_OPEN_MINUTES = 20;
 const ALL_DIMENSIONS: readonly Dimension[] = ["country", "ip", "userId"];
+
+/** The source of clicks that carry none (older producers, direct calls). */
+export const ANONYMOUS_SOURCE = "";
 
 export interface AggregatorOptions {
   /** Partition number this operator aggregates (copied into every output). */
   partition: number;
   /** Event-time lateness accepted before a minute closes. Required: no hidden default. */
   allowedLatenessMs: number;
-  /** Processing time without any event after which every minute holding data closes. */
+  /** Processing time without a click or mark after which a source stops holding minutes open. */
   idleTimeoutMs: number;
+  /** Event time a slow source may hold the watermark behind the fastest; default 10 min. */
+  maxHoldMs?: number;
+  /** Open minutes holding data, at most; default 20. */
+  maxOpenMinutes?: number;
   /** Star-schema dimensions counted per ad; default `["country"]`. */
   dimensions?: readonly Dimension[];
   /** Entries of the per-minute top list. */
   topK: number;
   latePolicy: LatePolicy;
-  /** Policy "correct": minutes after closing during which late events still correct a minute. */
-  retainClosedMinutes?: number;
+  /** Policy "amend": event time after its close during which a minute is amended; default 15 min. */
+  amendHorizonMs?: number;
 }
 
 /** Options after defaults and validation; plain data (part of the snapshot). */
@@ -77,17 +95,19 @@ export interface ResolvedAggregatorOptions {
   readonly partition: number;
   readonly allowedLatenessMs: number;
   readonly idleTimeoutMs: number;
+  readonly maxHoldMs: number;
+  readonly maxOpenMinutes: number;
   readonly dimensions: readonly Dimension[];
   readonly topK: number;
   readonly latePolicy: LatePolicy;
-  readonly retainClosedMinutes: number;
+  readonly amendHorizonMs: number;
 }
 
 /** One emitted minute of one partition: absolute values, safe to upsert idempotently. */
 export interface ClosedMinute {
   partition: number;
   minuteStartMs: number;
-  /** 1 for the first emission; +1 for every correction of the minute. */
+  /** The revision: 1 for the first emission; +1 for every amendment of the minute. */
   version: number;
   /** `[adId, count]`, sorted by adId. */
   adCounts: AdCount[];
@@ -105,16 +125,32 @@ export interface LiveMinute extends Omit<ClosedMinute, "version"> {
   closed: boolean;
 }
 
+/** Where a message's clicks come from, and what it says of its source. */
+export interface MessageOrigin {
+  /** The source id (a shipped file, a producer); {@link ANONYMOUS_SOURCE} when none. */
+  source: string;
+  /** The source's progress mark: its clicks before this message reached this event time. */
+  progressMs?: number | null;
+  /** The source has ended: nothing more will come from it. */
+  end?: boolean;
+  /** The source is at the end of its input: it holds no minute open. */
+  caughtUp?: boolean;
+}
+
+/** Why late clicks were not counted. */
+export type LateReason = "drop" | "horizon";
+
 export interface IngestResult {
-  /** Events counted on time. */
+  /** Clicks counted on time. */
   accepted: number;
-  /** Late events counted into their (closed) minute under policy "correct". */
-  corrected: number;
-  /** Events not counted because their id was already counted in their minute. */
+  /** Late clicks counted into their (closed) minute under policy "amend". */
+  amended: number;
+  /** Clicks not counted because their id was already counted in their minute. */
   duplicates: number;
-  /** Late events not counted (policy "drop", or past retention under "correct"), in order. */
+  /** Late clicks not counted, in order (policy "drop", or past the amendment horizon). */
   late: ClickEvent[];
-  /** Re-emissions of already emitted minutes changed by this batch, ascending by minute. */
+  lateReason: LateReason;
+  /** Revisions of already emitted minutes changed by this message, ascending by minute. */
   corrections: ClosedMinute[];
 }
 
@@ -128,7 +164,7 @@ interface Slot {
   dirty: boolean;
   /**
    * The live view last built for queries, and the event count it reflects: queries between
-   * two batches reuse it instead of sorting the minute's ads again (a pending minute's
+   * two messages reuse it instead of sorting the minute's ads again (a pending minute's
    * counts only grow, so an unchanged event count means unchanged counts).
    */
   live?: { eventCount: number; view: Omit<LiveMinute, "closed"> };
@@ -140,9 +176,11 @@ export interface AggregatorState {
   readonly watermark: WatermarkState;
   /** Minutes not emitted yet, by start. */
   readonly pending: Map<number, Slot>;
-  /** Emitted minutes kept for corrections (policy "correct"), by start. */
+  /** Emitted minutes kept for amendments (policy "amend"), by start. */
   readonly retained: Map<number, Slot>;
   readonly dedupe: WindowDedupe;
+  /** End of the newest purged minute: minutes ending at or before it are never re-created. */
+  purgedThroughMs: number;
 }
 
 function intSetting(setting: string, v: unknown, min: number): number {
@@ -162,19 +200,28 @@ function resolveOptions(opts: AggregatorOptions): ResolvedAggregatorOptions {
   if (new Set(dimensions).size !== dimensions.length) {
     throw new ConfigError("dimensions", `lists a dimension twice: ${dimensions.join(", ")}`);
   }
-  if (opts.latePolicy !== "drop" && opts.latePolicy !== "correct") {
-    throw new ConfigError("latePolicy", `"${String(opts.latePolicy)}" is not one of drop, correct`);
+  if (!LATE_POLICIES.includes(opts.latePolicy)) {
+    throw new ConfigError(
+      "latePolicy",
+      `"${String(opts.latePolicy)}" is not one of ${LATE_POLICIES.join(", ")}`,
+    );
   }
   return {
     partition: intSetting("partition", opts.partition, 0),
     allowedLatenessMs: intSetting("allowedLatenessMs", opts.allowedLatenessMs, 0),
     idleTimeoutMs: intSetting("idleTimeoutMs", opts.idleTimeoutMs, 1),
+    maxHoldMs: intSetting("maxHoldMs", opts.maxHoldMs ?? DEFAULT_MAX_HOLD_MS, 0),
+    maxOpenMinutes: intSetting(
+      "maxOpenMinutes",
+      opts.maxOpenMinutes ?? DEFAULT_MAX_OPEN_MINUTES,
+      1,
+    ),
     dimensions,
     topK: intSetting("topK", opts.topK, 1),
     latePolicy: opts.latePolicy,
-    retainClosedMinutes: intSetting(
-      "retainClosedMinutes",
-      opts.retainClosedMinutes ?? DEFAULT_RETAIN_CLOSED_MINUTES,
+    amendHorizonMs: intSetting(
+      "amendHorizonMs",
+      opts.amendHorizonMs ?? DEFAULT_AMEND_HORIZON_MS,
       0,
     ),
   };
@@ -194,6 +241,7 @@ function watermarkOptions(o: ResolvedAggregatorOptions) {
   return {
     allowedLatenessMs: o.allowedLatenessMs,
     idleTimeoutMs: o.idleTimeoutMs,
+    maxHoldMs: o.maxHoldMs,
     windowSizeMs: WINDOW_SIZE_MS,
   };
 }
@@ -205,6 +253,7 @@ function newState(options: ResolvedAggregatorOptions, watermark: WatermarkState)
     pending: new Map(),
     retained: new Map(),
     dedupe: new WindowDedupe(),
+    purgedThroughMs: Number.NEGATIVE_INFINITY,
   };
 }
 
@@ -238,34 +287,69 @@ function byStart(a: Slot, b: Slot): number {
 }
 
 /**
- * Feeds a batch of events (in arrival order) that arrived at processing time `nowMs`.
- * Applies idle advancement first, then per event: advance the watermark, classify, dedupe,
- * count. Events must have a finite `timestampMs` (the parser guarantees it); any other is
- * returned in `late` and does not move the watermark.
+ * Brings the watermark up to processing time `nowMs` (sources going idle, holds bounded) and
+ * keeps at most `maxOpenMinutes` open minutes holding data: past that, the watermark closes
+ * the oldest.
+ */
+function settleWatermark(state: AggregatorState, nowMs: number): void {
+  const w = state.watermark;
+  updateWatermark(w, nowMs);
+  const max = state.options.maxOpenMinutes;
+  if (state.pending.size <= max) return;
+  const open: number[] = [];
+  for (const slot of state.pending.values()) {
+    if (slot.counts.endMs > w.watermarkMs) open.push(slot.counts.endMs);
+  }
+  if (open.length <= max) return;
+  open.sort((a, b) => a - b);
+  raiseWatermark(w, open[open.length - max - 1] as number);
+}
+
+const NO_EVENTS: IngestResult = Object.freeze({
+  accepted: 0,
+  amended: 0,
+  duplicates: 0,
+  late: [] as ClickEvent[],
+  lateReason: "drop",
+  corrections: [] as ClosedMinute[],
+}) as IngestResult;
+
+/**
+ * Feeds one message (its clicks in arrival order, possibly none) read at processing time
+ * `nowMs`: settles the watermark, classifies, dedupes and counts the clicks, then records what
+ * the message says of its source. Clicks must have a finite `timestampMs` (the parser
+ * guarantees it); any other is returned in `late`.
  *
- * Invariant: `accepted + corrected + duplicates + late.length === events.length`.
+ * Invariant: `accepted + amended + duplicates + late.length === events.length`.
  */
 export function ingest(
   state: AggregatorState,
   events: readonly ClickEvent[],
   nowMs: number,
+  origin: MessageOrigin = { source: ANONYMOUS_SOURCE },
 ): IngestResult {
   const w = state.watermark;
-  applyIdle(w, nowMs);
-  const late: ClickEvent[] = [];
+  settleWatermark(state, nowMs);
   const n = events.length;
-  if (n === 0) return { accepted: 0, corrected: 0, duplicates: 0, late, corrections: [] };
-  markArrival(w, nowMs);
+  const amend = state.options.latePolicy === "amend";
+  const lateReason: LateReason = amend ? "horizon" : "drop";
+  if (n === 0) {
+    observeSource(w, origin.source, { maxEventTimeMs: Number.NEGATIVE_INFINITY, ...origin }, nowMs);
+    return { ...NO_EVENTS, late: [], corrections: [], lateReason };
+  }
 
-  const correct = state.options.latePolicy === "correct";
-  const retainMs = state.options.retainClosedMinutes * WINDOW_SIZE_MS;
+  const wm = w.watermarkMs;
+  const horizonMs = state.options.amendHorizonMs;
+  const purgedThrough = state.purgedThroughMs;
   const pending = state.pending;
   const retained = state.retained;
+  const late: ClickEvent[] = [];
   let accepted = 0;
-  let corrected = 0;
+  let amended = 0;
   let duplicates = 0;
+  let maxEventTimeMs = Number.NEGATIVE_INFINITY;
   let dirty: Slot[] | null = null;
-  // Cache of the current event's minute: consecutive events mostly share one.
+  // Cache of the current click's minute: consecutive clicks mostly share one.
   let curStart = Number.NaN;
   let curEnd = Number.NaN;
   let cur: Slot | undefined;
@@ -282,8 +366,7 @@ export function ingest(
       curEnd = curStart + WINDOW_SIZE_MS;
       cur = pending.get(curStart) ?? retained.get(curStart);
     }
-    observeEventTime(w, t);
-    const wm = w.watermarkMs;
+    if (t > maxEventTimeMs) maxEventTimeMs = t;
     if (curEnd > wm) {
       // Open minute: never emitted, so it is pending or not created yet.
       if (cur === undefined) cur = newPendingSlot(state, curStart);
@@ -293,12 +376,12 @@ export function ingest(
       } else {
         duplicates++;
       }
-    } else if (correct && curEnd + retainMs > wm) {
-      // Closed, within retention: correct the minute (or a minute never seen before).
+    } else if (amend && curEnd > purgedThrough && curEnd + horizonMs > wm) {
+      // Closed, within the horizon: amend the minute (or count a minute never seen before).
       if (cur === undefined) cur = newPendingSlot(state, curStart);
       if (cur.ids.add(e.eventId)) {
         cur.counts.add(e);
-        corrected++;
+        amended++;
         if (cur.version > 0 && !cur.dirty) {
           cur.dirty = true;
           if (dirty === null) dirty = [];
@@ -311,6 +394,7 @@ export function ingest(
       late.push(e);
     }
   }
+  observeSource(w, origin.source, { ...origin, maxEventTimeMs }, nowMs);
 
   const corrections: ClosedMinute[] = [];
   if (dirty !== null) {
@@ -321,20 +405,25 @@ export function ingest(
       corrections.push(toClosedMinute(state, slot));
     }
   }
-  return { accepted, corrected, duplicates, late, corrections };
+  return { accepted, amended, duplicates, late, lateReason, corrections };
+}
+
+function purge(state: AggregatorState, slot: Slot): void {
+  const start = slot.counts.startMs;
+  state.dedupe.forget(start);
+  if (slot.counts.endMs > state.purgedThroughMs) state.purgedThroughMs = slot.counts.endMs;
 }
 
 /**
- * Applies idle advancement at processing time `nowMs`, then emits every minute the
- * watermark has closed and that was not emitted yet, ascending by minute, and purges state
- * no longer needed (under "drop" at once, under "correct" after retention).
+ * Settles the watermark at processing time `nowMs`, then emits every minute it has closed and
+ * that was not emitted yet, ascending by minute, and purges state no longer needed (under
+ * "drop" at once, under "amend" once the minute leaves the horizon).
  */
 export function advance(state: AggregatorState, nowMs: number): ClosedMinute[] {
-  const w = state.watermark;
-  applyIdle(w, nowMs);
-  const wm = w.watermarkMs;
-  const retainMs = state.options.retainClosedMinutes * WINDOW_SIZE_MS;
-  const correct = state.options.latePolicy === "correct";
+  settleWatermark(state, nowMs);
+  const wm = state.watermark.watermarkMs;
+  const horizonMs = state.options.amendHorizonMs;
+  const amend = state.options.latePolicy === "amend";
 
   const closing: Slot[] = [];
   for (const slot of state.pending.values()) {
@@ -347,16 +436,13 @@ export function advance(state: AggregatorState, nowMs: number): ClosedMinute[] {
     state.pending.delete(start);
     slot.version = 1;
     out.push(toClosedMinute(state, slot));
-    if (correct && slot.counts.endMs + retainMs > wm) {
-      state.retained.set(start, slot);
-    } else {
-      state.dedupe.forget(start);
-    }
+    if (amend && slot.counts.endMs + horizonMs > wm) state.retained.set(start, slot);
+    else purge(state, slot);
   }
   for (const [start, slot] of state.retained) {
-    if (slot.counts.endMs + retainMs <= wm) {
+    if (!amend || slot.counts.endMs + horizonMs <= wm) {
       state.retained.delete(start);
-      state.dedupe.forget(start);
+      purge(state, slot);
     }
   }
   return out;
@@ -394,13 +480,45 @@ export function liveAdCount(state: AggregatorState, minuteStartMs: number, adId:
   return state.pending.get(minuteStartMs)?.counts.adCount(adId) ?? 0;
 }
 
-/** The current watermark (-Infinity before the first event). */
+/** The current watermark (-Infinity before anything is known). */
 export function watermarkOf(state: AggregatorState): number {
   return state.watermark.watermarkMs;
 }
 
+/** The watermark, how complete it is, and the lagging sources (see watermark.ts). */
+export function completeness(state: AggregatorState): Completeness {
+  return completenessOf(state.watermark);
+}
+
+/** One source as this partition sees it. */
+export interface SourceView {
+  source: string;
+  /** Event time its clicks and marks reached here (null: nothing yet). */
+  progressMs: number | null;
+  standing: SourceStanding;
+  /** Processing time (stream timestamp) it was last heard from here. */
+  lastSeenMs: number;
+}
+
+/** Every source this partition knows, slowest first. */
+export function sourcesOf(state: AggregatorState): SourceView[] {
+  const w = state.watermark;
+  return [...w.sources.values()]
+    .map((s) => ({
+      source: s.id,
+      progressMs: Number.isFinite(s.progressMs) ? s.progressMs : null,
+      standing: standingOf(w, s),
+      lastSeenMs: s.lastSeenMs,
+    }))
+    .sort(
+      (a, b) =>
+        (a.progressMs ?? Number.NEGATIVE_INFINITY) - (b.progressMs ?? Number.NEGATIVE_INFINITY) ||
+        (a.source < b.source ? -1 : 1),
+    );
+}
+
 /**
- * Processing time at which idle advancement would close minutes, or null if it would not;
+ * Processing time at which a source going idle could close minutes, or null if none would;
  * a runtime calls {@link advance} then (one timer, no polling).
  */
 export function nextIdleDeadlineMs(state: AggregatorState): number | null {
@@ -411,16 +529,17 @@ export function nextIdleDeadlineMs(state: AggregatorState): number | null {
 // Snapshot / restore
 
 /**
- * 2: a minute's ids are mostly 16-byte keys (`idKeys`). An older build would not read them
- * and would restore an empty dedupe set, so a format-2 snapshot must be refused there; this
- * build still restores format 1 (ids as strings only).
+ * 3: source-aware watermark (sources and processing time in `watermark`), `purgedThroughMs`,
+ * options `maxHoldMs`, `maxOpenMinutes`, `amendHorizonMs` and policy `"amend"`. An older build
+ * would misread it, so it must refuse it. This build restores formats 1 and 2 (ids as strings;
+ * 16-byte id keys), whose single watermark becomes one anonymous source.
  */
-export const AGGREGATOR_SNAPSHOT_FORMAT_VERSION = 2;
-const READABLE_SNAPSHOT_FORMATS: readonly number[] = [1, 2];
+export const AGGREGATOR_SNAPSHOT_FORMAT_VERSION = 3;
+const READABLE_SNAPSHOT_FORMATS: readonly number[] = [1, 2, 3];
 
 /** One minute in a snapshot: its counts, emission version and remembered ids. */
 export interface MinuteSnapshot extends MinuteCountsSnapshot {
-  /** 0 = not emitted yet (pending); ≥ 1 = emitted and retained for corrections. */
+  /** 0 = not emitted yet (pending); ≥ 1 = emitted and retained for amendments. */
   version: number;
   /** Ids kept as strings: those without a 16-byte form (all of them in older snapshots). */
   ids: string[];
@@ -428,25 +547,33 @@ export interface MinuteSnapshot extends MinuteCountsSnapshot {
   idKeys?: string;
 }
 
+/** The options a snapshot was taken with (formats 1 and 2 had policy "correct" and minutes). */
+export interface SnapshotOptions {
+  partition: number;
+  allowedLatenessMs: number;
+  idleTimeoutMs: number;
+  maxHoldMs?: number;
+  maxOpenMinutes?: number;
+  dimensions: Dimension[];
+  topK: number;
+  latePolicy: LatePolicy | "correct";
+  amendHorizonMs?: number;
+  retainClosedMinutes?: number;
+}
+
 /**
  * The whole operator state as plain data (JSON and msgpack safe: no Map, Set, Infinity or
- * undefined). The idle clock is processing time and is deliberately not included.
+ * undefined).
  */
 export interface AggregatorSnapshot {
-  /** {@link AGGREGATOR_SNAPSHOT_FORMAT_VERSION} when written; 1 in older snapshots. */
+  /** {@link AGGREGATOR_SNAPSHOT_FORMAT_VERSION} when written. */
   formatVersion: number;
-  options: {
-    partition: number;
-    allowedLatenessMs: number;
-    idleTimeoutMs: number;
-    dimensions: Dimension[];
-    topK: number;
-    latePolicy: LatePolicy;
-    retainClosedMinutes: number;
-  };
+  options: SnapshotOptions;
   watermark: WatermarkSnapshot;
   /** Pending and retained minutes, ascending by start. */
   minutes: MinuteSnapshot[];
+  /** See {@link AggregatorState.purgedThroughMs}; absent before format 3. */
+  purgedThroughMs?: number | null;
 }
 
 /**
@@ -462,12 +589,15 @@ export function snapshotAggregator(state: AggregatorState): AggregatorSnapshot {
       partition: o.partition,
       allowedLatenessMs: o.allowedLatenessMs,
       idleTimeoutMs: o.idleTimeoutMs,
+      maxHoldMs: o.maxHoldMs,
+      maxOpenMinutes: o.maxOpenMinutes,
       dimensions: [...o.dimensions],
       topK: o.topK,
       latePolicy: o.latePolicy,
-      retainClosedMinutes: o.retainClosedMinutes,
+      amendHorizonMs: o.amendHorizonMs,
     },
     watermark: snapshotWatermark(state.watermark),
+    purgedThroughMs: Number.isFinite(state.purgedThroughMs) ? state.purgedThroughMs : null,
     minutes: slots.map((slot) => {
       const ids = slot.ids.toCompact();
       return {
@@ -480,27 +610,143 @@ export function snapshotAggregator(state: AggregatorState): AggregatorSnapshot {
   };
 }
 
+/** A setting whose configured value differs from the one a snapshot was taken with. */
+export interface OptionChange {
+  option: keyof ResolvedAggregatorOptions;
+  stored: unknown;
+  configured: unknown;
+}
+
+/** The options a snapshot was taken with, in this build's terms (older formats mapped). */
+function storedOptions(snap: AggregatorSnapshot): ResolvedAggregatorOptions {
+  const o = snap.options;
+  const policy: LatePolicy = o.latePolicy === "correct" ? "amend" : o.latePolicy;
+  return {
+    partition: o.partition,
+    allowedLatenessMs: o.allowedLatenessMs,
+    idleTimeoutMs: o.idleTimeoutMs,
+    maxHoldMs: o.maxHoldMs ?? DEFAULT_MAX_HOLD_MS,
+    maxOpenMinutes: o.maxOpenMinutes ?? DEFAULT_MAX_OPEN_MINUTES,
+    dimensions: o.dimensions,
+    topK: o.topK,
+    latePolicy: policy,
+    amendHorizonMs:
+      o.amendHorizonMs ??
+      (o.retainClosedMinutes !== undefined
+        ? o.retainClosedMinutes * WINDOW_SIZE_MS
+        : DEFAULT_AMEND_HORIZON_MS),
+  };
+}
+
+const sameDimensions = (a: readonly Dimension[], b: readonly Dimension[]) =>
+  a.length === b.length && a.every((d) => b.includes(d));
+
 /**
- * Rebuilds an operator from a snapshot. The idle clock starts at the next call, so the
- * downtime before a restore never counts as idle input.
+ * Checks a snapshot against the configured options: the configuration wins. Every setting
+ * is applied to the restored state (the returned changes say which differ) except the
+ * dimensions while the snapshot holds minutes — they were counted without the new ones — which
+ * is refused. `settingName` maps an option to the name users set (an environment variable).
  *
- * @throws AdclickError (code INTERNAL) when the snapshot's format is not this version's.
+ * @throws ConfigError naming the setting, its stored and configured values, and how to migrate.
+ * @throws AdclickError (INTERNAL) for an unreadable format or another partition's snapshot.
  */
-export function restoreAggregator(snap: AggregatorSnapshot): AggregatorState {
+export function checkRestorable(
+  snap: AggregatorSnapshot,
+  configured: AggregatorOptions,
+  settingName: (option: keyof ResolvedAggregatorOptions) => string = (o) => o,
+): OptionChange[] {
   if (!READABLE_SNAPSHOT_FORMATS.includes(snap?.formatVersion)) {
     throw new AdclickError(
       "INTERNAL",
       `aggregator snapshot formatVersion ${String(snap?.formatVersion)} is not supported (expected one of ${READABLE_SNAPSHOT_FORMATS.join(", ")})`,
     );
   }
-  const options = resolveOptions(snap.options);
-  const state = newState(options, restoreWatermark(watermarkOptions(options), snap.watermark));
+  const want = resolveOptions(configured);
+  const had = storedOptions(snap);
+  if (had.partition !== want.partition) {
+    throw new AdclickError(
+      "INTERNAL",
+      `the snapshot is partition ${had.partition}'s, not partition ${want.partition}'s`,
+    );
+  }
+  if (!sameDimensions(had.dimensions, want.dimensions) && snap.minutes.length > 0) {
+    const setting = settingName("dimensions");
+    throw new ConfigError(
+      setting,
+      `partition ${want.partition}'s aggregator state counts "${had.dimensions.join(",")}" but the configuration says "${want.dimensions.join(",")}", ` +
+        `and ${snap.minutes.length} open or amendable minute(s) were counted without the new value. Start with ${setting}=${had.dimensions.join(",")}; ` +
+        `to change it, stop the input, wait until every minute is closed and past the amendment horizon (or restart once with the old value and ${settingName("amendHorizonMs")}=0), ` +
+        "then restart with the new value (earlier minutes get the new dimension's counts from `adclick replay --apply`)",
+    );
+  }
+  const changes: OptionChange[] = [];
+  for (const option of [
+    "allowedLatenessMs",
+    "idleTimeoutMs",
+    "maxHoldMs",
+    "maxOpenMinutes",
+    "dimensions",
+    "topK",
+    "latePolicy",
+    "amendHorizonMs",
+  ] as const) {
+    const a = had[option];
+    const b = want[option];
+    const same =
+      option === "dimensions"
+        ? sameDimensions(a as Dimension[], b as Dimension[])
+        : (a as unknown) === (b as unknown);
+    if (!same) changes.push({ option, stored: a, configured: b });
+  }
+  return changes;
+}
+
+/**
+ * Rebuilds an operator from a snapshot with the configured options (see
+ * {@link checkRestorable}, which it calls). A snapshot of format 1 or 2 had one watermark
+ * for the partition: it becomes one anonymous source at that progress, heard from at
+ * `lastEventAtMs` (its processing time of last arrival, kept by the runtime).
+ */
+export function restoreAggregator(
+  snap: AggregatorSnapshot,
+  configured: AggregatorOptions,
+  lastEventAtMs: number | null = null,
+): AggregatorState {
+  checkRestorable(snap, configured);
+  const options = resolveOptions(configured);
+  const wsnap: WatermarkSnapshot = { ...snap.watermark };
+  if (snap.formatVersion < 3 && snap.watermark.maxEventTimeMs !== null) {
+    wsnap.sources = [
+      {
+        id: ANONYMOUS_SOURCE,
+        progressMs: snap.watermark.maxEventTimeMs,
+        lastSeenMs: lastEventAtMs,
+        ended: false,
+        caughtUp: false,
+      },
+    ];
+    wsnap.nowMs = lastEventAtMs;
+  }
+  const state = newState(options, restoreWatermark(watermarkOptions(options), wsnap));
+  if (snap.purgedThroughMs != null) state.purgedThroughMs = snap.purgedThroughMs;
+  else if (snap.formatVersion < 3 && snap.watermark.watermarkMs !== null) {
+    // Older builds purged emitted minutes without recording it: every closed minute not
+    // in the snapshot may have been.
+    const retained = snap.minutes.filter((m) => m.version > 0).map((m) => m.startMs);
+    const oldest = retained.length > 0 ? Math.min(...retained) : Number.POSITIVE_INFINITY;
+    state.purgedThroughMs = Math.min(
+      Math.floor(snap.watermark.watermarkMs / WINDOW_SIZE_MS) * WINDOW_SIZE_MS,
+      oldest,
+    );
+  }
+  const stored = storedOptions(snap);
   for (const m of snap.minutes) {
     const ids = state.dedupe.idsFor(m.startMs);
     if (m.idKeys) ids.addCompact({ keys: m.idKeys, long: [] });
     for (const id of m.ids) ids.add(id);
     const slot: Slot = {
-      counts: MinuteState.fromSnapshot(m, WINDOW_SIZE_MS, state.options.dimensions),
+      // Counted with the stored dimensions (equal to the configured ones: see checkRestorable).
+      counts: MinuteState.fromSnapshot(m, WINDOW_SIZE_MS, stored.dimensions),
       ids,
       version: m.version,
       dirty: false,

@@ -7,6 +7,9 @@ describe("loadConfig", () => {
   it("gives the documented defaults when no variable is set", () => {
     expect(loadConfig({})).toEqual(DEFAULT_CONFIG);
     expect(loadConfig({}).allowedLatenessMs).toBe(15_000);
+    // Late clicks amend their minute by default: no billable click is dropped.
+    expect(loadConfig({}).latePolicy).toBe("amend");
+    expect(loadConfig({}).amendHorizonMs).toBe(15 * 60_000);
   });
 
   it.each([
@@ -22,7 +25,12 @@ describe("loadConfig", () => {
     ],
     [{ ADCLICK_PARTITIONS: "64" }, "partitions", 64],
     [{ ADCLICK_ALLOWED_LATENESS_MS: "0" }, "allowedLatenessMs", 0],
-    [{ ADCLICK_LATE_POLICY: "correct" }, "latePolicy", "correct"],
+    [{ ADCLICK_LATE_POLICY: "drop" }, "latePolicy", "drop"],
+    [{ ADCLICK_LATE_POLICY: "amend" }, "latePolicy", "amend"],
+    [{ ADCLICK_LATE_POLICY: "correct" }, "latePolicy", "amend"],
+    [{ ADCLICK_AMEND_HORIZON_MS: "3600000" }, "amendHorizonMs", 3_600_000],
+    [{ ADCLICK_MAX_HOLD_MS: "0" }, "maxHoldMs", 0],
+    [{ ADCLICK_MAX_OPEN_MINUTES: "60" }, "maxOpenMinutes", 60],
     [{ ADCLICK_DIMENSIONS: "country,userId" }, "dimensions", ["country", "userId"]],
     [{ ADCLICK_KEYSPACE: "billing_eu" }, "cassandraKeyspace", "billing_eu"],
     [{ ADCLICK_METRICS_PORT: "0" }, "metricsPort", 0],
@@ -41,7 +49,9 @@ describe("loadConfig", () => {
     [{ ADCLICK_PARTITIONS: "8.5" }, "ADCLICK_PARTITIONS", /not an integer/],
     [{ ADCLICK_PARTITIONS: "lots" }, "ADCLICK_PARTITIONS", /not an integer/],
     [{ ADCLICK_ALLOWED_LATENESS_MS: "-1" }, "ADCLICK_ALLOWED_LATENESS_MS", /outside/],
-    [{ ADCLICK_LATE_POLICY: "ignore" }, "ADCLICK_LATE_POLICY", /not one of drop, correct/],
+    [{ ADCLICK_LATE_POLICY: "ignore" }, "ADCLICK_LATE_POLICY", /not one of amend, drop/],
+    [{ ADCLICK_MAX_OPEN_MINUTES: "1" }, "ADCLICK_MAX_OPEN_MINUTES", /outside 2\.\./],
+    [{ ADCLICK_AMEND_HORIZON_MS: "-5" }, "ADCLICK_AMEND_HORIZON_MS", /outside 0\.\./],
     [{ ADCLICK_DIMENSIONS: "country,os" }, "ADCLICK_DIMENSIONS", /"os" is not one of/],
     [{ ADCLICK_KEYSPACE: "Bad-Name" }, "ADCLICK_KEYSPACE", /lower-case/],
     [{ ADCLICK_NATS_URL: "http://x" }, "ADCLICK_NATS_URL", /not nats:\/\/host:port/],

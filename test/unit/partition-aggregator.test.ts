@@ -9,6 +9,8 @@ import {
   type AggregatorState,
   advance,
   type ClosedMinute,
+  checkRestorable,
+  completeness,
   createAggregatorState,
   ingest,
   liveAdCount,
@@ -16,6 +18,7 @@ import {
   openMinutes,
   restoreAggregator,
   snapshotAggregator,
+  sourcesOf,
   watermarkOf,
 } from "../../src/windows/partition-aggregator.js";
 
@@ -220,9 +223,10 @@ describe("closing minutes by watermark", () => {
     expect(advance(s, 3)).toEqual([]);
   });
 
-  it("emits a minute first created by a late event in order with the others (correct)", () => {
-    const s = agg({ latePolicy: "correct" });
-    ingest(s, [ev("a", T0 + 3 * MIN), ev("b", T0 + 5)], 0); // T0 is already closed
+  it("emits a minute first created by a late event in order with the others (amend)", () => {
+    const s = agg({ latePolicy: "amend" });
+    ingest(s, [ev("a", T0 + 3 * MIN)], 0);
+    ingest(s, [ev("b", T0 + 5)], 0); // T0 is already closed
     ingest(s, [ev("a", T0 + 10 * MIN)], 1);
     expect(advance(s, 2).map((m) => [m.minuteStartMs, m.version])).toEqual([
       [T0, 1],
@@ -267,11 +271,13 @@ describe("closing minutes by watermark", () => {
     },
   );
 
-  it("classifies by watermark within a batch: an event after the closing one is late", () => {
+  it("classifies a message against the watermark before it: its own clicks never make each other late", () => {
     const s = agg();
     const r = ingest(s, [ev("a", T0), ev("b", T0 + MIN + L), ev("a", T0 + 1)], 0);
-    expect(r.accepted).toBe(2);
-    expect(r.late.map((e) => e.timestampMs)).toEqual([T0 + 1]);
+    expect(r.accepted).toBe(3);
+    expect(r.late).toEqual([]);
+    const next = ingest(s, [ev("a", T0 + 2)], 1);
+    expect(next.late.map((e) => e.timestampMs)).toEqual([T0 + 2]);
   });
 
   it("keeps the watermark and the counts untouched by a non-finite timestamp", () => {
@@ -284,6 +290,7 @@ describe("closing minutes by watermark", () => {
     );
     expect(r.late.length).toBe(2);
     expect(r.accepted).toBe(1);
+    advance(s, 1);
     expect(watermarkOf(s)).toBe(T0 + 1 - L);
   });
 });
@@ -403,8 +410,8 @@ describe("duplicates", () => {
 });
 
 describe("late events", () => {
-  function closedAfter(policy: "drop" | "correct", retainClosedMinutes?: number) {
-    const s = agg({ latePolicy: policy, retainClosedMinutes });
+  function closedAfter(policy: "drop" | "amend", amendHorizonMs?: number) {
+    const s = agg({ latePolicy: policy, amendHorizonMs });
     ingest(s, [ev("a", T0 + 1_000, { eventId: "first" }), ev("z", T0 + 3 * MIN)], 0);
     const closed = advance(s, 1); // minutes T0 and T0+MIN... only T0 holds data
     return { s, closed };
@@ -415,18 +422,25 @@ describe("late events", () => {
     expect(closed.map((m) => m.minuteStartMs)).toEqual([T0]);
     const late = ev("a", T0 + 2_000);
     const r = ingest(s, [late], 2);
-    expect(r).toEqual({ accepted: 0, corrected: 0, duplicates: 0, late: [late], corrections: [] });
+    expect(r).toEqual({
+      accepted: 0,
+      amended: 0,
+      duplicates: 0,
+      late: [late],
+      lateReason: "drop",
+      corrections: [],
+    });
     expect(advance(s, 3)).toEqual([]);
   });
 
-  it("re-emits the corrected minute with absolute counts and version 2 under policy correct", () => {
-    const { s } = closedAfter("correct");
+  it("re-emits the amended minute with absolute counts and version 2 under policy amend", () => {
+    const { s } = closedAfter("amend");
     const r = ingest(
       s,
       [ev("a", T0 + 2_000, { country: "KOR" }), ev("b", T0 + 3_000, { country: "KOR" })],
       2,
     );
-    expect(r.corrected).toBe(2);
+    expect(r.amended).toBe(2);
     expect(r.late).toEqual([]);
     expect(r.corrections).toEqual<ClosedMinute[]>([
       {
@@ -454,7 +468,7 @@ describe("late events", () => {
   });
 
   it("increments the version with every correcting batch, once per batch and minute", () => {
-    const { s } = closedAfter("correct");
+    const { s } = closedAfter("amend");
     const v = [2, 3, 4].map((_, i) => {
       const r = ingest(s, [ev("a", T0 + 10 + i), ev("a", T0 + 20 + i)], 10 + i);
       expect(r.corrections.length).toBe(1);
@@ -468,7 +482,7 @@ describe("late events", () => {
   });
 
   it("re-emits several corrected minutes of one batch in ascending order", () => {
-    const s = agg({ latePolicy: "correct" });
+    const s = agg({ latePolicy: "amend" });
     ingest(s, [ev("a", T0), ev("a", T0 + MIN), ev("a", T0 + 2 * MIN), ev("z", T0 + 5 * MIN)], 0);
     expect(advance(s, 1).length).toBe(3);
     const r = ingest(s, [ev("a", T0 + 2 * MIN + 1), ev("a", T0 + 1), ev("a", T0 + 2)], 2);
@@ -479,56 +493,57 @@ describe("late events", () => {
   });
 
   it("never counts a copy of an already counted event on the correction path", () => {
-    const { s } = closedAfter("correct");
+    const { s } = closedAfter("amend");
     const e = ev("a", T0 + 5);
     const r1 = ingest(s, [e, { ...e }], 2);
-    expect([r1.corrected, r1.duplicates, r1.corrections[0]?.eventCount]).toEqual([1, 1, 2]);
+    expect([r1.amended, r1.duplicates, r1.corrections[0]?.eventCount]).toEqual([1, 1, 2]);
     const r2 = ingest(s, [ev("a", T0 + 1_000, { eventId: "first" }), { ...e }], 3);
-    expect([r2.corrected, r2.duplicates, r2.corrections]).toEqual([0, 2, []]);
+    expect([r2.amended, r2.duplicates, r2.corrections]).toEqual([0, 2, []]);
   });
 
   it("counts a late event of a never-seen minute and emits that minute through advance", () => {
-    const { s } = closedAfter("correct");
+    const { s } = closedAfter("amend");
     const r = ingest(s, [ev("q", T0 + MIN + 5)], 2);
-    expect(r).toMatchObject({ corrected: 1, corrections: [], late: [] });
+    expect(r).toMatchObject({ amended: 1, corrections: [], late: [] });
     expect(advance(s, 3).map((m) => [m.minuteStartMs, m.version, counts(m)])).toEqual([
       [T0 + MIN, 1, ["q:1"]],
     ]);
   });
 
   it.each([
-    { policy: "drop" as const, corrected: 0, late: 1, first: ["a:1"] },
-    { policy: "correct" as const, corrected: 1, late: 0, first: ["a:2"] },
+    { policy: "drop" as const, amended: 0, late: 1, first: ["a:1"] },
+    { policy: "amend" as const, amended: 1, late: 0, first: ["a:2"] },
   ])(
     "under $policy, treats an event of a closed but not yet emitted minute like a late one",
-    ({ policy, corrected, late, first }) => {
+    ({ policy, amended, late, first }) => {
       const s = agg({ latePolicy: policy });
       ingest(s, [ev("a", T0), ev("z", T0 + MIN + L)], 0); // closes T0, no advance yet
       const r = ingest(s, [ev("a", T0 + 1)], 1);
-      expect([r.corrected, r.late.length, r.corrections.length]).toEqual([corrected, late, 0]);
+      expect([r.amended, r.late.length, r.corrections.length]).toEqual([amended, late, 0]);
       const [m] = advance(s, 2);
       expect([m?.version, counts(m)]).toEqual([1, first]);
     },
   );
 
   it.each([
-    { retain: 0, newest: T0 + MIN + L, counted: false, why: "no retention: like drop" },
-    { retain: 2, newest: T0 + 3 * MIN + L - 1, counted: true, why: "1 ms within retention" },
-    { retain: 2, newest: T0 + 3 * MIN + L, counted: false, why: "exactly at retention's end" },
-    { retain: 60, newest: T0 + 60 * MIN, counted: true, why: "the default hour" },
+    { retain: 0, newest: T0 + MIN + L, counted: false, why: "no horizon: like drop" },
+    { retain: 2, newest: T0 + 3 * MIN + L - 1, counted: true, why: "1 ms within the horizon" },
+    { retain: 2, newest: T0 + 3 * MIN + L, counted: false, why: "exactly at the horizon's end" },
+    { retain: 15, newest: T0 + 15 * MIN, counted: true, why: "the default 15 minutes" },
+    { retain: 60, newest: T0 + 60 * MIN, counted: true, why: "an hour" },
   ])(
-    "with retainClosedMinutes=$retain and newest event $newest, a late event is counted: $counted ($why)",
+    "with an amendment horizon of $retain minutes and newest event $newest, a late event is counted: $counted ($why)",
     ({ retain, newest, counted }) => {
-      const s = agg({ latePolicy: "correct", retainClosedMinutes: retain });
+      const s = agg({ latePolicy: "amend", amendHorizonMs: retain * MIN, maxHoldMs: 0 });
       ingest(s, [ev("a", T0), ev("z", newest)], 0);
       advance(s, 1);
       const r = ingest(s, [ev("a", T0 + 1)], 2);
-      expect([r.corrected, r.late.length]).toEqual(counted ? [1, 0] : [0, 1]);
+      expect([r.amended, r.late.length]).toEqual(counted ? [1, 0] : [0, 1]);
     },
   );
 
-  it("purges a retained minute and its ids once retention has passed", () => {
-    const s = agg({ latePolicy: "correct", retainClosedMinutes: 1 });
+  it("purges a retained minute and its ids once the horizon has passed", () => {
+    const s = agg({ latePolicy: "amend", amendHorizonMs: MIN });
     ingest(s, [ev("a", T0)], 0);
     advance(s, IDLE); // emits T0, retained
     expect(s.retained.size).toBe(1);
@@ -547,16 +562,16 @@ describe("late events", () => {
 });
 
 describe("accounting", () => {
-  it.each(["drop", "correct"] as const)(
+  it.each(["drop", "amend"] as const)(
     "under %s accounts for every event exactly once in the ingest result",
     (policy) => {
-      const s = agg({ latePolicy: policy, retainClosedMinutes: 1 });
+      const s = agg({ latePolicy: policy, amendHorizonMs: MIN });
       const rnd = prng(99);
       const history: ClickEvent[] = [];
       for (let step = 0; step < 200; step++) {
         const batch = randomBatch(rnd, history, step * 1_000);
         const r = ingest(s, batch, step * 1_000);
-        expect(r.accepted + r.corrected + r.duplicates + r.late.length).toBe(batch.length);
+        expect(r.accepted + r.amended + r.duplicates + r.late.length).toBe(batch.length);
         advance(s, step * 1_000 + 500);
       }
     },
@@ -576,12 +591,14 @@ describe("live minutes", () => {
     expect(liveAdCount(s, T0, "a")).toBe(2);
     expect(liveAdCount(s, T0, "zzz")).toBe(0);
     expect(liveAdCount(s, T0 + 5 * MIN, "a")).toBe(0);
+    expect(advance(s, 0)).toEqual([]);
     expect(watermarkOf(s)).toBe(T0 + MIN - L);
   });
 
   it("marks a minute closed by the watermark but not emitted yet, and drops it once emitted", () => {
     const s = agg();
     ingest(s, [ev("a", T0), ev("b", T0 + MIN + L)], 0);
+    ingest(s, [], 0); // the next message settles the watermark: T0 is closed, not emitted yet
     expect(openMinutes(s).map((m) => [m.minuteStartMs, m.closed])).toEqual([
       [T0, true],
       [T0 + MIN, false],
@@ -602,7 +619,9 @@ describe("options", () => {
     { over: { latePolicy: "keep" as "drop" }, setting: "latePolicy" },
     { over: { dimensions: ["city" as Dimension] }, setting: "dimensions" },
     { over: { dimensions: ["ip", "ip"] }, setting: "dimensions" },
-    { over: { retainClosedMinutes: -1 }, setting: "retainClosedMinutes" },
+    { over: { amendHorizonMs: -1 }, setting: "amendHorizonMs" },
+    { over: { maxHoldMs: -1 }, setting: "maxHoldMs" },
+    { over: { maxOpenMinutes: 0 }, setting: "maxOpenMinutes" },
   ])("rejects an invalid $setting with a ConfigError naming it", ({ over, setting }) => {
     let err: unknown;
     try {
@@ -614,8 +633,15 @@ describe("options", () => {
     expect((err as ConfigError).setting).toBe(setting);
   });
 
-  it("defaults retainClosedMinutes to an hour", () => {
-    expect(agg().options.retainClosedMinutes).toBe(60);
+  it("states its defaults: amend for 15 minutes, hold 10 minutes, at most 20 open minutes", () => {
+    const o = createAggregatorState({
+      partition: 0,
+      allowedLatenessMs: L,
+      idleTimeoutMs: IDLE,
+      topK: 1,
+      latePolicy: "amend",
+    }).options;
+    expect([o.amendHorizonMs, o.maxHoldMs, o.maxOpenMinutes]).toEqual([15 * MIN, 10 * MIN, 20]);
   });
 });
 
@@ -704,19 +730,23 @@ function run(state: AggregatorState, steps: Step[]): unknown[] {
 }
 
 /**
- * Split points where a restore is indistinguishable: the step is an ingest with events that
- * is not itself an idle gap (a restore restarts the idle clock on purpose).
+ * Every split point: processing time is part of the state (stream timestamps), so a restore
+ * anywhere is indistinguishable from an uninterrupted run.
  */
-function safeSplits(steps: Step[]): number[] {
-  const out: number[] = [];
-  let lastArrival: number | null = null;
-  steps.forEach((step, i) => {
-    if (step.kind === "ingest" && step.events.length > 0) {
-      if (lastArrival !== null && step.now - lastArrival < IDLE) out.push(i);
-      lastArrival = step.now;
-    }
+function allSplits(steps: Step[]): number[] {
+  return steps.map((_, i) => i).filter((i) => i > 0);
+}
+
+/** Restores with the options the state was created with (the configuration is authoritative). */
+function restore(snap: AggregatorSnapshot, over: Partial<AggregatorOptions> = {}): AggregatorState {
+  return restoreAggregator(snap, {
+    partition: 3,
+    allowedLatenessMs: L,
+    idleTimeoutMs: IDLE,
+    topK: 10,
+    latePolicy: "drop",
+    ...over,
   });
-  return out;
 }
 
 const codecs = {
@@ -727,28 +757,32 @@ const codecs = {
 describe("snapshot and restore", () => {
   it.each([
     { seed: 11, policy: "drop" as const, codec: "json" as const },
-    { seed: 12, policy: "correct" as const, codec: "json" as const },
+    { seed: 12, policy: "amend" as const, codec: "json" as const },
     { seed: 13, policy: "drop" as const, codec: "msgpack" as const },
-    { seed: 14, policy: "correct" as const, codec: "msgpack" as const },
-    { seed: 15, policy: "correct" as const, codec: "json" as const },
+    { seed: 14, policy: "amend" as const, codec: "msgpack" as const },
+    { seed: 15, policy: "amend" as const, codec: "json" as const },
   ])(
     "feed A, snapshot ($codec), restore, feed B emits exactly what an uninterrupted run emits (seed $seed, $policy)",
     ({ seed, policy, codec }) => {
       const steps = randomSteps(seed);
-      const opts = { latePolicy: policy, retainClosedMinutes: 3, dimensions: ["country", "ip"] };
-      const expected = run(agg(opts as Partial<AggregatorOptions>), steps);
-      const splits = safeSplits(steps);
+      const opts: Partial<AggregatorOptions> = {
+        latePolicy: policy,
+        amendHorizonMs: 3 * MIN,
+        dimensions: ["country", "ip"],
+      };
+      const expected = run(agg(opts), steps);
+      const splits = allSplits(steps);
       expect(splits.length).toBeGreaterThan(50);
       const emitted = expected as { corrections?: unknown[]; late?: unknown[] }[];
       expect(emitted.some((l) => (l.late?.length ?? 0) > 0)).toBe(true);
-      if (policy === "correct")
+      if (policy === "amend")
         expect(emitted.some((l) => (l.corrections?.length ?? 0) > 0)).toBe(true);
       const rnd = prng(seed * 7);
       for (let i = 0; i < 6; i++) {
         const split = splits[Math.floor(rnd() * splits.length)] as number;
-        const first = agg(opts as Partial<AggregatorOptions>);
+        const first = agg(opts);
         const a = run(first, steps.slice(0, split));
-        const restored = restoreAggregator(codecs[codec](snapshotAggregator(first)));
+        const restored = restore(codecs[codec](snapshotAggregator(first)), opts);
         const b = run(restored, steps.slice(split));
         expect([...a, ...b]).toEqual(expected);
       }
@@ -756,7 +790,7 @@ describe("snapshot and restore", () => {
   );
 
   it("captures nothing mutable: the state goes on without changing a taken snapshot", () => {
-    const s = agg({ latePolicy: "correct" });
+    const s = agg({ latePolicy: "amend" });
     ingest(s, [ev("a", T0)], 0);
     const snap = snapshotAggregator(s);
     const before = JSON.stringify(snap);
@@ -768,52 +802,99 @@ describe("snapshot and restore", () => {
   it("is plain versioned data", () => {
     const s = agg();
     const snap = snapshotAggregator(s);
-    expect(snap.formatVersion).toBe(2);
-    expect(snap.watermark).toEqual({ maxEventTimeMs: null, watermarkMs: null });
+    expect(snap.formatVersion).toBe(3);
+    expect(snap.watermark).toEqual({
+      maxEventTimeMs: null,
+      watermarkMs: null,
+      nowMs: null,
+      sources: [],
+    });
     expect(JSON.parse(JSON.stringify(snap))).toEqual(snap);
   });
 
   it("refuses a snapshot of another format version", () => {
     const snap = {
       ...snapshotAggregator(agg()),
-      formatVersion: 3,
+      formatVersion: 4,
     } as unknown as AggregatorSnapshot;
-    expect(() => restoreAggregator(snap)).toThrow(AdclickError);
+    expect(() => restore(snap)).toThrow(AdclickError);
   });
 
   it("restores a format-1 snapshot (every id a string) with its dedupe set", () => {
     const s = agg();
     ingest(s, [ev("a", T0, { eventId: "c:x-1" }), ev("b", T0 + 1, { eventId: "c:x-2" })], 0);
-    const v2 = snapshotAggregator(s);
+    const v3 = snapshotAggregator(s);
     const v1 = {
-      ...v2,
       formatVersion: 1,
-      minutes: v2.minutes.map(({ idKeys: _keys, ...m }) => ({ ...m, ids: ["c:x-1", "c:x-2"] })),
+      options: {
+        partition: 3,
+        allowedLatenessMs: L,
+        idleTimeoutMs: IDLE,
+        dimensions: ["country"],
+        topK: 10,
+        latePolicy: "drop",
+        retainClosedMinutes: 60,
+      },
+      watermark: { maxEventTimeMs: T0 + 1, watermarkMs: T0 + 1 - L },
+      minutes: v3.minutes.map(({ idKeys: _keys, ...m }) => ({ ...m, ids: ["c:x-1", "c:x-2"] })),
     } as AggregatorSnapshot;
-    const restored = restoreAggregator(v1);
+    const restored = restore(v1);
     expect(ingest(restored, [ev("a", T0 + 2, { eventId: "c:x-1" })], 1).accepted).toBe(0);
     expect(ingest(restored, [ev("a", T0 + 3, { eventId: "c:x-3" })], 1).accepted).toBe(1);
   });
 
-  it("does not mistake the downtime before a restore for idle input", () => {
+  it("restores an older snapshot's single watermark as one anonymous source, heard from when it last was", () => {
+    const v2 = {
+      formatVersion: 2,
+      options: {
+        partition: 3,
+        allowedLatenessMs: L,
+        idleTimeoutMs: IDLE,
+        dimensions: ["country"],
+        topK: 10,
+        latePolicy: "correct",
+        retainClosedMinutes: 60,
+      },
+      watermark: { maxEventTimeMs: T0 + 30_000, watermarkMs: T0 + 15_000 },
+      minutes: [],
+    } as unknown as AggregatorSnapshot;
+    const s = restoreAggregator(
+      v2,
+      { partition: 3, allowedLatenessMs: L, idleTimeoutMs: IDLE, topK: 10, latePolicy: "amend" },
+      5_000,
+    );
+    expect(s.watermark.sources.get("")).toMatchObject({
+      progressMs: T0 + 30_000,
+      lastSeenMs: 5_000,
+    });
+    expect(advance(s, 5_000 + IDLE - 1)).toEqual([]);
+    expect(watermarkOf(s)).toBe(T0 + 15_000);
+    // Minutes closed before the snapshot may have been purged: never re-created.
+    expect(s.purgedThroughMs).toBe(T0);
+  });
+
+  it("restores every source's clock: progress, last heard, ended, caught up", () => {
     const s = agg();
-    ingest(s, [ev("a", T0 + 1_000)], 0);
-    const restored = restoreAggregator(snapshotAggregator(s));
-    expect(advance(restored, 10 * IDLE)).toEqual([]); // starts the idle clock
-    const r = ingest(restored, [ev("a", T0 + 2_000)], 10 * IDLE + 1);
-    expect(r.accepted).toBe(1);
-    expect(advance(restored, 10 * IDLE + 1 + IDLE).map((m) => m.eventCount)).toEqual([2]);
+    ingest(s, [ev("a", T0 + 1_000)], 100, { source: "web-1:/a.log", progressMs: T0 });
+    ingest(s, [], 200, { source: "web-2:/b.log", progressMs: T0 + 40_000, caughtUp: true });
+    ingest(s, [], 300, { source: "web-3:/c.log", progressMs: T0 + 50_000, end: true });
+    const restored = restore(codecs.msgpack(snapshotAggregator(s)));
+    expect([...restored.watermark.sources.values()]).toEqual([...s.watermark.sources.values()]);
+    expect(restored.watermark.nowMs).toBe(300);
   });
 });
 
 /**
- * Independent recount. Replays the watermark rules naively (floor division, string keys, a
- * global set of counted ids) and counts unique events that the policy accepts.
+ * Independent recount. Replays the watermark rules of one (anonymous) source naively — floor
+ * division, string keys, a global set of counted ids — and counts the unique events the policy
+ * accepts: at each message or advance, the watermark is the newest event time − lateness while
+ * the source was heard from within the idle timeout, else the end of the newest minute with
+ * data; a message's events are classified against the watermark before it.
  */
 function oracle(
   steps: Step[],
-  policy: "drop" | "correct",
-  retainClosedMinutes: number,
+  policy: "drop" | "amend",
+  horizonMinutes: number,
 ): { byKey: Map<string, number>; byIp: Map<string, number> } {
   const countsByKey = new Map<string, number>();
   const byIp = new Map<string, number>();
@@ -821,21 +902,15 @@ function oracle(
   let maxT = Number.NEGATIVE_INFINITY;
   let wm = Number.NEGATIVE_INFINITY;
   let last: number | null = null;
-  const idle = (now: number) => {
-    if (last === null) last = now;
-    else if (now - last >= IDLE && maxT > Number.NEGATIVE_INFINITY) {
-      wm = Math.max(wm, (Math.floor(maxT / MIN) + 1) * MIN);
-    }
-  };
   for (const step of steps) {
-    idle(step.now);
-    if (step.kind === "advance" || step.events.length === 0) continue;
-    last = step.now;
+    if (last !== null && Number.isFinite(maxT)) {
+      const target = step.now - last >= IDLE ? (Math.floor(maxT / MIN) + 1) * MIN : maxT - L;
+      wm = Math.max(wm, target);
+    }
+    if (step.kind === "advance") continue;
     for (const e of step.events) {
-      maxT = Math.max(maxT, e.timestampMs);
-      wm = Math.max(wm, maxT - L);
       const minute = Math.floor(e.timestampMs / MIN) * MIN;
-      const horizon = policy === "drop" ? 0 : retainClosedMinutes * MIN;
+      const horizon = policy === "drop" ? 0 : horizonMinutes * MIN;
       if (minute + MIN + horizon <= wm) continue; // late, not counted
       const idKey = `${minute}|${e.eventId}`;
       if (counted.has(idKey)) continue;
@@ -845,6 +920,8 @@ function oracle(
       const ipKey = `${minute}|${e.adId}|${e.ip}`;
       byIp.set(ipKey, (byIp.get(ipKey) ?? 0) + 1);
     }
+    for (const e of step.events) maxT = Math.max(maxT, e.timestampMs);
+    last = step.now;
   }
   return { byKey: countsByKey, byIp };
 }
@@ -901,17 +978,17 @@ describe("oracle: emitted final counts equal an independent recount", () => {
   it.each([
     { seed: 21, policy: "drop" as const, retain: 60, what: "unique on-time events" },
     { seed: 22, policy: "drop" as const, retain: 60, what: "unique on-time events" },
-    { seed: 23, policy: "correct" as const, retain: 100_000, what: "all unique events" },
-    { seed: 24, policy: "correct" as const, retain: 100_000, what: "all unique events" },
-    { seed: 25, policy: "correct" as const, retain: 2, what: "unique events within retention" },
-    { seed: 26, policy: "correct" as const, retain: 0, what: "unique on-time events" },
+    { seed: 23, policy: "amend" as const, retain: 100_000, what: "all unique events" },
+    { seed: 24, policy: "amend" as const, retain: 100_000, what: "all unique events" },
+    { seed: 25, policy: "amend" as const, retain: 2, what: "unique events within the horizon" },
+    { seed: 26, policy: "amend" as const, retain: 0, what: "unique on-time events" },
   ])(
-    "under $policy (retain $retain min) they count $what (seed $seed)",
+    "under $policy (horizon $retain min) they count $what (seed $seed)",
     ({ seed, policy, retain }) => {
       const steps = randomSteps(seed);
       const s = agg({
         latePolicy: policy,
-        retainClosedMinutes: retain,
+        amendHorizonMs: retain * MIN,
         dimensions: ["country", "ip"],
       });
       const log = run(s, steps);
@@ -939,7 +1016,7 @@ describe("oracle: emitted final counts equal an independent recount", () => {
         );
         expect(new Set(versions)).toEqual(new Set([1]));
       }
-      if (policy === "correct" && retain > 0) {
+      if (policy === "amend" && retain > 0) {
         const corrections = (log as { corrections?: unknown[] }[]).reduce(
           (n, l) => n + (l.corrections?.length ?? 0),
           0,
@@ -952,4 +1029,185 @@ describe("oracle: emitted final counts equal an independent recount", () => {
       }
     },
   );
+});
+
+describe("sources out of step", () => {
+  const web = (n: number) => ({ source: `web-${n}:/var/log/clicks.log` });
+
+  it("counts every click of a source that is minutes behind in its own minute, on time", () => {
+    const s = agg({ latePolicy: "amend" });
+    ingest(s, [], 0, web(1)); // both sources announced before any click
+    ingest(s, [], 0, web(2));
+    ingest(s, [ev("a", T0 + 5 * MIN), ev("a", T0 + 6 * MIN)], 1, web(1));
+    expect(advance(s, 2)).toEqual([]); // web-2 holds every minute open
+    const r = ingest(s, [ev("b", T0 + 10_000), ev("b", T0 + MIN + 10_000)], 3, web(2));
+    expect([r.accepted, r.amended, r.late.length]).toEqual([2, 0, 0]);
+    ingest(s, [], 4, { ...web(2), progressMs: T0 + 6 * MIN + 30_000 });
+    // web-1 reached 6 min: minute 5 waits for it (and the lateness).
+    expect(advance(s, 5).map((m) => [m.minuteStartMs, counts(m)])).toEqual([
+      [T0, ["b:1"]],
+      [T0 + MIN, ["b:1"]],
+    ]);
+  });
+
+  it("amends the minutes of a source it had not heard of, as new revisions", () => {
+    const s = agg({ latePolicy: "amend" });
+    ingest(s, [ev("a", T0 + 10_000), ev("a", T0 + 3 * MIN)], 0, web(1));
+    expect(advance(s, 1).map((m) => m.minuteStartMs)).toEqual([T0]);
+    const r = ingest(s, [ev("b", T0 + 20_000)], 2, web(9)); // a shipper started later
+    expect([r.accepted, r.amended]).toEqual([0, 1]);
+    expect(r.corrections.map((m) => [m.minuteStartMs, m.version, counts(m)])).toEqual([
+      [T0, 2, ["a:1", "b:1"]],
+    ]);
+  });
+
+  it("moves on past a source that lags more than the hold bound, and reports it behind", () => {
+    const s = agg({ latePolicy: "amend", maxHoldMs: 2 * MIN });
+    ingest(s, [], 0, web(2));
+    ingest(s, [ev("a", T0 + 10 * MIN)], 1, web(1));
+    ingest(s, [ev("b", T0 + 10_000)], 2, web(2));
+    advance(s, 3);
+    expect(watermarkOf(s)).toBe(T0 + 8 * MIN - L);
+    const c = completeness(s);
+    expect(c.behind).toEqual([{ source: web(2).source, progressMs: T0 + 10_000 }]);
+    expect(c.completeThroughMs).toBe(T0 + 10_000 - L);
+    expect(sourcesOf(s).map((v) => [v.source, v.standing])).toEqual([
+      [web(2).source, "lagging"],
+      [web(1).source, "active"],
+    ]);
+    // Its later clicks are counted (amending), and it is no longer behind once it catches up.
+    const r = ingest(s, [ev("b", T0 + 5 * MIN)], 4, web(2));
+    expect(r.amended).toBe(1);
+    ingest(s, [], 5, { ...web(2), progressMs: T0 + 10 * MIN });
+    advance(s, 6);
+    expect(completeness(s).behind).toEqual([]);
+  });
+
+  it("keeps at most maxOpenMinutes open minutes holding data: the oldest close", () => {
+    const s = agg({ latePolicy: "amend", maxOpenMinutes: 3 });
+    ingest(s, [], 0, web(2)); // announced, never heard again: holds everything
+    const events = [0, 1, 2, 3, 4, 5].map((i) => ev("a", T0 + i * MIN));
+    ingest(s, events, 1, web(1));
+    expect(advance(s, 2).map((m) => m.minuteStartMs)).toEqual([T0, T0 + MIN, T0 + 2 * MIN]);
+    expect(s.pending.size).toBe(3);
+  });
+
+  it("never re-creates a purged minute: a click of it is left to the late repair", () => {
+    const s = agg({ latePolicy: "amend", amendHorizonMs: MIN });
+    ingest(s, [ev("a", T0), ev("a", T0 + 5 * MIN)], 0, web(1));
+    advance(s, 1); // T0 closed, and already past its one-minute horizon: purged
+    expect(s.purgedThroughMs).toBe(T0 + MIN);
+    const r = ingest(s, [ev("b", T0 + 30_000)], 2, web(2));
+    expect([r.amended, r.late.length, r.lateReason]).toEqual([0, 1, "horizon"]);
+  });
+
+  it("tells sources apart: standing, progress, last heard", () => {
+    const s = agg();
+    ingest(s, [], 10, { source: "b", progressMs: T0, caughtUp: true });
+    ingest(s, [ev("a", T0 + MIN)], 20, { source: "a" });
+    ingest(s, [], 30, { source: "c", end: true, progressMs: T0 + 2 * MIN });
+    advance(s, 31);
+    expect(sourcesOf(s)).toEqual([
+      { source: "b", progressMs: T0, standing: "caught-up", lastSeenMs: 10 },
+      { source: "a", progressMs: T0 + MIN, standing: "active", lastSeenMs: 20 },
+      { source: "c", progressMs: T0 + 2 * MIN, standing: "ended", lastSeenMs: 30 },
+    ]);
+  });
+});
+
+describe("the configuration is authoritative on restore", () => {
+  function withState(over: Partial<AggregatorOptions> = {}) {
+    const s = agg({ latePolicy: "amend", ...over });
+    ingest(s, [ev("a", T0), ev("a", T0 + 5 * MIN)], 0, { source: "w" });
+    advance(s, 1);
+    return snapshotAggregator(s);
+  }
+
+  it.each<{ change: Partial<AggregatorOptions>; option: string }>([
+    { change: { allowedLatenessMs: 30_000 }, option: "allowedLatenessMs" },
+    { change: { idleTimeoutMs: 20_000 }, option: "idleTimeoutMs" },
+    { change: { maxHoldMs: MIN }, option: "maxHoldMs" },
+    { change: { maxOpenMinutes: 5 }, option: "maxOpenMinutes" },
+    { change: { topK: 3 }, option: "topK" },
+    { change: { latePolicy: "drop" }, option: "latePolicy" },
+    { change: { amendHorizonMs: MIN }, option: "amendHorizonMs" },
+  ])("applies a changed $option to the restored state", ({ change, option }) => {
+    const snap = withState();
+    const configured = {
+      partition: 3,
+      allowedLatenessMs: L,
+      idleTimeoutMs: IDLE,
+      topK: 10,
+      latePolicy: "amend" as const,
+      ...change,
+    };
+    const changes = checkRestorable(snap, configured);
+    expect(changes.map((c) => c.option)).toEqual([option]);
+    const s = restoreAggregator(snap, configured);
+    const key = option as keyof typeof s.options;
+    expect(s.options[key]).toEqual(change[option as keyof AggregatorOptions]);
+  });
+
+  it("refuses changed dimensions while minutes counted without them are held, naming both values", () => {
+    const snap = withState();
+    let err: unknown;
+    try {
+      checkRestorable(
+        snap,
+        {
+          partition: 3,
+          allowedLatenessMs: L,
+          idleTimeoutMs: IDLE,
+          topK: 10,
+          latePolicy: "amend",
+          dimensions: ["country", "ip"],
+        },
+        (o) => (o === "dimensions" ? "ADCLICK_DIMENSIONS" : o),
+      );
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const e = err as ConfigError;
+    expect(e.setting).toBe("ADCLICK_DIMENSIONS");
+    expect(e.message).toContain('counts "country"');
+    expect(e.message).toContain('says "country,ip"');
+    expect(e.message).toContain("ADCLICK_DIMENSIONS=country");
+  });
+
+  it("applies changed dimensions when the state holds no minute", () => {
+    const s = agg({ latePolicy: "amend" });
+    ingest(s, [ev("a", T0)], 0, { source: "w", end: true });
+    advance(s, 1);
+    advance(s, 2 * IDLE); // emitted; then past the horizon with no source left
+    const empty = { ...snapshotAggregator(s), minutes: [] };
+    const configured = {
+      partition: 3,
+      allowedLatenessMs: L,
+      idleTimeoutMs: IDLE,
+      topK: 10,
+      latePolicy: "amend" as const,
+      dimensions: ["country", "ip"] as Dimension[],
+    };
+    expect(checkRestorable(empty, configured).map((c) => c.option)).toEqual(["dimensions"]);
+    const restored = restoreAggregator(empty, configured);
+    ingest(restored, [ev("b", T0 + 20 * MIN, { ip: "1.2.3.4" })], 3, { source: "w", end: true });
+    const [m] = advance(restored, 4);
+    expect(m?.dimCounts.ip).toEqual([["b", "1.2.3.4", 1]]);
+  });
+
+  it("switching drop → amend never re-creates minutes dropped earlier", () => {
+    const s = agg({ latePolicy: "drop" });
+    ingest(s, [ev("a", T0), ev("a", T0 + 5 * MIN)], 0, { source: "w" });
+    advance(s, 1); // T0 emitted and forgotten under drop
+    const restored = restoreAggregator(snapshotAggregator(s), {
+      partition: 3,
+      allowedLatenessMs: L,
+      idleTimeoutMs: IDLE,
+      topK: 10,
+      latePolicy: "amend",
+    });
+    const r = ingest(restored, [ev("b", T0 + 1)], 2, { source: "w" });
+    expect([r.amended, r.late.length, r.lateReason]).toEqual([0, 1, "horizon"]);
+  });
 });

@@ -1,34 +1,59 @@
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/errors.js";
 import {
-  applyIdle,
+  completenessOf,
   createWatermark,
   DEFAULT_ALLOWED_LATENESS_MS,
   idleDeadlineMs,
   isWindowClosed,
-  markArrival,
-  observeEventTime,
+  maxProgressOf,
+  observeSource,
   restoreWatermark,
+  SOURCE_FORGET_AFTER_MS,
+  type SourceReport,
   snapshotWatermark,
+  standingOf,
+  updateWatermark,
   type WatermarkState,
 } from "../../src/windows/watermark.js";
 
 const L = 15_000;
 const IDLE = 10_000;
+const HOLD = 10 * 60_000;
+const MIN = 60_000;
+const T0 = Date.UTC(2024, 6, 9);
 
-function gen(lateness = L, idle = IDLE): WatermarkState {
-  return createWatermark({ allowedLatenessMs: lateness, idleTimeoutMs: idle });
+function gen(o: { lateness?: number; idle?: number; hold?: number } = {}): WatermarkState {
+  return createWatermark({
+    allowedLatenessMs: o.lateness ?? L,
+    idleTimeoutMs: o.idle ?? IDLE,
+    maxHoldMs: o.hold ?? HOLD,
+  });
 }
 
-function seen(times: number[], lateness = L): WatermarkState {
-  const w = gen(lateness);
-  for (const t of times) observeEventTime(w, t);
+/** A message of `source` at processing time `now`: clicks up to `max`, and/or a mark. */
+type Msg = [source: string, now: number, report: Partial<SourceReport>];
+
+function feed(w: WatermarkState, msgs: readonly Msg[]): WatermarkState {
+  for (const [source, now, r] of msgs) {
+    updateWatermark(w, now);
+    observeSource(w, source, { maxEventTimeMs: Number.NEGATIVE_INFINITY, ...r }, now);
+  }
   return w;
 }
 
-describe("watermark from event time", () => {
-  it("starts at minus infinity, so no window is closed before the first event", () => {
+/** The watermark after the messages, settled at processing time `at`. */
+function after(msgs: readonly Msg[], at: number, o?: Parameters<typeof gen>[0]): number {
+  const w = feed(gen(o), msgs);
+  updateWatermark(w, at);
+  return w.watermarkMs;
+}
+
+describe("one source: bounded out-of-orderness", () => {
+  it("starts at minus infinity, so no window is closed before anything is known", () => {
     const w = gen();
+    expect(w.watermarkMs).toBe(Number.NEGATIVE_INFINITY);
+    updateWatermark(w, 0);
     expect(w.watermarkMs).toBe(Number.NEGATIVE_INFINITY);
     expect(isWindowClosed(w, -1e15)).toBe(false);
   });
@@ -37,172 +62,383 @@ describe("watermark from event time", () => {
     expect(DEFAULT_ALLOWED_LATENESS_MS).toBe(15_000);
   });
 
-  it.each([
-    { times: [75_000], wm: 60_000, why: "max event time minus the allowed lateness" },
-    { times: [75_000, 10_000], wm: 60_000, why: "an older event never moves it back" },
-    { times: [10_000, 75_000, 74_000], wm: 60_000, why: "it follows the maximum, not the last" },
-    { times: [0], wm: -15_000, why: "it may be negative" },
-  ])("is $wm ms after events $times ($why)", ({ times, wm }) => {
-    expect(seen(times).watermarkMs).toBe(wm);
-  });
-
-  it.each([
+  it.each<{ msgs: Msg[]; wm: number; why: string }>([
     {
-      max: 74_999,
-      closed: false,
-      why: "the last ms of minute 0 is exactly the allowed lateness behind: still open",
+      msgs: [["a", 0, { maxEventTimeMs: 75_000 }]],
+      wm: 60_000,
+      why: "max event time minus the lateness",
     },
-    { max: 75_000, closed: true, why: "1 ms past the allowed lateness closes minute 0" },
-    { max: 60_000, closed: false, why: "an event of minute 1 alone does not close minute 0" },
-    { max: 1_000_000, closed: true, why: "far newer events close it" },
-  ])("minute [0, 60 s) closed=$closed after max event time $max ms ($why)", ({ max, closed }) => {
-    expect(isWindowClosed(seen([max]), 60_000)).toBe(closed);
+    {
+      msgs: [
+        ["a", 0, { maxEventTimeMs: 75_000 }],
+        ["a", 1, { maxEventTimeMs: 10_000 }],
+      ],
+      wm: 60_000,
+      why: "an older click never moves it back",
+    },
+    {
+      msgs: [["a", 0, { progressMs: 75_000 }]],
+      wm: 60_000,
+      why: "a progress mark counts like a click",
+    },
+    {
+      msgs: [["a", 0, { maxEventTimeMs: 30_000, progressMs: 75_000 }]],
+      wm: 60_000,
+      why: "the larger of the clicks and the mark",
+    },
+    { msgs: [["a", 0, { maxEventTimeMs: 0 }]], wm: -15_000, why: "it may be negative" },
+  ])("is $wm after $msgs.length message(s): $why", ({ msgs, wm }) => {
+    expect(after(msgs, 1)).toBe(wm);
   });
 
   it.each([
-    { max: 59_999, closed: false },
-    { max: 60_000, closed: true },
-  ])("with zero lateness, minute 0 closed=$closed at max event time $max ms", ({ max, closed }) => {
-    expect(isWindowClosed(seen([max], 0), 60_000)).toBe(closed);
+    { max: 74_999, closed: false, why: "the last ms of minute 0 is exactly the lateness behind" },
+    { max: 75_000, closed: true, why: "1 ms past the lateness closes minute 0" },
+    { max: 60_000, closed: false, why: "a click of minute 1 alone does not close minute 0" },
+  ])("minute [0, 60 s) closed=$closed after a click at $max ms ($why)", ({ max, closed }) => {
+    const w = feed(gen(), [["a", 0, { maxEventTimeMs: max }]]);
+    updateWatermark(w, 1);
+    expect(isWindowClosed(w, 60_000)).toBe(closed);
   });
 
-  it("never goes backwards over a random sequence of event times", () => {
-    const w = gen();
+  it("never goes backwards over random messages of random sources", () => {
+    const w = gen({ hold: 60_000 });
     let prev = w.watermarkMs;
     let x = 12345;
-    for (let i = 0; i < 2000; i++) {
+    for (let i = 0; i < 3000; i++) {
       x = (x * 1103515245 + 12345) & 0x7fffffff;
-      observeEventTime(w, x % 1_000_000);
+      const source = `s${x % 5}`;
+      updateWatermark(w, i * 700);
+      observeSource(
+        w,
+        source,
+        { maxEventTimeMs: x % 1_000_000, end: x % 17 === 0, caughtUp: x % 13 === 0 },
+        i * 700,
+      );
+      updateWatermark(w, i * 700);
       expect(w.watermarkMs).toBeGreaterThanOrEqual(prev);
       prev = w.watermarkMs;
     }
   });
 });
 
-describe("idle advancement", () => {
-  function afterArrival(times: number[], arrivedAtMs: number): WatermarkState {
-    const w = seen(times);
-    markArrival(w, arrivedAtMs);
-    return w;
-  }
+describe("many sources: the slowest active one holds the watermark", () => {
+  // Every case announces "slow" first (a mark without progress), as shippers announce their
+  // files before any click: a source first heard of later cannot pull a watermark back.
+  const announce: Msg = ["slow", 0, { progressMs: null }];
+  const fast: Msg = ["fast", 0, { maxEventTimeMs: T0 + 5 * MIN }];
+  it.each<{ msgs: Msg[]; at: number; wm: number; why: string }>([
+    {
+      msgs: [announce, fast, ["slow", 0, { maxEventTimeMs: T0 + MIN }]],
+      at: 1,
+      wm: T0 + MIN - L,
+      why: "a source 4 minutes behind holds it",
+    },
+    {
+      msgs: [announce, fast],
+      at: 1,
+      wm: T0 + 5 * MIN - L - HOLD,
+      why: "a source announced before any click holds everything within the hold bound",
+    },
+    {
+      msgs: [fast, ["slow", 0, { maxEventTimeMs: T0 + MIN }]],
+      at: 1,
+      wm: T0 + 5 * MIN - L,
+      why: "a source heard of only after the others moved on holds nothing it has missed",
+    },
+    {
+      msgs: [
+        announce,
+        fast,
+        ["slow", 0, { maxEventTimeMs: T0 + MIN }],
+        ["slow", 1, { end: true, progressMs: T0 + 2 * MIN }],
+      ],
+      at: 2,
+      wm: T0 + 5 * MIN - L,
+      why: "an ended source holds nothing",
+    },
+    {
+      msgs: [announce, fast, ["slow", 0, { maxEventTimeMs: T0 + MIN, caughtUp: true }]],
+      at: 1,
+      wm: T0 + 5 * MIN - L,
+      why: "a caught-up source holds nothing",
+    },
+    {
+      msgs: [
+        announce,
+        fast,
+        ["slow", 0, { maxEventTimeMs: T0 + MIN }],
+        ["fast", IDLE - 1, { maxEventTimeMs: T0 + 5 * MIN }],
+      ],
+      at: IDLE,
+      wm: T0 + 5 * MIN - L,
+      why: "a source silent for the idle timeout holds nothing",
+    },
+    {
+      msgs: [
+        announce,
+        fast,
+        ["slow", 0, { maxEventTimeMs: T0 + MIN }],
+        ["fast", IDLE - 1, { maxEventTimeMs: T0 + 5 * MIN }],
+      ],
+      at: IDLE - 1,
+      wm: T0 + MIN - L,
+      why: "1 ms before the idle timeout it still holds",
+    },
+    {
+      msgs: [
+        announce,
+        fast,
+        ["slow", 0, { maxEventTimeMs: T0 + MIN }],
+        ["slow", 5, { progressMs: T0 + 3 * MIN }],
+      ],
+      at: 6,
+      wm: T0 + 3 * MIN - L,
+      why: "a heartbeat moves a source without any click",
+    },
+    {
+      msgs: [
+        announce,
+        fast,
+        ["slow", 0, { maxEventTimeMs: T0 + MIN }],
+        ["slow", 5, { progressMs: T0 + 3 * MIN }],
+        ["slow", 6, { progressMs: T0 + 2 * MIN }],
+      ],
+      at: 7,
+      wm: T0 + 3 * MIN - L,
+      why: "a heartbeat out of order (an older mark after a newer one) changes nothing",
+    },
+    {
+      msgs: [
+        announce,
+        fast,
+        ["slow", 0, { maxEventTimeMs: T0 + MIN, end: true }],
+        ["slow", 1, { maxEventTimeMs: T0 + MIN + 30_000 }],
+      ],
+      at: 2,
+      wm: T0 + 5 * MIN - L,
+      why: "a source that speaks after ending holds again, but never below the watermark",
+    },
+  ])("$why", ({ msgs, at, wm }) => {
+    expect(after(msgs, at)).toBe(wm);
+  });
 
-  it.each([
-    { now: 1_000 + IDLE - 1, moved: false, wm: 20_000 - L, why: "1 ms before the idle timeout" },
-    { now: 1_000 + IDLE, moved: true, wm: 60_000, why: "exactly at the idle timeout" },
-    { now: 1_000 + 10 * IDLE, moved: true, wm: 60_000, why: "long after the idle timeout" },
-    { now: 0, moved: false, wm: 20_000 - L, why: "a processing time before the arrival" },
-  ])("at now=$now ms moved=$moved, watermark $wm ms ($why)", ({ now, moved, wm }) => {
-    const w = afterArrival([20_000], 1_000);
-    expect(applyIdle(w, now)).toBe(moved);
+  it.each<{ behind: number; wm: number; lagging: boolean; why: string }>([
+    {
+      behind: HOLD,
+      wm: T0 + 20 * MIN - HOLD - L,
+      lagging: false,
+      why: "exactly the hold bound behind",
+    },
+    {
+      behind: HOLD + 1,
+      wm: T0 + 20 * MIN - HOLD - L,
+      lagging: true,
+      why: "1 ms past the bound: the watermark moves on without it",
+    },
+    { behind: 3 * HOLD, wm: T0 + 20 * MIN - HOLD - L, lagging: true, why: "far behind" },
+  ])("bounds a hold in event time: $why", ({ behind, wm, lagging }) => {
+    const w = feed(gen(), [
+      ["slow", 0, {}],
+      ["fast", 0, { maxEventTimeMs: T0 + 20 * MIN }],
+      ["slow", 0, { maxEventTimeMs: T0 + 20 * MIN - behind }],
+    ]);
+    updateWatermark(w, 1);
     expect(w.watermarkMs).toBe(wm);
+    const slow = w.sources.get("slow");
+    expect(slow && standingOf(w, slow)).toBe(lagging ? "lagging" : "active");
+    expect(completenessOf(w).behind.map((b) => b.source)).toEqual(lagging ? ["slow"] : []);
   });
 
-  it("closes the newest minute holding data, and no later minute", () => {
-    const w = afterArrival([119_999], 0);
-    applyIdle(w, IDLE);
-    expect(isWindowClosed(w, 120_000)).toBe(true);
-    expect(isWindowClosed(w, 180_000)).toBe(false);
+  it("reports how complete it is: the lagging sources and the instant every active source passed", () => {
+    const w = feed(gen(), [
+      ["new", 0, {}],
+      ["a", 0, {}],
+      ["b", 0, {}],
+      ["fast", 0, { maxEventTimeMs: T0 + 30 * MIN }],
+      ["b", 0, { maxEventTimeMs: T0 + 12 * MIN }],
+      ["a", 0, { maxEventTimeMs: T0 + 2 * MIN }],
+      ["new", 0, {}],
+    ]);
+    updateWatermark(w, 1);
+    const c = completenessOf(w);
+    expect(c.watermarkMs).toBe(T0 + 20 * MIN - L);
+    expect(c.completeThroughMs).toBe(Number.NEGATIVE_INFINITY); // "new" has no progress at all
+    expect(c.behind).toEqual([
+      { source: "new", progressMs: Number.NEGATIVE_INFINITY },
+      { source: "a", progressMs: T0 + 2 * MIN },
+      { source: "b", progressMs: T0 + 12 * MIN },
+    ]);
+    observeSource(w, "new", { maxEventTimeMs: Number.NEGATIVE_INFINITY, end: true }, 2);
+    updateWatermark(w, 2);
+    expect(completenessOf(w).completeThroughMs).toBe(T0 + 2 * MIN - L);
   });
 
-  it.each([
-    { t: 119_999, late: true, why: "an event of the minute made final is late" },
-    { t: 60_000, late: true, why: "an event of an older minute is late" },
-    { t: 120_000, late: false, why: "an event of the next minute is on time" },
-    { t: 170_000, late: false, why: "a newer event is on time" },
-  ])("after idle closing, event at $t ms is late=$late ($why)", ({ t, late }) => {
-    const w = afterArrival([100_000], 0);
-    applyIdle(w, IDLE);
-    expect(isWindowClosed(w, t - (t % 60_000) + 60_000)).toBe(late);
+  it("is complete through the watermark when no source is behind", () => {
+    const w = feed(gen(), [
+      ["b", 0, {}],
+      ["a", 0, { maxEventTimeMs: T0 + 5 * MIN }],
+      ["b", 0, { maxEventTimeMs: T0 + 6 * MIN }],
+    ]);
+    updateWatermark(w, 1);
+    expect(completenessOf(w)).toEqual({
+      watermarkMs: T0 + 5 * MIN - L,
+      completeThroughMs: T0 + 5 * MIN - L,
+      behind: [],
+    });
+  });
+});
+
+describe("no live source: everything holding data closes", () => {
+  it.each<{ msgs: Msg[]; at: number; wm: number; why: string }>([
+    {
+      msgs: [["a", 0, { maxEventTimeMs: T0 + MIN + 30_000 }]],
+      at: IDLE,
+      wm: T0 + 2 * MIN,
+      why: "its only source idle: the end of the newest minute with data",
+    },
+    {
+      msgs: [
+        ["a", 0, { maxEventTimeMs: T0 + MIN + 30_000 }],
+        ["a", 1, { end: true, progressMs: T0 + MIN + 30_000 }],
+      ],
+      at: 2,
+      wm: T0 + 2 * MIN,
+      why: "its only source ended: at once",
+    },
+    {
+      msgs: [
+        ["a", 0, { maxEventTimeMs: T0 + MIN + 30_000 }],
+        ["b", 0, { maxEventTimeMs: T0 + 5 * MIN, end: true }],
+        ["a", 1, { end: true }],
+      ],
+      at: 2,
+      wm: T0 + 6 * MIN,
+      why: "every source ended: through the most advanced one",
+    },
+    {
+      msgs: [
+        ["a", 0, { maxEventTimeMs: T0 + MIN + 30_000, caughtUp: true }],
+        ["b", 0, { maxEventTimeMs: T0 + 40_000, caughtUp: true }],
+      ],
+      at: 1,
+      wm: T0 + MIN + 30_000 - L,
+      why: "caught-up live sources: the newest click minus the lateness, no further",
+    },
+    {
+      msgs: [["a", 0, { maxEventTimeMs: T0 + MIN + 30_000 }]],
+      at: IDLE - 1,
+      wm: T0 + MIN + 30_000 - L,
+      why: "1 ms before the idle timeout nothing jumps",
+    },
+  ])("$why", ({ msgs, at, wm }) => {
+    expect(after(msgs, at)).toBe(wm);
   });
 
-  it("never moves the watermark back when it is already past the idle target", () => {
-    const w = afterArrival([200_000], 0);
-    w.watermarkMs = 500_000; // as if restored from a later state
-    expect(applyIdle(w, IDLE)).toBe(false);
-    expect(w.watermarkMs).toBe(500_000);
-  });
-
-  it("is idempotent: a second idle step changes nothing", () => {
-    const w = afterArrival([100_000], 0);
-    expect(applyIdle(w, IDLE)).toBe(true);
-    expect(applyIdle(w, 3 * IDLE)).toBe(false);
-    expect(w.watermarkMs).toBe(120_000);
-  });
-
-  it("does nothing before any event was seen", () => {
-    const w = gen();
-    markArrival(w, 0);
-    expect(applyIdle(w, 100 * IDLE)).toBe(false);
-    expect(w.watermarkMs).toBe(Number.NEGATIVE_INFINITY);
-  });
-
-  it("starts a stopped idle clock instead of firing, so downtime is not idleness", () => {
-    const w = seen([100_000]); // lastEventAtMs null, like after a restore
-    expect(applyIdle(w, 1_000_000)).toBe(false);
-    expect(w.lastEventAtMs).toBe(1_000_000);
-    expect(applyIdle(w, 1_000_000 + IDLE - 1)).toBe(false);
-    expect(applyIdle(w, 1_000_000 + IDLE)).toBe(true);
-  });
-
-  it("resumes normal advancement by event time after an idle jump", () => {
-    const w = afterArrival([100_000], 0);
-    applyIdle(w, IDLE);
-    observeEventTime(w, 130_000); // 130 000 - L = 115 000 < 120 000: stays at the idle target
-    expect(w.watermarkMs).toBe(120_000);
-    observeEventTime(w, 200_000);
-    expect(w.watermarkMs).toBe(185_000);
+  it("resumes by event time after a jump: newer clicks are on time", () => {
+    const w = feed(gen(), [["a", 0, { maxEventTimeMs: T0 + 30_000 }]]);
+    updateWatermark(w, IDLE);
+    expect(w.watermarkMs).toBe(T0 + MIN);
+    feed(w, [["a", IDLE + 1, { maxEventTimeMs: T0 + 3 * MIN }]]);
+    updateWatermark(w, IDLE + 2);
+    expect(w.watermarkMs).toBe(T0 + 3 * MIN - L);
   });
 });
 
 describe("idle deadline", () => {
-  it.each([
-    { setup: "no event", times: [] as number[], arrived: 0 as number | null, deadline: null },
-    { setup: "stopped idle clock", times: [5_000], arrived: null, deadline: null },
-    { setup: "an event arrived at 1 s", times: [5_000], arrived: 1_000, deadline: 1_000 + IDLE },
-  ])("with $setup is $deadline", ({ times, arrived, deadline }) => {
-    const w = seen(times);
-    if (arrived !== null) markArrival(w, arrived);
-    expect(idleDeadlineMs(w)).toBe(deadline);
-  });
-
-  it("is null once idle advancement has closed everything holding data", () => {
-    const w = seen([5_000]);
-    markArrival(w, 0);
-    applyIdle(w, IDLE);
-    expect(idleDeadlineMs(w)).toBeNull();
+  it.each<{ msgs: Msg[]; deadline: number | null; why: string }>([
+    { msgs: [], deadline: null, why: "no source" },
+    {
+      msgs: [["a", 7_000, { maxEventTimeMs: T0 }]],
+      deadline: 7_000 + IDLE,
+      why: "one active source",
+    },
+    {
+      msgs: [
+        ["a", 7_000, { maxEventTimeMs: T0 }],
+        ["b", 3_000, { maxEventTimeMs: T0 }],
+      ],
+      deadline: 3_000 + IDLE,
+      why: "the earliest of the holding sources",
+    },
+    {
+      msgs: [["a", 7_000, { maxEventTimeMs: T0, caughtUp: true }]],
+      deadline: null,
+      why: "a caught-up source holds nothing to release",
+    },
+    {
+      msgs: [["a", 7_000, { maxEventTimeMs: T0, end: true }]],
+      deadline: null,
+      why: "an ended source",
+    },
+  ])("is $deadline with $why", ({ msgs, deadline }) => {
+    expect(idleDeadlineMs(feed(gen(), msgs))).toBe(deadline);
   });
 });
 
-describe("options and snapshots", () => {
+describe("options, memory and snapshots", () => {
   it.each([
-    { opts: { allowedLatenessMs: -1, idleTimeoutMs: IDLE }, setting: "allowedLatenessMs" },
-    { opts: { allowedLatenessMs: 1.5, idleTimeoutMs: IDLE }, setting: "allowedLatenessMs" },
-    { opts: { allowedLatenessMs: L, idleTimeoutMs: 0 }, setting: "idleTimeoutMs" },
-    { opts: { allowedLatenessMs: L, idleTimeoutMs: Number.NaN }, setting: "idleTimeoutMs" },
-    {
-      opts: { allowedLatenessMs: L, idleTimeoutMs: IDLE, windowSizeMs: 0 },
-      setting: "windowSizeMs",
-    },
-  ])("rejects an invalid $setting", ({ opts, setting }) => {
-    expect(() => createWatermark(opts)).toThrow(ConfigError);
+    { o: { allowedLatenessMs: -1, idleTimeoutMs: 1, maxHoldMs: 0 }, setting: "allowedLatenessMs" },
+    { o: { allowedLatenessMs: 0, idleTimeoutMs: 0, maxHoldMs: 0 }, setting: "idleTimeoutMs" },
+    { o: { allowedLatenessMs: 0, idleTimeoutMs: 1, maxHoldMs: -1 }, setting: "maxHoldMs" },
+    { o: { allowedLatenessMs: 1.5, idleTimeoutMs: 1, maxHoldMs: 0 }, setting: "allowedLatenessMs" },
+  ])("rejects an invalid $setting with a ConfigError naming it", ({ o, setting }) => {
+    let err: unknown;
     try {
-      createWatermark(opts);
+      createWatermark(o);
     } catch (e) {
-      expect((e as ConfigError).setting).toBe(setting);
+      err = e;
     }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).setting).toBe(setting);
   });
 
-  it("round-trips through JSON, with null for nothing seen yet", () => {
-    const fresh = snapshotWatermark(gen());
-    expect(fresh).toEqual({ maxEventTimeMs: null, watermarkMs: null });
-    const w = seen([75_000]);
-    markArrival(w, 123);
+  it("forgets sources ended or idle for a day, keeping what they told", () => {
+    const w = feed(gen(), [
+      ["gone", 0, { maxEventTimeMs: T0 + 9 * MIN, end: true }],
+      ["quiet", 0, { maxEventTimeMs: T0 + MIN }],
+      ["live", SOURCE_FORGET_AFTER_MS, { maxEventTimeMs: T0 + 2 * MIN }],
+    ]);
+    updateWatermark(w, SOURCE_FORGET_AFTER_MS);
+    expect([...w.sources.keys()]).toEqual(["live"]);
+    expect(maxProgressOf(w)).toBe(T0 + 9 * MIN); // the clicks it counted still say so
+  });
+
+  it("round-trips through JSON, with null for nothing known yet", () => {
+    const w = feed(gen(), [
+      ["a", 100, { maxEventTimeMs: T0 + MIN }],
+      ["b", 200, { progressMs: null, caughtUp: true }],
+      ["c", 300, { progressMs: T0 + 5 * MIN, end: true }],
+    ]);
+    updateWatermark(w, 400);
     const snap = JSON.parse(JSON.stringify(snapshotWatermark(w)));
-    const r = restoreWatermark({ allowedLatenessMs: L, idleTimeoutMs: IDLE }, snap);
-    expect(r.maxEventTimeMs).toBe(75_000);
-    expect(r.watermarkMs).toBe(60_000);
-    expect(r.lastEventAtMs).toBeNull();
-    const r0 = restoreWatermark({ allowedLatenessMs: L, idleTimeoutMs: IDLE }, fresh);
-    expect(r0.watermarkMs).toBe(Number.NEGATIVE_INFINITY);
+    expect(snap.sources.find((s: { id: string }) => s.id === "b").progressMs).toBeNull();
+    const back = restoreWatermark(
+      { allowedLatenessMs: L, idleTimeoutMs: IDLE, maxHoldMs: HOLD },
+      snap,
+    );
+    expect(back.watermarkMs).toBe(w.watermarkMs);
+    expect(back.nowMs).toBe(400);
+    expect([...back.sources.values()]).toEqual([...w.sources.values()]);
+    expect(snapshotWatermark(gen())).toEqual({
+      maxEventTimeMs: null,
+      watermarkMs: null,
+      nowMs: null,
+      sources: [],
+    });
+  });
+
+  it("restores with the configured options: a longer lateness applies to what follows", () => {
+    const w = feed(gen(), [["a", 0, { maxEventTimeMs: T0 + 5 * MIN }]]);
+    updateWatermark(w, 1);
+    const back = restoreWatermark(
+      { allowedLatenessMs: 60_000, idleTimeoutMs: IDLE, maxHoldMs: HOLD },
+      snapshotWatermark(w),
+    );
+    updateWatermark(back, 2);
+    expect(back.watermarkMs).toBe(T0 + 5 * MIN - L); // never back
+    feed(back, [["a", 3, { maxEventTimeMs: T0 + 7 * MIN }]]);
+    updateWatermark(back, 4);
+    expect(back.watermarkMs).toBe(T0 + 6 * MIN);
   });
 });
