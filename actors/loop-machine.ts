@@ -100,7 +100,7 @@ export const loopMachine = setup({
  */
 export interface ChildSpec {
   id: string;
-  kind: "map" | "raw-writer" | "aggregator" | "reducer" | "aggregate-writer";
+  kind: "map" | "raw-writer" | "aggregator" | "reducer" | "aggregate-writer" | "late-repair";
   partition?: number;
   /** permanent: always restarted; transient: restarted only after a failure; temporary: never. */
   restart: "permanent" | "transient" | "temporary";

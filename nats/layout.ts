@@ -5,8 +5,10 @@
  * Subjects:
  *   ingest.clicks          programmatic producers publish events here (the map actor routes them)
  *   clicks.<p>             raw clicks of partition p = fnv1a(ad_id) mod partitions (first queue)
+ *   clicks.progress        sources' progress marks (heartbeats, ends), read by every aggregator
  *   dlq.clicks.<source>    malformed input, with its reason and origin
- *   late.clicks.<p>        events later than the allowed lateness (late policy "drop")
+ *   late.clicks.<p>        clicks not counted live: past the amendment horizon (repaired from the
+ *                          raw store) or, under late policy "drop", past the lateness
  *   aggregates.minute.<p>  closed minutes of partition p (second queue)
  *   aggregates.top         the reducer's global top N per minute
  */
@@ -15,6 +17,8 @@ export const SUBJECTS = {
   ingest: "ingest.clicks",
   clicks: (p: number) => `clicks.${p}`,
   clicksAll: "clicks.*",
+  /** Progress marks of every source (no clicks); in CLICKS so they interleave with the clicks. */
+  progress: "clicks.progress",
   deadLetter: (source: string) => `dlq.clicks.${source}`,
   deadLetterAll: "dlq.clicks.>",
   late: (p: number) => `late.clicks.${p}`,
@@ -124,7 +128,8 @@ export function jetStreamLayout(o: LayoutOptions): JetStreamLayout {
       {
         name: STREAMS.late,
         subjects: [SUBJECTS.lateAll],
-        description: "events later than the allowed lateness (late policy drop)",
+        description:
+          "clicks not counted live: past the amendment horizon, or late under policy drop",
         maxAgeMs: 30 * DAY_MS,
         discard: "old",
         maxBytes: 1 * GB,

@@ -1,4 +1,5 @@
 import { ServiceErrorHeader } from "@nats-io/services";
+import { mergeSourceSummaries, type SourceSummary } from "../src/aggregate/source-metrics.js";
 import type { AdclickConfig } from "../src/config.js";
 import { connectNats } from "../src/nats/connect.js";
 import type { ActorRow } from "./admin.js";
@@ -53,6 +54,12 @@ export async function runAdmin(
           typeof s.watermarkMs === "number" && Number.isFinite(s.watermarkMs)
             ? `watermark ${new Date(s.watermarkMs).toISOString()}`
             : "",
+          typeof s.completeThroughMs === "number" &&
+          typeof s.watermarkMs === "number" &&
+          s.completeThroughMs < s.watermarkMs
+            ? `complete through ${Number.isFinite(s.completeThroughMs) ? new Date(s.completeThroughMs).toISOString() : "-"}`
+            : "",
+          typeof s.amendments === "number" && s.amendments > 0 ? `${s.amendments} amendments` : "",
           typeof s.lastSnapshotAtMs === "number" && s.lastSnapshotAtMs > 0
             ? `snapshot ${Math.round((Date.now() - s.lastSnapshotAtMs) / 1000)}s ago`
             : "",
@@ -62,6 +69,8 @@ export async function runAdmin(
           `${r.id.padEnd(20)} ${r.kind.padEnd(17)} ${r.state.padEnd(11)} ${String(r.restarts).padStart(8)}  ${detail.join(", ")}`,
         );
       }
+    } else if (cmd === "status") {
+      for (const line of formatStatus(replies as StatusReply[])) console.log(line);
     } else {
       for (const r of replies) console.log(JSON.stringify(r));
     }
@@ -69,6 +78,49 @@ export async function runAdmin(
   } finally {
     await nc.close();
   }
+}
+
+/** What one worker answers to `adclick.admin.status`. */
+interface StatusReply {
+  worker: string;
+  supervisor: unknown;
+  actors: number;
+  running: number;
+  restarts: number;
+  uptimeSeconds: number;
+  rssBytes: number;
+  sources?: SourceSummary[];
+}
+
+const isoOrDash = (ms: number | null) =>
+  ms === null ? "(nothing yet)" : new Date(ms).toISOString().replace(".000Z", "Z");
+
+/** Every worker on a line, then every source with its progress, standing and lag. */
+export function formatStatus(replies: readonly StatusReply[]): string[] {
+  const lines: string[] = [];
+  for (const r of [...replies].sort((a, b) => a.worker.localeCompare(b.worker))) {
+    lines.push(
+      `worker ${r.worker}: ${typeof r.supervisor === "string" ? r.supervisor : JSON.stringify(r.supervisor)}, ` +
+        `${r.running}/${r.actors} actors running, ${r.restarts} restarts, up ${r.uptimeSeconds} s, ` +
+        `${Math.round(r.rssBytes / 1_048_576)} MB`,
+    );
+  }
+  const sources = mergeSourceSummaries(replies.map((r) => r.sources ?? []));
+  if (sources.length === 0) {
+    lines.push("sources: none heard from yet");
+    return lines;
+  }
+  lines.push(
+    "sources (event time each has reached; lag: how far behind the most advanced source of its partitions):",
+  );
+  const w = Math.max(6, ...sources.map((s) => s.source.length));
+  lines.push(`  ${"source".padEnd(w)}  ${"standing".padEnd(9)}  ${"progress".padEnd(20)}  lag`);
+  for (const s of sources) {
+    lines.push(
+      `  ${s.source.padEnd(w)}  ${s.standing.padEnd(9)}  ${isoOrDash(s.progressMs).padEnd(20)}  ${Math.round(s.lagMs / 1000)} s`,
+    );
+  }
+  return lines;
 }
 
 /** `adclick admin replay|reconcile`: runs the job inside the cluster (one worker) and prints its report. */

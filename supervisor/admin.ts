@@ -1,5 +1,7 @@
 import { type Service, type ServiceMsg, Svcm } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { summarizeSources } from "../src/aggregate/source-metrics.js";
+import type { SourceView } from "../src/windows/partition-aggregator.js";
 import type { Worker } from "./worker.js";
 
 export const ADMIN_SERVICE = "adclick-admin";
@@ -85,6 +87,16 @@ export async function startAdminService(
   handle("status", () => {
     const snap = w.supervisor.getSnapshot();
     const rows = actorRows(w);
+    const partitions = rows.flatMap((r) =>
+      r.kind === "aggregator" && Array.isArray(r.status?.sources)
+        ? [
+            {
+              sources: r.status.sources as SourceView[],
+              maxProgressMs: Number(r.status.maxProgressMs),
+            },
+          ]
+        : [],
+    );
     return {
       worker: w.name,
       supervisor: snap.value,
@@ -94,6 +106,7 @@ export async function startAdminService(
       restarts: rows.reduce((n, r) => n + r.restarts, 0),
       uptimeSeconds: Math.round(process.uptime()),
       rssBytes: process.memoryUsage().rss,
+      sources: summarizeSources(partitions),
     };
   });
   handle("actors", () => actorRows(w));

@@ -45,7 +45,7 @@ export function aggregateWriterConsumer(): DurableSpec {
 }
 
 /**
- * Aggregates stream → Cassandra: closed minutes, global top N, progress. Upserts of absolute
+ * Aggregates stream → Cassandra: closed minutes, global top N, progress and completeness. Upserts of absolute
  * values at their version (see AggregateStore), so a redelivered or re-emitted message
  * converges to the same rows. "Closed through T" in the store implies the minutes it covers
  * are stored: a progress report is written only once every message before it in the stream
@@ -141,6 +141,18 @@ export class AggregateWriter {
           if (a.kind === "progress" && ready.has(progressOf.get(a) as JsMsg)) {
             await this.deps.store.writeProgress(a.partition, a.closedThroughMs);
             rows++;
+            if (a.seq !== undefined) {
+              await this.deps.store.writeCompleteness(
+                a.partition,
+                {
+                  completeThroughMs:
+                    a.completeThroughMs === undefined ? a.closedThroughMs : a.completeThroughMs,
+                  behind: a.behind ?? [],
+                },
+                a.seq,
+              );
+              rows++;
+            }
           }
         }
         rowsWritten.inc({ actor: this.o.id }, rows);

@@ -2,7 +2,12 @@ import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import { headers } from "@nats-io/nats-core";
 import { Counter, Gauge, Histogram } from "prom-client";
 import { STREAMS, SUBJECTS } from "../../nats/layout.js";
-import { BatchDecodeError, decodeBatch, encodeBatch } from "../ingest/batch-codec.js";
+import {
+  BatchDecodeError,
+  type ClickMessage,
+  decodeClickMessage,
+  encodeBatch,
+} from "../ingest/batch-codec.js";
 import { BatchPublisher } from "../ingest/batch-publisher.js";
 import { registry } from "../metrics/registry.js";
 import { ONE_MINUTE_MS } from "../model.js";
@@ -14,32 +19,41 @@ import {
   type AggregatorState,
   advance,
   type ClosedMinute,
+  checkRestorable,
+  completeness,
   createAggregatorState,
   ingest,
   nextIdleDeadlineMs,
+  type OptionChange,
   openMinutes,
   restoreAggregator,
+  type SourceView,
   snapshotAggregator,
-  watermarkOf,
+  sourcesOf,
 } from "../windows/partition-aggregator.js";
+import { maxProgressOf } from "../windows/watermark.js";
 import {
   encodeAggregate,
+  LATE_CLICKS_SEQ_HEADER,
+  LATE_REASON_HEADER,
   lateMsgId,
+  type MinuteRevision,
   minuteMsgId,
   progressMsgId,
   TICK_HEADER,
   tickMsgId,
 } from "./messages.js";
+import { reportSources } from "./source-metrics.js";
 
 const eventsIn = new Counter({
   name: "adclick_aggregator_events_total",
-  help: "Events seen by aggregators, by disposition (counted, duplicate, late_dropped, late_corrected)",
+  help: "Clicks seen by aggregators, by disposition (counted, duplicate, amended: counted into a closed minute, late_horizon: past the amendment horizon, left to the late repair, late_dropped: late under policy drop)",
   labelNames: ["partition", "disposition"] as const,
   registers: [registry],
 });
 const windowsClosed = new Counter({
   name: "adclick_aggregator_windows_emitted_total",
-  help: "Minute windows emitted to the aggregates stream (first emissions and corrections)",
+  help: "Minute windows emitted to the aggregates stream (first emissions and amendments)",
   labelNames: ["partition", "kind"] as const,
   registers: [registry],
 });
@@ -47,6 +61,19 @@ const watermarkLag = new Gauge({
   name: "adclick_aggregator_watermark_lag_seconds",
   help: "Wall clock minus the partition's event-time watermark",
   labelNames: ["partition"] as const,
+  registers: [registry],
+});
+const watermarkHeld = new Gauge({
+  name: "adclick_watermark_held_seconds",
+  help: "Event time the partition's watermark is held behind its most advanced source by slower ones",
+  labelNames: ["partition"] as const,
+  registers: [registry],
+});
+const holdDuration = new Histogram({
+  name: "adclick_watermark_hold_seconds",
+  help: "How long (stream time) a slower source held the partition's watermark back, per hold",
+  labelNames: ["partition"] as const,
+  buckets: [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600],
   registers: [registry],
 });
 const emitLatency = new Histogram({
@@ -79,9 +106,11 @@ const snapshotAge = new Gauge({
 /** What an aggregator snapshot holds besides the operator state. */
 interface RunnerSnapshot {
   agg: AggregatorSnapshot;
-  /** Processing time of the last arrival (stream timestamps: part of the replayable log). */
+  /** Processing time of the last message read (stream timestamps: part of the replayable log). */
   lastEventAtMs: number | null;
   closedThroughMs: number;
+  /** The last progress report's key (see reportProgress); absent in older snapshots. */
+  reportedKey?: string;
 }
 
 export interface AggregatorRunnerOptions {
@@ -100,16 +129,37 @@ export interface AggregatorStatus {
   lastSeq: number;
   watermarkMs: number;
   closedThroughMs: number;
+  /** Every minute ending at or before this is complete: no active source is behind it. */
+  completeThroughMs: number;
   events: number;
   duplicates: number;
+  amended: number;
   late: number;
   minutesEmitted: number;
+  amendments: number;
   lastSnapshotAtMs: number;
   snapshotBytes: number;
+  /** Every source this partition knows, slowest first. */
+  sources: SourceView[];
+  /** The most advanced event time any click or source reached here. */
+  maxProgressMs: number;
+  /** Event time the watermark is held behind the most advanced source, now. */
+  heldMs: number;
+  /** Holds so far (a slower source holding the watermark back), and the longest (stream time). */
+  holds: number;
+  longestHoldMs: number;
+  /** Settings the configuration changed against the restored snapshot (applied). */
+  configChanges: OptionChange[];
 }
 
 /** A minute as the live view gives it to queries. */
-export type LiveMinuteView = Omit<ClosedMinute, "version"> & { closed: boolean };
+export type LiveMinuteView = Omit<ClosedMinute, "version"> & {
+  closed: boolean;
+  /** 0 while never emitted. */
+  version: number;
+  /** Every click of the minute in the partition's messages up to this sequence is counted. */
+  throughSeq: number;
+};
 
 const RECENT_MINUTES_KEPT = 10;
 
@@ -118,9 +168,10 @@ export function aggregatorSnapshotKey(partition: number): string {
 }
 
 /**
- * The aggregator of one partition: consumes clicks.<p> in order from the position of its
- * snapshot, feeds the pure operator (src/windows), and publishes what it produces — closed
- * minutes, corrections, late events, progress — with deterministic message IDs.
+ * The aggregator of one partition: consumes clicks.<p> and the sources' progress marks
+ * (clicks.progress) in stream order from the position of its snapshot, feeds the pure
+ * operator (src/windows), and publishes what it produces — closed minutes, amendments, late
+ * clicks, progress with completeness — with deterministic message IDs.
  *
  * Exactly once: every decision is a function of the log. Processing time is the stream
  * timestamp of each message, and idle closing happens only when the aggregator reads an idle
@@ -137,8 +188,12 @@ export class AggregatorRunner {
   private readonly publisher: BatchPublisher;
   private readonly o: Required<AggregatorRunnerOptions>;
   private lock: Promise<void> = Promise.resolve();
-  /** Emitted minutes the store may not have yet (see liveMinutes). */
-  private readonly recentlyEmitted = new Map<number, ClosedMinute>();
+  /** Emitted minutes the store may not have yet (see liveMinutes), with their positions. */
+  private readonly recentlyEmitted = new Map<number, MinuteRevision & { throughSeq: number }>();
+  /** The last progress report's content, so an unchanged one is not sent again. */
+  private reportedKey = "";
+  /** Stream time the current hold started (null: not held). */
+  private holdStartedAtMs: number | null = null;
   /**
    * Aborted (with the SnapshotConflictError) when a snapshot save loses its compare-and-set,
    * on whatever path it was taken (periodic, on demand, final): another aggregator of this
@@ -157,17 +212,30 @@ export class AggregatorRunner {
       lastSeq: 0,
       watermarkMs: Number.NEGATIVE_INFINITY,
       closedThroughMs: Number.NEGATIVE_INFINITY,
+      completeThroughMs: Number.NEGATIVE_INFINITY,
       events: 0,
       duplicates: 0,
+      amended: 0,
       late: 0,
       minutesEmitted: 0,
+      amendments: 0,
       lastSnapshotAtMs: 0,
       snapshotBytes: 0,
+      sources: [],
+      maxProgressMs: Number.NEGATIVE_INFINITY,
+      heldMs: 0,
+      holds: 0,
+      longestHoldMs: 0,
+      configChanges: [],
     };
   }
 
   private get labels() {
     return { partition: String(this.o.partition) };
+  }
+
+  private get configured(): AggregatorOptions {
+    return { ...this.o.aggregator, partition: this.o.partition };
   }
 
   async run(signal: AbortSignal): Promise<void> {
@@ -181,7 +249,7 @@ export class AggregatorRunner {
       await consumeOrdered({
         js: this.deps.js,
         stream: STREAMS.clicks,
-        filterSubjects: [SUBJECTS.clicks(this.o.partition)],
+        filterSubjects: [SUBJECTS.clicks(this.o.partition), SUBJECTS.progress],
         startSeq: this.status.lastSeq + 1,
         maxBatch: this.o.maxBatchMessages,
         signal: AbortSignal.any([signal, this.fence.signal]),
@@ -189,6 +257,7 @@ export class AggregatorRunner {
       });
     } finally {
       clearInterval(ticker);
+      reportSources(this.o.partition, undefined);
     }
     // Fenced: fail, so that the supervisor restarts us from the newest snapshot.
     if (this.fence.signal.aborted) throw this.fence.signal.reason;
@@ -205,6 +274,11 @@ export class AggregatorRunner {
    * open ones (counts so far) and the last few emitted ones (the aggregate writer may not
    * have stored them yet). Ascending by minute.
    */
+  liveView(fromMs: number, toMs: number): { minutes: LiveMinuteView[]; throughSeq: number } {
+    return { minutes: this.liveMinutes(fromMs, toMs), throughSeq: this.status.lastSeq };
+  }
+
+  /** The minutes of {@link liveView}. */
   liveMinutes(fromMs: number, toMs: number): LiveMinuteView[] {
     if (!this.state) return [];
     const byMinute = new Map<number, LiveMinuteView>();
@@ -213,7 +287,8 @@ export class AggregatorRunner {
         byMinute.set(c.minuteStartMs, { ...c, closed: true });
     }
     for (const m of openMinutes(this.state)) {
-      if (m.minuteStartMs >= fromMs && m.minuteStartMs < toMs) byMinute.set(m.minuteStartMs, m);
+      if (m.minuteStartMs >= fromMs && m.minuteStartMs < toMs)
+        byMinute.set(m.minuteStartMs, { ...m, version: 0, throughSeq: this.status.lastSeq });
     }
     return [...byMinute.values()].sort((a, b) => a.minuteStartMs - b.minuteStartMs);
   }
@@ -223,16 +298,18 @@ export class AggregatorRunner {
       aggregatorSnapshotKey(this.o.partition),
     );
     if (stored) {
-      this.state = restoreAggregator(stored.snapshot.state.agg);
-      this.state.watermark.lastEventAtMs = stored.snapshot.state.lastEventAtMs;
-      this.status.closedThroughMs = stored.snapshot.state.closedThroughMs;
+      const s = stored.snapshot.state;
+      this.state = restoreAggregator(s.agg, this.configured, s.lastEventAtMs);
+      this.status.configChanges = checkRestorable(s.agg, this.configured);
+      this.status.closedThroughMs = s.closedThroughMs;
       this.status.lastSeq = stored.snapshot.streamSeq;
+      this.reportedKey = s.reportedKey ?? "";
       this.snapshotRevision = stored.revision;
       this.lastSnapshotAtMs = stored.snapshot.takenAtMs;
     } else {
-      this.state = createAggregatorState({ ...this.o.aggregator, partition: this.o.partition });
+      this.state = createAggregatorState(this.configured);
     }
-    this.status.watermarkMs = watermarkOf(this.state);
+    this.refreshStatus();
   }
 
   /** Snapshot on demand (admin): taken between batches, never in the middle of one. */
@@ -255,6 +332,7 @@ export class AggregatorRunner {
     if (this.fence.signal.aborted) throw this.fence.signal.reason;
     await this.publisher.flush();
     const started = performance.now();
+    const nowMs = this.state.watermark.nowMs;
     const saved = await this.deps.snapshots
       .save<RunnerSnapshot>(
         aggregatorSnapshotKey(this.o.partition),
@@ -263,8 +341,9 @@ export class AggregatorRunner {
           takenAtMs: Date.now(),
           state: {
             agg: snapshotAggregator(this.state),
-            lastEventAtMs: this.state.watermark.lastEventAtMs,
+            lastEventAtMs: Number.isFinite(nowMs) ? nowMs : null,
             closedThroughMs: this.status.closedThroughMs,
+            reportedKey: this.reportedKey,
           },
         },
         this.snapshotRevision,
@@ -281,59 +360,121 @@ export class AggregatorRunner {
     snapshotSeconds.observe({ actor: this.o.id }, (performance.now() - started) / 1000);
   }
 
+  private decode(m: JsMsg): ClickMessage | undefined {
+    try {
+      return decodeClickMessage(m.data);
+    } catch (err) {
+      if (!(err instanceof BatchDecodeError)) throw err;
+      return undefined; // poison: the raw writer terminates it; nothing to count here
+    }
+  }
+
   private async process(msgs: JsMsg[]): Promise<void> {
     // A fenced aggregator emits nothing more (batches queued behind the failed snapshot).
     if (this.fence.signal.aborted) throw this.fence.signal.reason;
     const p = this.o.partition;
-    // Corrections of a minute within one batch are coalesced: only its newest version is
-    // published. The version counter is part of the state, so the newest version's content
-    // is the same however a replay happens to batch the messages.
-    const corrections = new Map<number, ClosedMinute>();
+    // Amendments of a minute within one batch are coalesced: only its newest revision is
+    // published. The version counter is part of the state (one increment per message that
+    // changed the minute), so the newest revision's content and position are the same however
+    // a replay happens to batch the messages.
+    const corrections = new Map<number, MinuteRevision & { throughSeq: number }>();
     for (const m of msgs) {
       // The stream's stored timestamp: the same on every replay of this message.
       const nowMs = Math.floor(m.info.timestampNanos / 1e6);
-      if (!m.headers?.has(TICK_HEADER)) {
-        let events: ReturnType<typeof decodeBatch> = [];
-        try {
-          events = decodeBatch(m.data);
-        } catch (err) {
-          if (!(err instanceof BatchDecodeError)) throw err;
-        }
-        const r = ingest(this.state, events, nowMs);
-        this.status.events += r.accepted + r.corrected;
+      const message = m.headers?.has(TICK_HEADER) ? undefined : this.decode(m);
+      if (message) {
+        const r = ingest(this.state, message.events, nowMs, message);
+        this.status.events += r.accepted + r.amended;
         this.status.duplicates += r.duplicates;
+        this.status.amended += r.amended;
         this.status.late += r.late.length;
         eventsIn.inc({ ...this.labels, disposition: "counted" }, r.accepted);
         eventsIn.inc({ ...this.labels, disposition: "duplicate" }, r.duplicates);
-        eventsIn.inc({ ...this.labels, disposition: "late_dropped" }, r.late.length);
-        eventsIn.inc({ ...this.labels, disposition: "late_corrected" }, r.corrected);
+        eventsIn.inc({ ...this.labels, disposition: "amended" }, r.amended);
+        eventsIn.inc(
+          {
+            ...this.labels,
+            disposition: r.lateReason === "drop" ? "late_dropped" : "late_horizon",
+          },
+          r.late.length,
+        );
         if (r.late.length > 0) {
+          const h = headers();
+          h.set(LATE_REASON_HEADER, r.lateReason);
+          h.set(LATE_CLICKS_SEQ_HEADER, String(m.seq));
           await this.publisher.publish({
             subject: SUBJECTS.late(p),
             msgId: lateMsgId(p, m.seq),
             payload: encodeBatch(r.late),
             events: r.late.length,
+            headers: h,
           });
         }
-        for (const c of r.corrections) corrections.set(c.minuteStartMs, c);
+        for (const c of r.corrections)
+          corrections.set(c.minuteStartMs, { ...c, throughSeq: m.seq });
       }
-      for (const c of advance(this.state, nowMs)) await this.emit(c, "closed");
-      await this.reportProgress();
+      for (const c of advance(this.state, nowMs))
+        await this.emit({ ...c, throughSeq: m.seq }, "closed");
+      await this.reportProgress(m.seq);
+      this.trackHold(nowMs);
       this.status.lastSeq = m.seq;
     }
     for (const minute of [...corrections.keys()].sort((x, y) => x - y)) {
-      await this.emit(corrections.get(minute) as ClosedMinute, "correction");
+      await this.emit(
+        corrections.get(minute) as MinuteRevision & { throughSeq: number },
+        "correction",
+      );
     }
     await this.publisher.flush();
     this.lastMessageWallMs = Date.now();
-    this.status.watermarkMs = watermarkOf(this.state);
+    this.refreshStatus();
     if (Number.isFinite(this.status.watermarkMs)) {
       watermarkLag.set(this.labels, (Date.now() - this.status.watermarkMs) / 1000);
     }
     if (Date.now() - this.lastSnapshotAtMs >= this.o.snapshotEveryMs) await this.snapshot();
   }
 
-  private async emit(c: ClosedMinute, kind: "closed" | "correction"): Promise<void> {
+  private refreshStatus(): void {
+    const c = completeness(this.state);
+    this.status.watermarkMs = c.watermarkMs;
+    this.status.completeThroughMs = c.completeThroughMs;
+    this.status.sources = sourcesOf(this.state);
+    this.status.maxProgressMs = maxProgressOf(this.state.watermark);
+    this.status.heldMs = this.heldMs();
+    watermarkHeld.set(this.labels, this.status.heldMs / 1000);
+    reportSources(this.o.partition, this.status);
+  }
+
+  /** Event time the watermark is held behind the most advanced source (0: not held). */
+  private heldMs(): number {
+    const w = this.state.watermark;
+    const max = maxProgressOf(w);
+    if (!Number.isFinite(max) || !Number.isFinite(w.watermarkMs)) return 0;
+    return Math.max(0, max - w.allowedLatenessMs - w.watermarkMs);
+  }
+
+  /** Starts or ends a hold episode at stream time `nowMs` (metrics only). */
+  private trackHold(nowMs: number): void {
+    const held = Number.isFinite(this.state.watermark.watermarkMs) && this.heldMs() > 0;
+    if (held && this.holdStartedAtMs === null) {
+      this.holdStartedAtMs = nowMs;
+      this.status.holds++;
+    } else if (!held && this.holdStartedAtMs !== null) {
+      const ms = Math.max(0, nowMs - this.holdStartedAtMs);
+      holdDuration.observe(this.labels, ms / 1000);
+      if (ms > this.status.longestHoldMs) this.status.longestHoldMs = ms;
+      this.holdStartedAtMs = null;
+    }
+    if (this.holdStartedAtMs !== null) {
+      const ms = nowMs - this.holdStartedAtMs;
+      if (ms > this.status.longestHoldMs) this.status.longestHoldMs = ms;
+    }
+  }
+
+  private async emit(
+    c: MinuteRevision & { throughSeq: number },
+    kind: "closed" | "correction",
+  ): Promise<void> {
     await this.publisher.publish({
       subject: SUBJECTS.minuteAggregates(this.o.partition),
       msgId: minuteMsgId(this.o.partition, c.minuteStartMs, c.version),
@@ -341,6 +482,7 @@ export class AggregatorRunner {
       events: c.eventCount,
     });
     this.status.minutesEmitted++;
+    if (kind === "correction") this.status.amendments++;
     this.recentlyEmitted.set(c.minuteStartMs, c);
     if (this.recentlyEmitted.size > RECENT_MINUTES_KEPT) {
       this.recentlyEmitted.delete(Math.min(...this.recentlyEmitted.keys()));
@@ -350,28 +492,44 @@ export class AggregatorRunner {
       emitLatency.observe(this.labels, (Date.now() - (c.minuteStartMs + ONE_MINUTE_MS)) / 1000);
   }
 
-  /** Tells the reducer "every minute ending at or before T is closed here" when T moves. */
-  private async reportProgress(): Promise<void> {
-    const wm = watermarkOf(this.state);
-    if (!Number.isFinite(wm)) return;
-    const closedThrough = Math.floor(wm / ONE_MINUTE_MS) * ONE_MINUTE_MS;
-    if (closedThrough <= this.status.closedThroughMs) return;
+  /**
+   * Tells the reducer and the store how far the partition is closed and complete, and which
+   * sources are behind, whenever that changes (to the minute): "every minute ending at or
+   * before closedThrough is closed here; every one ending at or before completeThrough has
+   * every active source past it".
+   */
+  private async reportProgress(seq: number): Promise<void> {
+    const c = completeness(this.state);
+    if (!Number.isFinite(c.watermarkMs)) return;
+    // To the minute: a report per minute a watermark or a lagging source moves, not per click.
+    const toMinute = (t: number) =>
+      Number.isFinite(t) ? Math.floor(t / ONE_MINUTE_MS) * ONE_MINUTE_MS : null;
+    const closedThrough = toMinute(c.watermarkMs) as number;
+    // null: a lagging source has no progress at all, so no minute is complete.
+    const completeThrough = toMinute(c.completeThroughMs);
+    const behind = c.behind.map((b) => ({ source: b.source, progressMs: toMinute(b.progressMs) }));
+    const key = `${closedThrough}|${completeThrough}|${behind.map((b) => `${b.source}@${b.progressMs}`).join(",")}`;
+    if (key === this.reportedKey) return;
+    this.reportedKey = key;
     this.status.closedThroughMs = closedThrough;
     await this.publisher.publish({
       subject: SUBJECTS.minuteAggregates(this.o.partition),
-      msgId: progressMsgId(this.o.partition, closedThrough),
+      msgId: progressMsgId(this.o.partition, seq),
       payload: encodeAggregate({
         kind: "progress",
         partition: this.o.partition,
         closedThroughMs: closedThrough,
+        completeThroughMs: completeThrough,
+        behind,
+        seq,
       }),
       events: 0,
     });
   }
 
   /**
-   * Input stopped with minutes still open: publish an idle tick into our own partition. The
-   * idle close happens when the tick is read back, at a recorded position of the log.
+   * Input stopped while a source still holds minutes open: publish an idle tick into our own
+   * partition. Sources go idle when the tick is read back, at a recorded position of the log.
    */
   private async maybeTick(): Promise<void> {
     if (!this.state) return;

@@ -4,14 +4,16 @@ import type { TopEntry } from "../windows/topk.js";
 
 /**
  * Messages of the aggregates stream (the second queue), msgpack-encoded:
- *  - aggregates.minute.<p>: a closed (or corrected) minute of partition p, and progress
- *    reports "every minute ending at or before closedThroughMs is closed in partition p";
+ *  - aggregates.minute.<p>: a closed (or amended) minute of partition p, with the stream
+ *    position its counts reflect; and progress reports "every minute ending at or before
+ *    closedThroughMs is closed in partition p, and every one ending at or before
+ *    completeThroughMs is complete (no source still behind it)";
  *  - aggregates.top: the reducer's global top N of a minute.
  * Every message has a deterministic ID (see the *MsgId functions): a re-emission is a no-op.
  */
 export type AggregateMessage =
-  | ({ kind: "minute" } & ClosedMinute)
-  | { kind: "progress"; partition: number; closedThroughMs: number }
+  | ({ kind: "minute" } & MinuteRevision)
+  | ProgressReport
   | {
       kind: "top";
       minuteStartMs: number;
@@ -20,6 +22,32 @@ export type AggregateMessage =
       ads: TopEntry[];
       partitions: number;
     };
+
+/** A minute's revision and the position it reflects. */
+export interface MinuteRevision extends ClosedMinute {
+  /**
+   * The revision counts every click of its minute the partition's CLICKS messages up to this
+   * stream sequence hold (those past the amendment horizon excepted: the late repair counts
+   * them in a later revision). Absent in messages of older builds.
+   */
+  throughSeq?: number;
+}
+
+/** A partition's progress: closed and complete through, and the sources still behind. */
+export interface ProgressReport {
+  kind: "progress";
+  partition: number;
+  closedThroughMs: number;
+  /**
+   * Absent in reports of older builds (then equal to closedThroughMs); null when a lagging
+   * source has no progress at all (no minute is complete).
+   */
+  completeThroughMs?: number | null;
+  /** Lagging sources, to the minute (null: no progress yet): closed minutes after are not complete. */
+  behind?: { source: string; progressMs: number | null }[];
+  /** The CLICKS sequence the report was made at: orders reports of one partition. */
+  seq?: number;
+}
 
 const packr = new Packr({ useRecords: false });
 
@@ -35,7 +63,7 @@ export function decodeAggregate(data: Uint8Array): AggregateMessage {
 
 export const minuteMsgId = (p: number, minuteStartMs: number, version: number) =>
   `min:${p}:${minuteStartMs}:${version}`;
-export const progressMsgId = (p: number, closedThroughMs: number) => `prog:${p}:${closedThroughMs}`;
+export const progressMsgId = (p: number, clicksSeq: number) => `prog:${p}:${clicksSeq}`;
 export const topMsgId = (minuteStartMs: number, version: number, contributors: string) =>
   `top:${minuteStartMs}:${version}:${contributors}`;
 export const lateMsgId = (p: number, streamSeq: number) => `late:${p}:${streamSeq}`;
@@ -44,3 +72,6 @@ export const tickMsgId = (p: number, afterSeq: number, bucket: number) =>
 
 /** Header marking an idle tick in a raw-click partition (no payload; see aggregator-runner). */
 export const TICK_HEADER = "Adclick-Tick";
+/** Headers of a late.clicks.<p> message: why its clicks were not counted, and where they came in. */
+export const LATE_REASON_HEADER = "Adclick-Late-Reason";
+export const LATE_CLICKS_SEQ_HEADER = "Adclick-Clicks-Seq";

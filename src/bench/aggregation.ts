@@ -5,7 +5,7 @@
  * `advance` (close and emit minutes). No NATS, no Cassandra: the operator's own cost.
  */
 
-import { decodeBatch, encodeBatch } from "../ingest/batch-codec.js";
+import { decodeClickMessage, encodeClickMessage } from "../ingest/batch-codec.js";
 import type { Dimension } from "../model.js";
 import { partitionOf } from "../partition.js";
 import {
@@ -13,6 +13,7 @@ import {
   advance,
   createAggregatorState,
   ingest,
+  type LatePolicy,
   snapshotAggregator,
 } from "../windows/partition-aggregator.js";
 import { type BookShape, bookEvents } from "./book.js";
@@ -24,9 +25,11 @@ export interface AggregationBenchOptions {
   partitions: number;
   /** Events per message (what a shipper's chunk puts in one partition's batch). */
   batchEvents: number;
-  latePolicy: "drop" | "correct";
+  latePolicy: LatePolicy;
   dimensions: readonly Dimension[];
   repetitions: number;
+  /** Sources the input comes from (one per shipped file): chunks are theirs in turn. */
+  sources: number;
 }
 
 export interface AggregationBenchResult {
@@ -48,25 +51,38 @@ export interface AggregationBenchResult {
   snapshotMs: number;
 }
 
-/** Splits events into per-partition batches, in arrival order, like the shipper does. */
+/**
+ * Splits events into per-partition batches, in arrival order, like shippers do: chunk after
+ * chunk, each of one source (in turn) and marked with that source's progress.
+ */
 function toMessages(
   events: ReturnType<typeof bookEvents>,
   partitions: number,
   batchEvents: number,
   chunkEvents: number,
+  sources: number,
 ): { partition: number; payload: Uint8Array; nowMs: number }[] {
   const out: { partition: number; payload: Uint8Array; nowMs: number }[] = [];
-  for (let start = 0; start < events.length; start += chunkEvents) {
+  const progress: (number | null)[] = Array.from({ length: sources }, () => null);
+  for (let start = 0, n = 0; start < events.length; start += chunkEvents, n++) {
     const chunk = events.slice(start, start + chunkEvents);
+    const s = n % sources;
+    const mark = { source: `web-${s}:/var/log/clicks.log`, progressMs: progress[s] ?? null };
     const per: (typeof chunk)[] = Array.from({ length: partitions }, () => []);
     for (const e of chunk) (per[partitionOf(e.adId, partitions)] as typeof chunk).push(e);
     const nowMs = (chunk[chunk.length - 1]?.timestampMs ?? 0) + 1000;
     for (let p = 0; p < partitions; p++) {
       const list = per[p] as typeof chunk;
       for (let k = 0; k < list.length; k += batchEvents) {
-        out.push({ partition: p, payload: encodeBatch(list.slice(k, k + batchEvents)), nowMs });
+        out.push({
+          partition: p,
+          payload: encodeClickMessage({ ...mark, events: list.slice(k, k + batchEvents) }),
+          nowMs,
+        });
       }
     }
+    for (const e of chunk)
+      if (e.timestampMs > (progress[s] ?? Number.NEGATIVE_INFINITY)) progress[s] = e.timestampMs;
   }
   return out;
 }
@@ -76,7 +92,13 @@ export function runAggregationBench(
   log: (m: string) => void = () => {},
 ): AggregationBenchResult {
   const events = bookEvents(o.shape, o.events);
-  const messages = toMessages(events, o.partitions, o.batchEvents, o.batchEvents * o.partitions);
+  const messages = toMessages(
+    events,
+    o.partitions,
+    o.batchEvents,
+    o.batchEvents * o.partitions,
+    o.sources,
+  );
   events.length = 0;
   const fresh = (): AggregatorState[] =>
     Array.from({ length: o.partitions }, (_, p) =>
@@ -110,14 +132,14 @@ export function runAggregationBench(
     let d = 0;
     for (const m of messages) {
       const t0 = performance.now();
-      const batch = decodeBatch(m.payload);
+      const message = decodeClickMessage(m.payload);
       const t1 = performance.now();
       const s = states[m.partition] as AggregatorState;
-      const r = ingest(s, batch, m.nowMs);
+      const r = ingest(s, message.events, m.nowMs, message);
       emitted += advance(s, m.nowMs).length;
       ingestMs += performance.now() - t1;
       decodeMs += t1 - t0;
-      c += r.accepted + r.corrected;
+      c += r.accepted + r.amended;
       d += r.duplicates;
     }
     gc();

@@ -156,6 +156,7 @@ export async function runBench(o: BenchOptions): Promise<number> {
           latePolicy: o.latePolicy,
           dimensions: ["country"],
           repetitions: 3,
+          sources: o.shippers,
         },
         log,
       );

@@ -1,4 +1,5 @@
 import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
+import type { MsgHdrs } from "@nats-io/nats-core";
 import { Counter, Histogram } from "prom-client";
 import { registry } from "../metrics/registry.js";
 
@@ -35,6 +36,7 @@ export interface BatchMessage {
   payload: Uint8Array;
   /** Events in the batch, for counting. */
   events: number;
+  headers?: MsgHdrs;
 }
 
 export interface BatchPublisherOptions {
@@ -128,6 +130,7 @@ export class BatchPublisher {
         ack = await this.js.publish(m.subject, m.payload, {
           msgID: m.msgId,
           timeout: this.o.ackTimeoutMs,
+          ...(m.headers ? { headers: m.headers } : {}),
         });
         break;
       } catch (err) {

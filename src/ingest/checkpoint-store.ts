@@ -30,6 +30,11 @@ export interface FileCheckpoint {
    */
   headBytes?: number;
   headHash?: string;
+  /**
+   * Largest event time of the file's events before `offset` (the source's progress mark:
+   * acknowledged, so in the stream). Absent until a chunk with events is acknowledged.
+   */
+  progressMs?: number;
 }
 
 export const HEAD_BYTES = 256;

@@ -17,6 +17,17 @@ const routed = new Counter({
 
 export const MAP_DURABLE = "map";
 export const INGEST_SOURCE = "ingest";
+/**
+ * Header naming the source of an ingest message's clicks (a program, a server): its own clock
+ * for the aggregators' event time. Without it, the source is "ingest".
+ */
+export const SOURCE_HEADER = "Adclick-Source";
+
+/** The source of an ingest message: its header when it is a sensible name, else "ingest". */
+export function ingestSourceOf(header: string | undefined): string {
+  const v = header?.trim() ?? "";
+  return /^[\x21-\x7e]{1,128}$/.test(v) ? v : INGEST_SOURCE;
+}
 
 export function mapConsumer(): DurableSpec {
   return {
@@ -40,6 +51,8 @@ export function mapConsumer(): DurableSpec {
 export class IngestRouter {
   private readonly clicks: BatchPublisher;
   private readonly deadLetters: BatchPublisher;
+  /** Largest event time routed and acknowledged, per source (its progress mark). */
+  private readonly progress = new Map<string, number>();
 
   constructor(
     private readonly js: JetStreamClient,
@@ -61,7 +74,9 @@ export class IngestRouter {
   }
 
   private async route(msgs: JsMsg[]): Promise<void> {
+    const routedMax = new Map<string, number>();
     for (const m of msgs) {
+      const source = ingestSourceOf(m.headers?.get(SOURCE_HEADER));
       const file = `${STREAMS.ingest}#${m.seq}`;
       const events: ClickEvent[] = [];
       const malformed: MalformedLine[] = [];
@@ -91,18 +106,27 @@ export class IngestRouter {
         if (r.ok) events.push(r.event);
         else malformed.push(r.error);
       });
+      // Programs send live clicks: their source is caught up and holds no minute open.
       await publishPartitioned(
         this.clicks,
         events,
         this.o.partitions,
         `m:${m.seq}`,
         this.o.maxBatchEvents ?? 4000,
+        { source, progressMs: this.progress.get(source) ?? null, caughtUp: true },
       );
+      for (const e of events) {
+        if (e.timestampMs > (routedMax.get(source) ?? Number.NEGATIVE_INFINITY))
+          routedMax.set(source, e.timestampMs);
+      }
       await publishDeadLetters(this.deadLetters, INGEST_SOURCE, `md:${m.seq}`, malformed);
       routed.inc({ actor: this.o.id, result: "routed" }, events.length);
       routed.inc({ actor: this.o.id, result: "malformed" }, malformed.length);
     }
     await Promise.all([this.clicks.flush(), this.deadLetters.flush()]);
+    for (const [source, t] of routedMax) {
+      if (t > (this.progress.get(source) ?? Number.NEGATIVE_INFINITY)) this.progress.set(source, t);
+    }
     for (const m of msgs) m.ack();
   }
 }

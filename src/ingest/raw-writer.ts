@@ -121,8 +121,8 @@ export class RawWriter {
     const batches: RawBatch[] = [];
     const good: JsMsg[] = [];
     for (const m of msgs) {
-      if (m.headers?.has(TICK_HEADER)) {
-        good.push(m); // an aggregator's idle tick: no clicks in it
+      if (m.headers?.has(TICK_HEADER) || m.subject === SUBJECTS.progress) {
+        good.push(m); // an aggregator's idle tick, a source's progress mark: no clicks in them
         continue;
       }
       try {

@@ -20,6 +20,9 @@ import type { CassandraClient } from "./cassandra-client.js";
  *  top_minutes ((day), minute)                             the reducer's global top N per minute
  *  partition_progress (partition)                          every minute ending at or before
  *                                                          closed_through is closed and stored
+ *  partition_completeness (partition)                      every minute ending at or before
+ *                                                          complete_through has every active
+ *                                                          source past it; the sources behind
  */
 export const AGGREGATE_SCHEMA = [
   `CREATE TABLE IF NOT EXISTS ad_minute_counts (
@@ -30,14 +33,19 @@ export const AGGREGATE_SCHEMA = [
      PRIMARY KEY ((ad_id, day), dim, value, minute))`,
   `CREATE TABLE IF NOT EXISTS partition_minutes (
      partition int, day date, minute timestamp, version int, event_count bigint,
-     ad_counts blob, dim_counts blob, top_k blob,
+     ad_counts blob, dim_counts blob, top_k blob, through_seq bigint,
      PRIMARY KEY ((partition, day), minute))`,
   `CREATE TABLE IF NOT EXISTS partition_progress (
      partition int PRIMARY KEY, closed_through timestamp)`,
+  `CREATE TABLE IF NOT EXISTS partition_completeness (
+     partition int PRIMARY KEY, complete_through timestamp, behind blob, seq bigint)`,
   `CREATE TABLE IF NOT EXISTS top_minutes (
      day date, minute timestamp, version bigint, n int, ads blob,
      PRIMARY KEY ((day), minute))`,
 ] as const;
+
+/** Columns added after a table was first created: added to existing deployments at start-up. */
+const ADDED_COLUMNS = [["partition_minutes", "through_seq", "bigint"]] as const;
 
 const packr = new Packr({ useRecords: false });
 const DAY_MS = 86_400_000;
@@ -68,6 +76,19 @@ export function daysOf(fromMs: number, toMs: number): string[] {
 
 const DIM_COLUMN: Record<Dimension, string> = { country: "country", ip: "ip", userId: "user_id" };
 
+/** A partition's completeness as last stored (see ProgressReport). */
+export interface StoredCompleteness {
+  /** null: a lagging source has no progress at all (no minute is complete). */
+  completeThroughMs: number | null;
+  behind: { source: string; progressMs: number | null }[];
+}
+
+/** A stored minute's revision and the stream position it reflects (null: an older build's). */
+export interface MinuteRevisionInfo {
+  version: number;
+  throughSeq: number | null;
+}
+
 export interface StoredPartitionMinute {
   partition: number;
   minuteStartMs: number;
@@ -85,17 +106,32 @@ export class AggregateStore {
 
   async createSchema(): Promise<void> {
     for (const cql of AGGREGATE_SCHEMA) await this.client.execute(cql);
+    for (const [table, column, type] of ADDED_COLUMNS) {
+      const rs = await this.client.execute(
+        "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? AND column_name = ?",
+        [this.client.keyspace, table, column],
+        { prepare: true },
+      );
+      if (rs.rows.length === 0)
+        await this.client.execute(`ALTER TABLE ${table} ADD ${column} ${type}`).catch((err) => {
+          // Another process added it meanwhile.
+          if (!/already exist|conflicts with an existing column/i.test(String(err))) throw err;
+        });
+    }
   }
 
-  /** Upserts one closed minute of a partition (all its rows), at its version. */
-  async writeMinute(c: ClosedMinute): Promise<number> {
+  /**
+   * Upserts one closed minute of a partition (all its rows), at its version, with the stream
+   * position its counts reflect when known.
+   */
+  async writeMinute(c: ClosedMinute & { throughSeq?: number }): Promise<number> {
     // The date once, as the driver's type: a string would be parsed again for every row.
     const day = cassandra.types.LocalDate.fromString(dayOf(c.minuteStartMs));
     const minute = new Date(c.minuteStartMs);
     const ts = BigInt(c.version);
     const rows: [string, unknown[]][] = [
       [
-        "INSERT INTO partition_minutes (partition, day, minute, version, event_count, ad_counts, dim_counts, top_k) VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+        "INSERT INTO partition_minutes (partition, day, minute, version, event_count, ad_counts, dim_counts, top_k, through_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
         [
           c.partition,
           day,
@@ -105,6 +141,7 @@ export class AggregateStore {
           packr.pack(c.adCounts),
           packr.pack(c.dimCounts),
           packr.pack(c.topK),
+          c.throughSeq !== undefined ? BigInt(c.throughSeq) : null,
           ts,
         ],
       ],
@@ -178,6 +215,46 @@ export class AggregateStore {
       "INSERT INTO partition_progress (partition, closed_through) VALUES (?, ?) USING TIMESTAMP ?",
       [partition, new Date(closedThroughMs), BigInt(closedThroughMs)],
       { prepare: true },
+    );
+  }
+
+  /**
+   * Records partition p's completeness (a report made at CLICKS sequence `seq`: a later
+   * report always wins, whatever the arrival order).
+   */
+  async writeCompleteness(partition: number, c: StoredCompleteness, seq: number): Promise<void> {
+    await this.client.execute(
+      "INSERT INTO partition_completeness (partition, complete_through, behind, seq) VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
+      [
+        partition,
+        c.completeThroughMs === null ? null : new Date(c.completeThroughMs),
+        packr.pack(c.behind),
+        BigInt(seq),
+        BigInt(seq),
+      ],
+      { prepare: true },
+    );
+  }
+
+  /** Completeness per partition (partitions that never reported are absent). */
+  async completeness(): Promise<Map<number, StoredCompleteness>> {
+    const rs = await this.client.execute(
+      "SELECT partition, complete_through, behind FROM partition_completeness",
+      [],
+      { prepare: true },
+    );
+    return new Map(
+      rs.rows.map((r) => {
+        const t = r.get("complete_through") as Date | null;
+        const behind = r.get("behind") as Buffer | null;
+        return [
+          r.get("partition") as number,
+          {
+            completeThroughMs: t === null ? null : t.getTime(),
+            behind: behind ? packr.unpack(behind) : [],
+          },
+        ];
+      }),
     );
   }
 
@@ -282,6 +359,33 @@ export class AggregateStore {
             dimCounts: packr.unpack(row.get("dim_counts") as Buffer),
           });
         }
+      }
+    }
+    return out;
+  }
+
+  /**
+   * minute → revision and stream position of partition p's stored minutes in [fromMs, toMs)
+   * (no blobs: cheap).
+   */
+  async partitionMinuteRevisions(
+    partition: number,
+    fromMs: number,
+    toMs: number,
+  ): Promise<Map<number, MinuteRevisionInfo>> {
+    const out = new Map<number, MinuteRevisionInfo>();
+    for (const day of daysOf(fromMs, toMs)) {
+      const rs = await this.client.execute(
+        "SELECT minute, version, through_seq FROM partition_minutes WHERE partition = ? AND day = ? AND minute >= ? AND minute < ?",
+        [partition, day, new Date(fromMs), new Date(toMs)],
+        { prepare: true },
+      );
+      for (const row of rs.rows) {
+        const seq = row.get("through_seq") as bigint | null;
+        out.set((row.get("minute") as Date).getTime(), {
+          version: row.get("version") as number,
+          throughSeq: seq === null ? null : Number(seq),
+        });
       }
     }
     return out;

@@ -1,4 +1,4 @@
-import { decodeBatch, encodeBatch } from "../ingest/batch-codec.js";
+import { decodeBlock, encodeBatch, encodeBlock } from "../ingest/batch-codec.js";
 import { type ClickEvent, ONE_MINUTE_MS } from "../model.js";
 import { fnv1a32Utf8 } from "../partition.js";
 import type { CassandraClient } from "./cassandra-client.js";
@@ -16,7 +16,8 @@ import type { CassandraClient } from "./cassandra-client.js";
  *
  * raw_dim_blocks ((dim, bucket, minute), batch_id): the same events again, grouped by
  *   hash(ip) / hash(user_id) mod `dimBuckets`, so a filter on one ip or user_id over a
- *   minute range reads 1/dimBuckets of the minute instead of all of it.
+ *   minute range reads 1/dimBuckets of the minute instead of all of it. Each event keeps the
+ *   CLICKS sequence it came in (a v3 block), as raw_blocks rows keep their message's.
  *
  * A block is what arrived: two batches may hold the same event (same click_id shipped twice
  * past JetStream's duplicate window). Readers therefore deduplicate by event id, and the
@@ -47,6 +48,9 @@ const RAW_DIM_INSERT =
  */
 const BATCH_BYTES = 40 * 1024;
 
+/** A raw event and the CLICKS stream sequence it came in (0: unknown, an older block). */
+export type SequencedEvent = ClickEvent & { streamSeq: number };
+
 export type RawDim = "ip" | "userId";
 export const RAW_DIMS: readonly RawDim[] = ["ip", "userId"];
 
@@ -67,6 +71,7 @@ interface DimGroup {
   dim: RawDim;
   bucket: number;
   events: ClickEvent[];
+  seqs: number[];
   first: string;
   last: string;
 }
@@ -154,12 +159,14 @@ export class RawStore {
                 dim,
                 bucket: slot - d * buckets,
                 events: [],
+                seqs: [],
                 first: b.batchId,
                 last: b.batchId,
               };
               groups[slot] = g;
             }
             g.events.push(e);
+            g.seqs.push(b.streamSeq);
             g.last = b.batchId;
           }
         }
@@ -176,7 +183,7 @@ export class RawStore {
             new Date(minute),
             g.first === g.last ? g.first : `${g.first}..${g.last}`,
             g.events.length,
-            Buffer.from(encodeBatch(g.events)),
+            Buffer.from(encodeBlock(g.events, g.seqs)),
           ],
         });
       }
@@ -244,25 +251,36 @@ export class RawStore {
 
   /** The unique events (by event id) of one partition's minute. */
   async readMinute(partition: number, minuteMs: number): Promise<ClickEvent[]> {
+    return this.readMinuteSequenced(partition, minuteMs);
+  }
+
+  /** The unique events of one partition's minute, each with the sequence it first came in. */
+  async readMinuteSequenced(partition: number, minuteMs: number): Promise<SequencedEvent[]> {
     const rs = await this.client.execute(
-      "SELECT events FROM raw_blocks WHERE partition = ? AND minute = ?",
+      "SELECT stream_seq, events FROM raw_blocks WHERE partition = ? AND minute = ?",
       [partition, new Date(minuteMs)],
       { prepare: true, fetchSize: 500 },
     );
-    const blobs: Buffer[] = [];
-    for await (const row of rs) blobs.push(row.get("events") as Buffer);
+    const blobs: { blob: Buffer; seq: number }[] = [];
+    for await (const row of rs) {
+      const seq = row.get("stream_seq") as bigint | null;
+      blobs.push({ blob: row.get("events") as Buffer, seq: seq === null ? 0 : Number(seq) });
+    }
     return uniqueEvents(blobs);
   }
 
-  /** The unique events of a minute whose ip / user_id equals `value`. */
-  async readByDimension(dim: RawDim, value: string, minuteMs: number): Promise<ClickEvent[]> {
+  /**
+   * The unique events of a minute whose ip / user_id equals `value`, each with the sequence it
+   * first came in.
+   */
+  async readByDimension(dim: RawDim, value: string, minuteMs: number): Promise<SequencedEvent[]> {
     const rs = await this.client.execute(
       "SELECT events FROM raw_dim_blocks WHERE dim = ? AND bucket = ? AND minute = ?",
       [dim, dimBucket(value, this.o.dimBuckets), new Date(minuteMs)],
       { prepare: true, fetchSize: 500 },
     );
-    const blobs: Buffer[] = [];
-    for await (const row of rs) blobs.push(row.get("events") as Buffer);
+    const blobs: { blob: Buffer; seq: number }[] = [];
+    for await (const row of rs) blobs.push({ blob: row.get("events") as Buffer, seq: 0 });
     // Matching first: a bucket holds 1/dimBuckets of the minute, and only the few events of
     // this value need the dedupe set.
     return uniqueEvents(blobs, dim === "ip" ? (e) => e.ip === value : (e) => e.userId === value);
@@ -285,18 +303,28 @@ export class RawStore {
   }
 }
 
+/**
+ * The unique events of some blocks: one per event id, with the lowest sequence any copy came
+ * in (the copy the aggregator counted). A block's own sequences win over the row's `seq`.
+ */
 function uniqueEvents(
-  blobs: readonly Buffer[],
+  blobs: readonly { blob: Buffer; seq: number }[],
   keep: (e: ClickEvent) => boolean = () => true,
-): ClickEvent[] {
-  const seen = new Set<string>();
-  const out: ClickEvent[] = [];
-  for (const b of blobs) {
-    for (const e of decodeBatch(b)) {
-      if (!keep(e) || seen.has(e.eventId)) continue;
-      seen.add(e.eventId);
-      out.push(e);
+): SequencedEvent[] {
+  const byId = new Map<string, SequencedEvent>();
+  for (const { blob, seq } of blobs) {
+    const { events, streamSeqs } = decodeBlock(blob);
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i] as ClickEvent;
+      if (!keep(e)) continue;
+      const s = streamSeqs ? (streamSeqs[i] as number) : seq;
+      const have = byId.get(e.eventId);
+      if (have === undefined) {
+        // Decoded objects are ours: tag them rather than copy them.
+        (e as SequencedEvent).streamSeq = s;
+        byId.set(e.eventId, e as SequencedEvent);
+      } else if (s < have.streamSeq) have.streamSeq = s;
     }
   }
-  return out;
+  return [...byId.values()];
 }

@@ -26,6 +26,8 @@ const minute: LiveMinuteView = {
   },
   topK: [],
   eventCount: 8,
+  version: 0,
+  throughSeq: 41,
 };
 
 describe("answerLive", () => {
@@ -63,17 +65,32 @@ describe("answerLive", () => {
     },
     { why: "a value nobody has", r: { dim: { dim: "ip", value: "10.9.9.9" } }, ads: [] },
   ])("answers $why", ({ r, ads }) => {
-    const reply = answerLive(1, [minute], { fromMs: M, toMs: M + 60_000, ...r });
+    const reply = answerLive(
+      1,
+      { minutes: [minute], throughSeq: 42 },
+      {
+        fromMs: M,
+        toMs: M + 60_000,
+        ...r,
+      },
+    );
     expect(reply.error).toBeUndefined();
-    expect(reply.minutes).toEqual([{ minuteStartMs: M, closed: false, ads }]);
+    expect(reply.throughSeq).toBe(42);
+    expect(reply.minutes).toEqual([
+      { minuteStartMs: M, closed: false, version: 0, throughSeq: 41, ads },
+    ]);
   });
 
   it("says so when the aggregators do not count the dimension asked for", () => {
-    const reply = answerLive(1, [minute], {
-      fromMs: M,
-      toMs: M + 60_000,
-      dim: { dim: "userId", value: "u1" },
-    });
+    const reply = answerLive(
+      1,
+      { minutes: [minute], throughSeq: 42 },
+      {
+        fromMs: M,
+        toMs: M + 60_000,
+        dim: { dim: "userId", value: "u1" },
+      },
+    );
     expect(reply.error).toMatch(/userId/);
     expect(reply.minutes).toEqual([]);
   });

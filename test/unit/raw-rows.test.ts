@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { decodeBatch, encodeBatch } from "../../src/ingest/batch-codec.js";
+import { decodeBatch, decodeBlock, encodeBatch } from "../../src/ingest/batch-codec.js";
 import type { ClickEvent } from "../../src/model.js";
 import type { CassandraClient } from "../../src/storage/cassandra-client.js";
 import { dimBucket, type RawBatch, RawStore } from "../../src/storage/raw-store.js";
@@ -109,6 +109,18 @@ describe("RawStore.rowsOf", () => {
       "userId@0:m1..m2",
       "userId@60000:m3",
     ]);
+  });
+
+  it("keeps, in a dimension block, the stream sequence each event came in", () => {
+    const rows = store.rowsOf([
+      batch("m1", 11, [ev(T0, "u", "1.1.1.1")]),
+      batch("m2", 12, [ev(T0 + 1, "u", "1.1.1.1"), ev(T0 + 2, "u", "1.1.1.1")]),
+    ]);
+    for (const r of dimRows(rows)) {
+      const { events, streamSeqs } = decodeBlock(r.params[5] as Buffer);
+      expect(events).toHaveLength(3);
+      expect(streamSeqs).toEqual([11, 12, 12]);
+    }
   });
 
   it("is deterministic: the same batches give the same rows", () => {
