@@ -36,14 +36,32 @@ export function requestBody(
   return body;
 }
 
+/** How complete a reply is, in words: final or not, its revision, the sources behind. */
+export function completionText(r: Record<string, unknown>): string {
+  const revision = typeof r.revision === "number" ? `, revision ${r.revision}` : "";
+  if (r.final) return `final${revision}`;
+  const behind = (r.sources_behind ?? []) as { source: string; progress: string | null }[];
+  const why =
+    behind.length > 0
+      ? `sources behind: ${behind.map((b) => `${b.source} at ${b.progress ?? "(nothing yet)"}`).join(", ")}`
+      : "newest minutes still open or not stored yet";
+  const through = r.complete_through ? `complete through ${String(r.complete_through)}; ` : "";
+  return `not final${revision}: ${through}${why}`;
+}
+
 function table(kind: string, r: Record<string, unknown>): string {
-  const lines = [
-    `${String(r.from)} → ${String(r.to)}${r.final ? "  (final)" : "  (not final: newest minute still open or not stored)"}`,
-  ];
+  const lines = [`${String(r.from)} → ${String(r.to)}  (${completionText(r)})`];
   if (kind === "count") lines.push(`${String(r.ad_id)}: ${String(r.count)} clicks`);
   if (kind === "series") {
-    for (const s of r.series as { minute: string; count: number }[])
-      lines.push(`${s.minute}  ${String(s.count).padStart(10)}`);
+    for (const s of r.series as {
+      minute: string;
+      count: number;
+      state: string;
+      revision: number | null;
+    }[])
+      lines.push(
+        `${s.minute}  ${String(s.count).padStart(10)}  ${s.state}${s.revision !== null && s.revision > 1 ? ` (revision ${s.revision})` : ""}`,
+      );
   }
   if (kind === "top") {
     const ads = r.ads as { ad_id: string; count: number }[];

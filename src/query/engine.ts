@@ -1,12 +1,24 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Histogram } from "prom-client";
 import { registry } from "../metrics/registry.js";
-import { type ClickEvent, type Dimension, ONE_MINUTE_MS } from "../model.js";
+import { type Dimension, ONE_MINUTE_MS } from "../model.js";
 import { partitionOf } from "../partition.js";
-import type { AggregateStore } from "../storage/aggregate-store.js";
-import type { RawStore } from "../storage/raw-store.js";
+import type {
+  AggregateStore,
+  MinuteRevisionInfo,
+  StoredCompleteness,
+} from "../storage/aggregate-store.js";
+import type { RawStore, SequencedEvent } from "../storage/raw-store.js";
 import { topK } from "../windows/topk.js";
-import { requestLive } from "./live.js";
+import {
+  type Completion,
+  completionOf,
+  type MinuteLifecycle,
+  minuteLifecycle,
+  type PartitionProgress,
+  partitionProgressOf,
+} from "./completion.js";
+import { type LiveReply, requestLive } from "./live.js";
 import type { CountRequest, Filter, TopRequest } from "./request.js";
 import { isoMinute } from "./request.js";
 import { StoreRollup } from "./rollup.js";
@@ -22,28 +34,42 @@ const queryLatency = new Histogram({
 /** Raw-store minute reads in flight for one filtered query. */
 const RAW_READS_IN_FLIGHT = 8;
 
-export interface CountReply {
+export interface CountReply extends Completion {
   ad_id: string;
   from: string;
   to: string;
   count: number;
-  final: boolean;
 }
 
-export interface SeriesReply {
+export interface SeriesPoint {
+  minute: string;
+  count: number;
+  /** open → closed → final → amended (see completion.ts). */
+  state: MinuteLifecycle;
+  /** The minute's stored (or emitted) revision; null while never emitted. */
+  revision: number | null;
+}
+
+export interface SeriesReply extends Completion {
   ad_id: string;
   from: string;
   to: string;
-  series: { minute: string; count: number }[];
-  final: boolean;
+  series: SeriesPoint[];
 }
 
-export interface TopReply {
+export interface TopReply extends Completion {
   from: string;
   to: string;
   n: number;
   ads: { ad_id: string; count: number }[];
-  final: boolean;
+}
+
+/** Where one partition stands for a query: the store's progress and the live aggregator. */
+interface PartitionRead {
+  progress: PartitionProgress;
+  /** closed_through as stored, bounded by the range's end. */
+  storedThrough: number;
+  live?: LiveReply;
 }
 
 /**
@@ -51,11 +77,19 @@ export interface TopReply {
  * (per-ad tables for counts, whole partition-minutes for top N); newer minutes come from the
  * live aggregators over NATS. Filters on country use the star schema; filters on ip or
  * user_id (or several filters at once) are counted from the raw store's dimension blocks,
- * exactly, unless those dimensions are configured as aggregated ones.
- * `final` is true when every minute of the range is closed and stored.
+ * exactly, unless those dimensions are configured as aggregated ones. A raw-store count of a
+ * minute keeps only the clicks the minute's revision has seen (by stream sequence), so a
+ * filtered count never exceeds the unfiltered count of the same revision.
+ *
+ * Every reply says how complete it is (completion.ts): `final`, the newest `revision`,
+ * `complete_through` and the sources still behind; a series gives each minute's state.
  */
 export class QueryEngine {
-  private progressCache?: { atMs: number; value: Map<number, number> };
+  private statusCache?: {
+    atMs: number;
+    progress: Map<number, number>;
+    completeness: Map<number, StoredCompleteness>;
+  };
   private readonly rollup?: StoreRollup;
 
   constructor(
@@ -86,14 +120,19 @@ export class QueryEngine {
     }
   }
 
-  private async progress(): Promise<Map<number, number>> {
+  /** Progress and completeness per partition (cached briefly; completeness read first). */
+  private async storeStatus(): Promise<{
+    progress: Map<number, number>;
+    completeness: Map<number, StoredCompleteness>;
+  }> {
     const now = Date.now();
-    if (this.progressCache && now - this.progressCache.atMs < (this.o.progressCacheMs ?? 200)) {
-      return this.progressCache.value;
+    if (this.statusCache && now - this.statusCache.atMs < (this.o.progressCacheMs ?? 200)) {
+      return this.statusCache;
     }
-    const value = await this.deps.aggregates.progress();
-    this.progressCache = { atMs: now, value };
-    return value;
+    const completeness = await this.deps.aggregates.completeness();
+    const progress = await this.deps.aggregates.progress();
+    this.statusCache = { atMs: now, progress, completeness };
+    return this.statusCache;
   }
 
   /** Which source answers a filter: none, the star-schema dimension, or raw events. */
@@ -117,6 +156,9 @@ export class QueryEngine {
       to: s.to,
       count: s.series.reduce((n, x) => n + x.count, 0),
       final: s.final,
+      revision: s.revision,
+      complete_through: s.complete_through,
+      sources_behind: s.sources_behind,
     };
   }
 
@@ -124,111 +166,150 @@ export class QueryEngine {
     const started = performance.now();
     const p = partitionOf(r.adId, this.o.partitions);
     const plan = this.filterPlan(r.filter);
-    const view = plan.kind !== "raw" && this.rollup ? await this.rollup.view() : undefined;
-    const storedThrough = Math.min(
-      r.toMs,
-      (view ? view.progress : await this.progress()).get(p) ?? Number.NEGATIVE_INFINITY,
-    );
-    const perMinute = new Map<number, number>();
+    const view = this.rollup ? await this.rollup.view() : undefined;
+    const status = view ?? (await this.storeStatus());
+    const progress = partitionProgressOf(status.progress.get(p), status.completeness.get(p));
+    const storedThrough = Math.min(r.toMs, progress.storedThroughMs);
+    const useRollup = view !== undefined && this.rollup?.covers(view, r.fromMs) === true;
+    const dimFilter = plan.kind === "dim" ? { dim: plan.dim, value: plan.value } : undefined;
+
+    // Revisions of the stored minutes (and, for a raw-store count, the positions they saw).
+    let revisions: Map<number, MinuteRevisionInfo> | undefined;
+    const versions = new Map<number, number>();
     if (storedThrough > r.fromMs) {
-      if (view && this.rollup?.covers(view, r.fromMs)) {
-        const series = this.rollup.series(
-          p,
-          r.adId,
-          r.fromMs,
-          storedThrough,
-          plan.kind === "dim" ? { dim: plan.dim, value: plan.value } : undefined,
-        );
-        for (const [m, n] of series) perMinute.set(m, n);
-      } else if (plan.kind === "raw") {
-        for (const [m, n] of await this.rawCounts(r.filter, r.fromMs, storedThrough, r.adId))
-          perMinute.set(m, n);
+      if (plan.kind === "raw" || !useRollup) {
+        revisions = await this.deps.aggregates.partitionMinuteRevisions(p, r.fromMs, storedThrough);
+        for (const [m, rev] of revisions) versions.set(m, rev.version);
       } else {
-        const series = await this.deps.aggregates.adSeries(
-          r.adId,
-          r.fromMs,
-          storedThrough,
-          plan.kind === "dim" ? { dim: plan.dim, value: plan.value } : undefined,
-        );
-        for (const [m, n] of series) perMinute.set(m, n);
+        for (const [m, v] of (this.rollup as StoreRollup).versions(p, r.fromMs, storedThrough))
+          versions.set(m, v);
       }
     }
-    let final = storedThrough >= r.toMs;
-    if (!final) {
-      const liveFrom = Math.max(r.fromMs, storedThrough);
-      const live =
-        plan.kind === "raw"
-          ? undefined
-          : await requestLive(this.deps.nc, p, {
-              fromMs: liveFrom,
-              toMs: r.toMs,
-              adId: r.adId,
-              ...(plan.kind === "dim" ? { dim: { dim: plan.dim, value: plan.value } } : {}),
-            });
+    const live =
+      storedThrough < r.toMs
+        ? await requestLive(this.deps.nc, p, {
+            fromMs: Math.max(r.fromMs, storedThrough),
+            toMs: r.toMs,
+            adId: r.adId,
+            ...(dimFilter ? { dim: dimFilter } : {}),
+          })
+        : undefined;
+
+    const perMinute = new Map<number, number>();
+    if (plan.kind === "raw") {
+      const bound = seqBound(new Map([[p, { progress, storedThrough, live }]]), revisions, p);
+      for (const [m, n] of await this.rawCounts(r.filter, r.fromMs, r.toMs, r.adId, bound))
+        perMinute.set(m, n);
+    } else {
+      if (storedThrough > r.fromMs) {
+        const series = useRollup
+          ? (this.rollup as StoreRollup).series(p, r.adId, r.fromMs, storedThrough, dimFilter)
+          : await this.deps.aggregates.adSeries(r.adId, r.fromMs, storedThrough, dimFilter);
+        for (const [m, n] of series) perMinute.set(m, n);
+      }
       for (const m of live?.minutes ?? []) {
         for (const [, n] of m.ads) perMinute.set(m.minuteStartMs, n);
       }
-      if (plan.kind === "raw") {
-        for (const [m, n] of await this.rawCounts(r.filter, liveFrom, r.toMs, r.adId))
-          perMinute.set(m, n);
-      }
-      final = false;
     }
-    const series: SeriesReply["series"] = [];
+    const liveMinutes = new Map((live?.minutes ?? []).map((m) => [m.minuteStartMs, m]));
+    const series: SeriesPoint[] = [];
+    const seen: number[] = [];
     for (let m = r.fromMs; m < r.toMs; m += ONE_MINUTE_MS) {
-      series.push({ minute: isoMinute(m), count: perMinute.get(m) ?? 0 });
+      const lm = liveMinutes.get(m);
+      const stored = m + ONE_MINUTE_MS <= storedThrough;
+      const revision = stored
+        ? (versions.get(m) ?? null)
+        : lm && lm.version > 0
+          ? lm.version
+          : null;
+      if (revision !== null) seen.push(revision);
+      series.push({
+        minute: isoMinute(m),
+        count: perMinute.get(m) ?? 0,
+        state: minuteLifecycle(m, progress, revision, lm?.closed ?? false),
+        revision,
+      });
     }
     queryLatency.observe({ endpoint }, (performance.now() - started) / 1000);
-    return { ad_id: r.adId, from: isoMinute(r.fromMs), to: isoMinute(r.toMs), series, final };
+    return {
+      ad_id: r.adId,
+      from: isoMinute(r.fromMs),
+      to: isoMinute(r.toMs),
+      series,
+      ...completionOf([progress], r.toMs, seen),
+    };
   }
 
   async top(r: TopRequest): Promise<TopReply> {
     const started = performance.now();
     const plan = this.filterPlan(r.filter);
-    const view = plan.kind !== "raw" && this.rollup ? await this.rollup.view() : undefined;
-    const progress = view ? view.progress : await this.progress();
+    const view = this.rollup ? await this.rollup.view() : undefined;
+    const status = view ?? (await this.storeStatus());
+    const parts = new Map<number, PartitionRead>();
+    for (let p = 0; p < this.o.partitions; p++) {
+      const progress = partitionProgressOf(status.progress.get(p), status.completeness.get(p));
+      parts.set(p, { progress, storedThrough: Math.min(r.toMs, progress.storedThroughMs) });
+    }
+    const storedThrough = [...parts.values()].map((x) => x.storedThrough);
+    const maxStored = Math.max(...storedThrough);
+    const dimFilter = plan.kind === "dim" ? { dim: plan.dim, value: plan.value } : undefined;
+    const lagging = [...parts].filter(([, x]) => x.storedThrough < r.toMs).map(([p]) => p);
+    const replies = await Promise.all(
+      lagging.map((p) =>
+        requestLive(this.deps.nc, p, {
+          fromMs: Math.max(r.fromMs, (parts.get(p) as PartitionRead).storedThrough),
+          toMs: r.toMs,
+          ...(dimFilter ? { dim: dimFilter } : {}),
+        }),
+      ),
+    );
+    lagging.forEach((p, i) => {
+      const reply = replies[i];
+      if (reply) (parts.get(p) as PartitionRead).live = reply;
+    });
+    const revisions: number[] = [];
+    for (const reply of replies)
+      for (const m of reply?.minutes ?? []) if (m.version > 0) revisions.push(m.version);
+    const useRollup = view !== undefined && this.rollup?.covers(view, r.fromMs) === true;
+
     const sums = new Map<string, number>();
     const add = (ad: string, n: number) => sums.set(ad, (sums.get(ad) ?? 0) + n);
-    let final = true;
     let ads: { ad_id: string; count: number }[] | undefined;
     if (plan.kind === "raw") {
-      // Raw events carry every attribute: count them for the whole range at once.
-      const minStored = Math.min(
-        ...Array.from(
-          { length: this.o.partitions },
-          (_, p) => progress.get(p) ?? Number.NEGATIVE_INFINITY,
-        ),
+      // Raw events carry every attribute: count them for the whole range at once, each
+      // partition-minute only as far as its revision has seen.
+      const stored = new Map<number, Map<number, MinuteRevisionInfo>>();
+      await Promise.all(
+        [...parts].map(async ([p, x]) => {
+          if (x.storedThrough <= r.fromMs) return;
+          const revs = await this.deps.aggregates.partitionMinuteRevisions(
+            p,
+            r.fromMs,
+            x.storedThrough,
+          );
+          stored.set(p, revs);
+          for (const rev of revs.values()) revisions.push(rev.version);
+        }),
       );
-      if (minStored < r.toMs) final = false;
-      for (const e of await this.rawEvents(r.filter, r.fromMs, r.toMs)) add(e.adId, 1);
+      const bound = (p: number, m: number) => seqBound(parts, stored.get(p), p)(p, m);
+      for (const e of await this.rawEvents(r.filter, r.fromMs, r.toMs, undefined, bound))
+        add(e.adId, 1);
     } else {
-      const storedThrough = Array.from({ length: this.o.partitions }, (_, p) =>
-        Math.min(r.toMs, progress.get(p) ?? Number.NEGATIVE_INFINITY),
-      );
-      const maxStored = Math.max(...storedThrough);
-      const dimFilter = plan.kind === "dim" ? { dim: plan.dim, value: plan.value } : undefined;
-      const lagging = storedThrough.flatMap((t, p) => (t < r.toMs ? [p] : []));
-      if (lagging.length > 0) final = false;
-      const replies = await Promise.all(
-        lagging.map((p) =>
-          requestLive(this.deps.nc, p, {
-            fromMs: Math.max(r.fromMs, storedThrough[p] as number),
-            toMs: r.toMs,
-            ...(plan.kind === "dim" ? { dim: { dim: plan.dim, value: plan.value } } : {}),
-          }),
-        ),
-      );
       const live = new Map<string, number>();
       for (const reply of replies)
         for (const m of reply?.minutes ?? [])
           for (const [ad, n] of m.ads) live.set(ad, (live.get(ad) ?? 0) + n);
-      if (view && this.rollup?.covers(view, r.fromMs)) {
+      if (useRollup) {
+        const rollup = this.rollup as StoreRollup;
+        for (let p = 0; p < this.o.partitions; p++)
+          for (const v of rollup.versions(p, r.fromMs, storedThrough[p] as number).values())
+            revisions.push(v);
         // Stored minutes from the rollup: their top k (k ≥ n) is cached per view. An ad
         // outside that top k can only enter the answer through live counts, so the exact
         // answer is the top n of (stored top k ∪ ads with live counts), each at its total.
         const k = Math.max(r.n, 1000);
-        const stored = this.rollup.rangeTop(
-          view,
+        const top = rollup.rangeTop(
+          view as NonNullable<typeof view>,
           r.fromMs,
           storedThrough,
           k,
@@ -236,10 +317,10 @@ export class QueryEngine {
           r.toMs - r.fromMs,
         );
         if (live.size === 0) {
-          ads = stored.top.slice(0, r.n).map((e) => ({ ad_id: e.adId, count: e.count }));
+          ads = top.top.slice(0, r.n).map((e) => ({ ad_id: e.adId, count: e.count }));
         } else {
-          for (const e of stored.top) sums.set(e.adId, e.count);
-          for (const [ad, n] of live) sums.set(ad, (sums.get(ad) ?? stored.storedCount(ad)) + n);
+          for (const e of top.top) sums.set(e.adId, e.count);
+          for (const [ad, n] of live) sums.set(ad, (sums.get(ad) ?? top.storedCount(ad)) + n);
         }
       } else {
         if (maxStored > r.fromMs) {
@@ -249,6 +330,7 @@ export class QueryEngine {
             maxStored,
           )) {
             if (pm.minuteStartMs >= (storedThrough[pm.partition] as number)) continue;
+            revisions.push(pm.version);
             if (dimFilter) {
               for (const [ad, v, n] of pm.dimCounts[dimFilter.dim] ?? [])
                 if (v === dimFilter.value) add(ad, n);
@@ -262,36 +344,55 @@ export class QueryEngine {
     }
     ads ??= topK(sums, r.n).map((e) => ({ ad_id: e.adId, count: e.count }));
     queryLatency.observe({ endpoint: "top" }, (performance.now() - started) / 1000);
-    return { from: isoMinute(r.fromMs), to: isoMinute(r.toMs), n: r.n, ads, final };
+    return {
+      from: isoMinute(r.fromMs),
+      to: isoMinute(r.toMs),
+      n: r.n,
+      ads,
+      ...completionOf(
+        [...parts.values()].map((x) => x.progress),
+        r.toMs,
+        revisions,
+      ),
+    };
   }
 
-  /** Unique raw events of [fromMs, toMs) matching every given filter field. */
+  /**
+   * Unique raw events of [fromMs, toMs) matching every given filter field, each kept only
+   * when its stream sequence is within `bound(partition, minute)`.
+   */
   private async rawEvents(
     f: Filter,
     fromMs: number,
     toMs: number,
-    adId?: string,
-  ): Promise<ClickEvent[]> {
-    const out: ClickEvent[] = [];
-    const match = (e: ClickEvent) =>
+    adId: string | undefined,
+    bound: (partition: number, minuteMs: number) => number,
+  ): Promise<SequencedEvent[]> {
+    const out: SequencedEvent[] = [];
+    const parts = this.o.partitions;
+    const match = (e: SequencedEvent) =>
       (adId === undefined || e.adId === adId) &&
       (f.country === undefined || e.country === f.country) &&
       (f.ip === undefined || e.ip === f.ip) &&
-      (f.userId === undefined || e.userId === f.userId);
-    const readMinute = async (m: number): Promise<ClickEvent[]> => {
+      (f.userId === undefined || e.userId === f.userId) &&
+      e.streamSeq <=
+        bound(
+          adId === undefined ? partitionOf(e.adId, parts) : partitionOf(adId, parts),
+          Math.floor(e.timestampMs / ONE_MINUTE_MS) * ONE_MINUTE_MS,
+        );
+    const readMinute = async (m: number): Promise<SequencedEvent[]> => {
       if (f.userId !== undefined) return this.deps.raw.readByDimension("userId", f.userId, m);
       if (f.ip !== undefined) return this.deps.raw.readByDimension("ip", f.ip, m);
-      if (adId !== undefined)
-        return this.deps.raw.readMinute(partitionOf(adId, this.o.partitions), m);
-      const all: ClickEvent[] = [];
-      for (let p = 0; p < this.o.partitions; p++)
-        for (const e of await this.deps.raw.readMinute(p, m)) all.push(e);
+      if (adId !== undefined) return this.deps.raw.readMinuteSequenced(partitionOf(adId, parts), m);
+      const all: SequencedEvent[] = [];
+      for (let p = 0; p < parts; p++)
+        for (const e of await this.deps.raw.readMinuteSequenced(p, m)) all.push(e);
       return all;
     };
     // Minutes are independent reads: a few in flight at once instead of one after another.
     const minutes: number[] = [];
     for (let m = fromMs; m < toMs; m += ONE_MINUTE_MS) minutes.push(m);
-    const perMinute: ClickEvent[][] = new Array(minutes.length);
+    const perMinute: SequencedEvent[][] = new Array(minutes.length);
     let next = 0;
     const worker = async () => {
       while (next < minutes.length) {
@@ -311,12 +412,40 @@ export class QueryEngine {
     fromMs: number,
     toMs: number,
     adId: string,
+    bound: (partition: number, minuteMs: number) => number,
   ): Promise<Map<number, number>> {
     const perMinute = new Map<number, number>();
-    for (const e of await this.rawEvents(f, fromMs, toMs, adId)) {
+    for (const e of await this.rawEvents(f, fromMs, toMs, adId, bound)) {
       const m = Math.floor(e.timestampMs / ONE_MINUTE_MS) * ONE_MINUTE_MS;
       perMinute.set(m, (perMinute.get(m) ?? 0) + 1);
     }
     return perMinute;
   }
+}
+
+/**
+ * How far into a partition's stream a raw-store count of each minute may look: as far as the
+ * minute's counted revision has seen — its stored revision's position (an older build's
+ * revision: everything), the live aggregator's for newer minutes, and nothing where neither
+ * has counted anything (a closed minute without a revision has no clicks; without a live
+ * answer the unfiltered count has none either). Clicks past it are not in the unfiltered
+ * answer yet, so they stay out of the filtered one.
+ */
+function seqBound(
+  parts: ReadonlyMap<number, PartitionRead>,
+  stored: ReadonlyMap<number, MinuteRevisionInfo> | undefined,
+  partition: number,
+): (p: number, minuteMs: number) => number {
+  return (p, m) => {
+    const x = parts.get(p);
+    if (!x) return 0;
+    if (p === partition && m + ONE_MINUTE_MS <= x.storedThrough) {
+      const rev = stored?.get(m);
+      if (!rev) return 0;
+      return rev.throughSeq ?? Number.POSITIVE_INFINITY;
+    }
+    if (!x.live) return 0;
+    const lm = x.live.minutes.find((l) => l.minuteStartMs === m);
+    return lm ? lm.throughSeq : x.live.throughSeq;
+  };
 }

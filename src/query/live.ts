@@ -23,20 +23,34 @@ export interface LiveRequest {
   dim?: { dim: Dimension; value: string };
 }
 
+export interface LiveMinuteReply {
+  minuteStartMs: number;
+  closed: boolean;
+  /** 0: never emitted (open, or closed with its emission pending); else its revision. */
+  version: number;
+  /** Every click of the minute up to this CLICKS sequence is counted here. */
+  throughSeq: number;
+  ads: [string, number][];
+}
+
 export interface LiveReply {
   partition: number;
-  minutes: { minuteStartMs: number; closed: boolean; ads: [string, number][] }[];
+  /** The aggregator has read its partition up to this CLICKS sequence (minutes not listed: 0 clicks up to it). */
+  throughSeq: number;
+  minutes: LiveMinuteReply[];
   error?: string;
 }
 
+/** What a partition's aggregator shows queries: its live minutes and how far it has read. */
+export interface LiveView {
+  minutes: LiveMinuteView[];
+  throughSeq: number;
+}
+
 /** Answers a live request from a partition's minutes (pure). */
-export function answerLive(
-  partition: number,
-  minutes: LiveMinuteView[],
-  r: LiveRequest,
-): LiveReply {
-  const out: LiveReply = { partition, minutes: [] };
-  for (const m of minutes) {
+export function answerLive(partition: number, view: LiveView, r: LiveRequest): LiveReply {
+  const out: LiveReply = { partition, throughSeq: view.throughSeq, minutes: [] };
+  for (const m of view.minutes) {
     let ads: [string, number][];
     const filter =
       r.dim ??
@@ -46,6 +60,7 @@ export function answerLive(
       if (!rows)
         return {
           partition,
+          throughSeq: view.throughSeq,
           minutes: [],
           error: `the aggregators do not count the ${filter.dim} dimension`,
         };
@@ -54,7 +69,13 @@ export function answerLive(
       ads = m.adCounts;
     }
     if (r.adId !== undefined) ads = ads.filter(([a]) => a === r.adId);
-    out.minutes.push({ minuteStartMs: m.minuteStartMs, closed: m.closed, ads });
+    out.minutes.push({
+      minuteStartMs: m.minuteStartMs,
+      closed: m.closed,
+      version: m.version,
+      throughSeq: m.throughSeq,
+      ads,
+    });
   }
   return out;
 }
@@ -67,7 +88,7 @@ export function answerLive(
 export function serveLive(
   nc: NatsConnection,
   partitions: number[],
-  minutesOf: (p: number, fromMs: number, toMs: number) => LiveMinuteView[] | undefined,
+  viewOf: (p: number, fromMs: number, toMs: number) => LiveView | undefined,
 ): { close(): void } {
   const subs: Subscription[] = [];
   for (const p of partitions) {
@@ -78,11 +99,11 @@ export function serveLive(
           let reply: LiveReply;
           try {
             const r = msg.json<LiveRequest>();
-            const minutes = minutesOf(p, r.fromMs, r.toMs);
-            if (!minutes) return; // not running here: the lease holder answers
-            reply = answerLive(p, minutes, r);
+            const view = viewOf(p, r.fromMs, r.toMs);
+            if (!view) return; // not running here: the lease holder answers
+            reply = answerLive(p, view, r);
           } catch (e) {
-            reply = { partition: p, minutes: [], error: String(e) };
+            reply = { partition: p, throughSeq: 0, minutes: [], error: String(e) };
           }
           msg.respond(JSON.stringify(reply));
         },

@@ -17,14 +17,14 @@
  * (ad, minute) cell instead of a JS tuple of ~80 bytes.
  */
 import { ONE_MINUTE_MS } from "../model.js";
-import type { AggregateStore } from "../storage/aggregate-store.js";
+import type { AggregateStore, StoredCompleteness } from "../storage/aggregate-store.js";
 import { ValueIndex } from "../windows/minute-state.js";
 import { type TopEntry, TopKHeap } from "../windows/topk.js";
 
 /** What the rollup reads of the aggregate store (all of it cheap but the minute blobs). */
 export type RollupSource = Pick<
   AggregateStore,
-  "progress" | "partitionMinuteVersions" | "partitionMinute"
+  "progress" | "completeness" | "partitionMinuteVersions" | "partitionMinute"
 >;
 
 /** Cells of one list: ad indexes in ad id order, and their counts. */
@@ -42,6 +42,8 @@ interface RolledMinute extends Cells {
 export interface RollupView {
   /** closed_through per partition, as read at the refresh. */
   progress: Map<number, number>;
+  /** Completeness per partition, as read at the refresh (before progress: never ahead of it). */
+  completeness: Map<number, StoredCompleteness>;
   /** Oldest minute held (ranges starting earlier are answered from the store). */
   windowFromMs: number;
   /** Bumped whenever any held minute or any progress changes. */
@@ -78,6 +80,7 @@ export class StoreRollup {
   private minutes = new Map<number, Map<number, RolledMinute>>();
   private current: RollupView = {
     progress: new Map(),
+    completeness: new Map(),
     windowFromMs: Number.POSITIVE_INFINITY,
     generation: 0,
     atMs: 0,
@@ -109,11 +112,12 @@ export class StoreRollup {
 
   private async load(): Promise<void> {
     const startedAt = this.now();
+    const completeness = await this.store.completeness();
     const progress = await this.store.progress();
     let newest = Number.NEGATIVE_INFINITY;
     for (const t of progress.values()) newest = Math.max(newest, t);
     if (!Number.isFinite(newest)) {
-      this.current = { ...this.current, progress, atMs: startedAt };
+      this.current = { ...this.current, progress, completeness, atMs: startedAt };
       return;
     }
     const windowFromMs = newest - this.o.windowMinutes * ONE_MINUTE_MS;
@@ -167,10 +171,20 @@ export class StoreRollup {
     this.minutes = next;
     this.current = {
       progress,
+      completeness,
       windowFromMs,
       generation: this.current.generation + (changed ? 1 : 0),
       atMs: startedAt,
     };
+  }
+
+  /** Revisions of partition p's held minutes in [fromMs, toMs). */
+  versions(p: number, fromMs: number, toMs: number): Map<number, number> {
+    const out = new Map<number, number>();
+    for (const [minute, rm] of this.minutes.get(p) ?? []) {
+      if (minute >= fromMs && minute < toMs) out.set(minute, rm.version);
+    }
+    return out;
   }
 
   /** True when [fromMs, …) starts inside the held window of `view`. */

@@ -159,7 +159,7 @@ function runnerOptions(p: number, over: Partial<AggregatorRunnerOptions> = {}) {
       idleTimeoutMs: 3_600_000,
       dimensions: ["country" as const],
       topK: 10,
-      latePolicy: "correct" as const,
+      latePolicy: "amend" as const,
     },
     snapshotEveryMs: 0,
     maxBatchMessages: 1,

@@ -73,14 +73,7 @@ describe("the adclick CLI end to end: up, ship, query", () => {
       ADCLICK_CASSANDRA: contactPoint,
       ADCLICK_KEYSPACE: uniqueName("e2e"),
       ADCLICK_PARTITIONS: "4",
-      ADCLICK_IDLE_TIMEOUT_MS: "2000",
-      // Three servers' logs of the same three minutes, shipped at full speed side by side,
-      // drift apart in event time by more than the default 15 s: some clicks would arrive
-      // past the lateness, and with the `correct` policy their corrections may follow the
-      // first `final` answer. Late data has its own tests (aggregation, recalc); here every
-      // click is in time, so `final` means exact. The last minutes close by the idle timeout.
-      ADCLICK_ALLOWED_LATENESS_MS: "600000",
-      ADCLICK_LATE_POLICY: "correct",
+      // Everything else is the default: 15 s lateness, late clicks amend their minute.
       ADCLICK_METRICS_PORT: "0",
       ADCLICK_DATA_DIR: join(dir, "data"),
     };
@@ -104,10 +97,11 @@ describe("the adclick CLI end to end: up, ship, query", () => {
         writeFileSync(f, l.text);
         return f;
       });
+      // One command for the three logs (a backfill): each file is a source of its own,
+      // announced before any click and shipped in turn by event time, so no click of any of
+      // them is late, and the first `final` answer is already exact.
       const t0 = Date.now();
-      const shipped = await Promise.all(
-        files.map((f, i) => adclickRun(["ship", "--source", `web-${i}`, "--json", f], env)),
-      );
+      const shipped = [await adclickRun(["ship", "--source", "backfill", "--json", ...files], env)];
       for (const s of shipped) expect(s.code, s.stderr).toBe(0);
       console.log(`[e2e] shipped in ${Date.now() - t0} ms`);
       const clicks = uniqueClicks(logs.map((l) => l.truth));
@@ -156,6 +150,9 @@ describe("the adclick CLI end to end: up, ship, query", () => {
                 expect(r.code, r.stderr).toBe(0);
                 const reply = JSON.parse(r.stdout);
                 expect(reply.final).toBe(true);
+                expect(reply.sources_behind).toEqual([]);
+                // No click was late: every minute is still its first revision.
+                if (Object.keys(f).length === 0) expect(reply.revision).toBe(1);
                 expect({ ad, from, to, f, count: reply.count }).toEqual({
                   ad,
                   from,
@@ -211,12 +208,17 @@ describe("the adclick CLI end to end: up, ship, query", () => {
           "aggregator-1",
           "aggregator-2",
           "aggregator-3",
+          "late-repair",
           "map",
           "raw-writer",
           "reducer",
         ].sort(),
       );
       expect(rows.every((r) => r.state === "running")).toBe(true);
+      // The status lists the three logs as sources, each ended by the one-shot ship.
+      const status = await adclickRun(["admin", "status"], env);
+      expect(status.code, status.stderr).toBe(0);
+      for (const f of files) expect(status.stdout).toMatch(new RegExp(`backfill:${f}\\s+ended`));
       const reconcile = await adclickRun(
         [
           "admin",

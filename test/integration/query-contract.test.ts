@@ -110,6 +110,9 @@ describe("the query service contract (adclick.query.*)", () => {
       to: iso(at(2)),
       count: 3,
       final: true,
+      revision: 1,
+      complete_through: expect.stringMatching(/^2024-07-09T08:0[2-4]:00Z$/),
+      sources_behind: [],
     });
     expect((await ask("count", { ad_id: "b", from: iso(at(1)), to: iso(at(2)) })).body.count).toBe(
       4,
@@ -139,6 +142,9 @@ describe("the query service contract (adclick.query.*)", () => {
         { ad_id: "a", count: 3 },
       ],
       final: true,
+      revision: 1,
+      complete_through: expect.stringMatching(/^2024-07-09T08:0[2-4]:00Z$/),
+      sources_behind: [],
     });
     expect(
       (await ask("top", { from: iso(at(0)), to: iso(at(1)), filter: { country: "USA" } })).body.ads,
@@ -152,9 +158,19 @@ describe("the query service contract (adclick.query.*)", () => {
     expect(
       (await ask("series", { ad_id: "b", from: iso(at(0)), to: iso(at(2)) })).body.series,
     ).toEqual([
-      { minute: iso(at(0)), count: 2 },
-      { minute: iso(at(1)), count: 4 },
+      { minute: iso(at(0)), count: 2, state: "final", revision: 1 },
+      { minute: iso(at(1)), count: 4, state: "final", revision: 1 },
     ]);
+  });
+
+  it("says how complete a range reaching past the stored minutes is, minute by minute", async () => {
+    const r = await ask("series", { ad_id: "z", from: iso(at(3)), to: iso(at(6)) });
+    expect(r.body.final).toBe(false);
+    const states = (r.body.series as { state: string }[]).map((x) => x.state);
+    // Minute 3 holds the newest click: closed or final; later minutes have nothing yet.
+    expect(states[0]).toMatch(/^(closed|final)$/);
+    expect(states.slice(1)).toEqual(["open", "open"]);
+    expect(r.body.complete_through).toMatch(/^2024-07-09T08:0[2-4]:00Z$/);
   });
 
   it.each([

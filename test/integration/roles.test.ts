@@ -77,6 +77,9 @@ describe("worker roles (ADCLICK_ROLES): aggregation workers and a query-only pro
         { ad_id: "b", count: 2 },
       ],
       final: true,
+      revision: 1,
+      complete_through: expect.any(String),
+      sources_behind: [],
     });
     const count = (await ask("count", { ad_id: "a", from: iso(T0), to: iso(T0 + 60_000) })).json();
     expect(count).toMatchObject({ count: 3, final: true });

@@ -43,47 +43,28 @@ export interface ExpectedAggregates {
   adMinuteCountry: Map<string, number>;
   /** minute → its top N (count desc, ad_id asc) */
   topByMinute: Map<number, { adId: string; count: number }[]>;
-  lateDropped: number;
 }
 
 /**
- * An independent, brute-force recount of what the aggregation must produce for clicks in
- * their arrival order: per partition, an event is late when the end of its minute is at or
- * before (largest event time seen so far in the partition, itself included) − lateness.
- * Late events are dropped or counted per policy; duplicates (same click_id) count once.
- * Partition membership uses the same (frozen) partition function: it is the definition of
- * which events share a watermark.
+ * An independent, brute-force recount of what the aggregation must produce under the default
+ * late policy (amend): every unique click counted once, in its own minute, whatever order,
+ * lateness or source it came in. Duplicates (same click_id) count once. `counted`, when
+ * given, says which clicks count at all (policy drop: those the pipeline did not report late).
  */
 export function expectedAggregates(
   arrival: readonly TruthLine[],
-  o: { partitions: number; allowedLatenessMs: number; policy: "drop" | "correct"; topN: number },
-  partitionOf: (adId: string, n: number) => number,
+  o: { topN: number; counted?: (c: TruthClick) => boolean },
 ): ExpectedAggregates {
-  const maxTs = new Map<number, number>();
-  const seen = new Set<string>();
   const adMinute = new Map<string, number>();
   const adMinuteCountry = new Map<string, number>();
-  let lateDropped = 0;
-  arrival.forEach((t, i) => {
-    if (t.kind === "malformed") return;
-    const c = t.click;
-    const p = partitionOf(c.adId, o.partitions);
-    const max = Math.max(maxTs.get(p) ?? Number.NEGATIVE_INFINITY, c.timestampMs);
-    maxTs.set(p, max);
+  for (const c of uniqueClicks([arrival])) {
+    if (o.counted && !o.counted(c)) continue;
     const minute = Math.floor(c.timestampMs / 60_000) * 60_000;
-    const late = minute + 60_000 <= max - o.allowedLatenessMs;
-    const id = c.clickId ?? `line-${i}`;
-    if (seen.has(id)) return;
-    if (late && o.policy === "drop") {
-      lateDropped++;
-      return;
-    }
-    seen.add(id);
     const k = `${c.adId}|${minute}`;
     adMinute.set(k, (adMinute.get(k) ?? 0) + 1);
     const kc = `${k}|${c.country.toUpperCase()}`;
     adMinuteCountry.set(kc, (adMinuteCountry.get(kc) ?? 0) + 1);
-  });
+  }
   const perMinute = new Map<number, { adId: string; count: number }[]>();
   for (const [k, count] of adMinute) {
     const [adId, minute] = k.split("|") as [string, string];
@@ -96,5 +77,25 @@ export function expectedAggregates(
     list.sort((a, b) => b.count - a.count || (a.adId < b.adId ? -1 : a.adId > b.adId ? 1 : 0));
     topByMinute.set(minute, list.slice(0, o.topN));
   }
-  return { adMinute, adMinuteCountry, topByMinute, lateDropped };
+  return { adMinute, adMinuteCountry, topByMinute };
+}
+
+/**
+ * Under policy drop, which clicks count: a click is counted once unless every copy of it in
+ * the input (the line and its duplicates) was reported late (CLICKS_LATE), given as the
+ * multiset of the late events' keys (see {@link eventKey}).
+ */
+export function countedUnderDrop(
+  arrival: readonly TruthLine[],
+  lateKeys: readonly string[],
+): (c: TruthClick) => boolean {
+  const copies = new Map<string, number>();
+  for (const t of arrival) {
+    if (t.kind === "malformed") continue;
+    const k = clickKey(t.click);
+    copies.set(k, (copies.get(k) ?? 0) + 1);
+  }
+  const late = new Map<string, number>();
+  for (const k of lateKeys) late.set(k, (late.get(k) ?? 0) + 1);
+  return (c) => (late.get(clickKey(c)) ?? 0) < (copies.get(clickKey(c)) ?? 0);
 }

@@ -25,6 +25,10 @@ class StoreData implements RollupSource {
     return new Map(this.closedThrough);
   }
 
+  async completeness() {
+    return new Map();
+  }
+
   async partitionMinuteVersions(p: number, fromMs: number, toMs: number) {
     const out = new Map<number, number>();
     for (const pm of this.minutes.values())
