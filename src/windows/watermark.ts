@@ -264,13 +264,14 @@ export function completenessOf(w: WatermarkState): Completeness {
 }
 
 /**
- * Processing time at which a holding source would go idle (and so might move the watermark),
- * or null when no source holds. Lets a runtime schedule one tick instead of polling.
+ * Processing time at which a live source would go idle (and so might move the watermark: a
+ * holding one stops holding, the last live one lets every minute holding data close), or null
+ * when no source is live. Lets a runtime schedule one tick instead of polling.
  */
 export function idleDeadlineMs(w: WatermarkState): number | null {
   let deadline: number | null = null;
   for (const s of w.sources.values()) {
-    if (!holds(w, s, w.nowMs)) continue;
+    if (!alive(w, s, w.nowMs)) continue;
     const d = s.lastSeenMs + w.idleTimeoutMs;
     if (deadline === null || d < deadline) deadline = d;
   }

@@ -363,8 +363,8 @@ describe("idle deadline", () => {
     },
     {
       msgs: [["a", 7_000, { maxEventTimeMs: T0, caughtUp: true }]],
-      deadline: null,
-      why: "a caught-up source holds nothing to release",
+      deadline: 7_000 + IDLE,
+      why: "a caught-up source: once it is silent, its minutes close",
     },
     {
       msgs: [["a", 7_000, { maxEventTimeMs: T0, end: true }]],
