@@ -92,8 +92,9 @@ interface StatusReply {
   sources?: SourceSummary[];
 }
 
+/** An event time to the second (sources' progress: milliseconds are noise here). */
 const isoOrDash = (ms: number | null) =>
-  ms === null ? "(nothing yet)" : new Date(ms).toISOString().replace(".000Z", "Z");
+  ms === null ? "(nothing yet)" : `${new Date(ms).toISOString().slice(0, 19)}Z`;
 
 /** Every worker on a line, then every source with its progress, standing and lag. */
 export function formatStatus(replies: readonly StatusReply[]): string[] {

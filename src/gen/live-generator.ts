@@ -48,6 +48,7 @@ export function startLiveGenerator(
     async stop() {
       stopped = true;
       await loop;
+      await producer.close().catch(() => {});
     },
     sent: () => sent,
   };

@@ -22,6 +22,7 @@ export const INGEST_SOURCE = "ingest";
  * for the aggregators' event time. Without it, the source is "ingest".
  */
 export const SOURCE_HEADER = "Adclick-Source";
+const MAX_SOURCES_TRACKED = 10_000;
 
 /** The source of an ingest message: its header when it is a sensible name, else "ingest". */
 export function ingestSourceOf(header: string | undefined): string {
@@ -127,6 +128,10 @@ export class IngestRouter {
     for (const [source, t] of routedMax) {
       if (t > (this.progress.get(source) ?? Number.NEGATIVE_INFINITY)) this.progress.set(source, t);
     }
+    // Source names come from headers: keep a bounded number (an unknown source's
+    // mark is just "no progress yet", which holds nothing: these sources are caught up).
+    while (this.progress.size > MAX_SOURCES_TRACKED)
+      this.progress.delete(this.progress.keys().next().value as string);
     for (const m of msgs) m.ack();
   }
 }

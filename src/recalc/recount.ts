@@ -137,7 +137,8 @@ export const MISMATCH_CAUSES: readonly MismatchCause[] = [
 
 /** Human text of each cause (reports, tables). */
 export const CAUSE_TEXT: Record<MismatchCause, string> = {
-  late_dropped: "late events past the lateness (dropped by policy; see CLICKS_LATE)",
+  late_dropped:
+    "late clicks not counted live (policy drop, or past the amendment horizon and not repaired yet; see CLICKS_LATE)",
   not_closed: "minute not closed by the live pipeline yet (still open, or not stored yet)",
   missing_minute: "minute missing in aggregates (never emitted, or lost before the store)",
   missing_in_aggregates: "missing in aggregates (ad absent from the stored minute)",

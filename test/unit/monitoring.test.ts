@@ -9,6 +9,8 @@ await Promise.all([
   import("../../src/ingest/raw-writer.js"),
   import("../../src/ingest/ingest-router.js"),
   import("../../src/aggregate/aggregator-runner.js"),
+  import("../../src/aggregate/source-metrics.js"),
+  import("../../src/recalc/late-repair.js"),
   import("../../src/aggregate/aggregate-writer.js"),
   import("../../src/aggregate/reducer.js"),
   import("../../src/query/engine.js"),
