@@ -60,6 +60,16 @@ export async function runAdmin(
             ? `complete through ${Number.isFinite(s.completeThroughMs) ? new Date(s.completeThroughMs).toISOString() : "-"}`
             : "",
           typeof s.amendments === "number" && s.amendments > 0 ? `${s.amendments} amendments` : "",
+          Array.isArray(s.configChanges) && s.configChanges.length > 0
+            ? `configuration applied to its saved state: ${(
+                s.configChanges as { option: string; stored: unknown; configured: unknown }[]
+              )
+                .map(
+                  (c) =>
+                    `${c.option} ${JSON.stringify(c.stored)} → ${JSON.stringify(c.configured)}`,
+                )
+                .join(", ")}`
+            : "",
           typeof s.lastSnapshotAtMs === "number" && s.lastSnapshotAtMs > 0
             ? `snapshot ${Math.round((Date.now() - s.lastSnapshotAtMs) / 1000)}s ago`
             : "",

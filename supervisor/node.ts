@@ -89,6 +89,12 @@ export async function startNode(
     } else if (r.kind === "child_restarted") {
       actorRestarts.inc({ actor: r.id });
     }
+  }).catch(async (err: unknown) => {
+    // Refused to start (e.g. a saved state the configuration cannot apply to): let go of
+    // the connections, then say why.
+    await nc.close().catch(() => {});
+    await cql.shutdown().catch(() => {});
+    throw err;
   });
   // The engine exists in every process (admin and `adclick up` use it); it loads its rollup
   // of the stored minutes only when queried, i.e. only where the query role runs.

@@ -50,8 +50,10 @@ export function buildCli(extend?: (program: Command) => void): Command {
 
   program
     .command("ship")
-    .description("ship click log files to JetStream (one-shot, or --follow like a log agent)")
-    .argument("<files...>", "log files")
+    .description(
+      "ship click log files to JetStream (one-shot, or --follow like a log agent); every file is a source of its own, several are shipped in turns by event time",
+    )
+    .argument("<files...>", "log files (e.g. several servers' logs of the same period)")
     .option(
       "--source <name>",
       "the origin of these logs, part of every derived event id (default: host name)",

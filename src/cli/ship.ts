@@ -50,6 +50,8 @@ export async function runShip(
         source,
         partitions: c.partitions,
         fromStart: o.fromStart,
+        // Well inside the aggregators' idle timeout: a waiting file never looks stopped.
+        heartbeatMs: Math.max(250, Math.floor(c.idleTimeoutMs / 4)),
         ...(o.chunkBytes ? { chunkBytes: o.chunkBytes } : {}),
         onMalformed: (m) => {
           if (reported++ < 20) {

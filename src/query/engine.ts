@@ -291,7 +291,9 @@ export class QueryEngine {
           for (const rev of revs.values()) revisions.push(rev.version);
         }),
       );
-      const bound = (p: number, m: number) => seqBound(parts, stored.get(p), p)(p, m);
+      const bounds = new Map([...parts.keys()].map((p) => [p, seqBound(parts, stored.get(p), p)]));
+      const bound = (p: number, m: number) =>
+        (bounds.get(p) as ReturnType<typeof seqBound> | undefined)?.(p, m) ?? 0;
       for (const e of await this.rawEvents(r.filter, r.fromMs, r.toMs, undefined, bound))
         add(e.adId, 1);
     } else {

@@ -29,9 +29,11 @@
  *    {@link completenessOf}) until it catches up. (The aggregator also bounds the number of
  *    open minutes; see partition-aggregator.ts.)
  * 4. **No live source: everything holding data closes.** When every source has ended or
- *    gone idle, the watermark jumps to the end of the newest minute any click or mark reached
- *    — the last minute of a finished input becomes final — and no further: minutes after it
- *    stay open, so input that resumes with newer clicks is on time.
+ *    gone idle, and none has said anything for `idleTimeoutMs`, the watermark jumps to the end
+ *    of the newest minute any click or mark reached — the last minute of a finished input
+ *    becomes final — and no further: minutes after it stay open, so input that resumes with
+ *    newer clicks is on time. (Waiting the timeout after an end lets a source that starts
+ *    right after another finished — the next file of a sequence — find its minutes open.)
  * 5. **Monotonic.** The watermark never goes backwards.
  *
  * The functions mutate the given state in place (per-message hot-path data).
@@ -166,6 +168,12 @@ function holds(w: WatermarkState, s: SourceClock, nowMs: number): boolean {
   return !s.caughtUp && alive(w, s, nowMs);
 }
 
+/** Some source, ended or not, said something within the idle timeout. */
+function heardWithin(w: WatermarkState, nowMs: number): boolean {
+  for (const s of w.sources.values()) if (nowMs - s.lastSeenMs < w.idleTimeoutMs) return true;
+  return false;
+}
+
 /** The largest event time anything here reached: clicks and every source's progress. */
 export function maxProgressOf(w: WatermarkState): number {
   let max = w.maxEventTimeMs;
@@ -200,7 +208,7 @@ export function updateWatermark(w: WatermarkState, nowMs: number): boolean {
   }
   let target: number;
   if (anyHolding) target = minHeld - w.allowedLatenessMs;
-  else if (anyAlive) target = maxProgress - w.allowedLatenessMs;
+  else if (anyAlive || heardWithin(w, now)) target = maxProgress - w.allowedLatenessMs;
   else if (Number.isFinite(maxProgress)) target = windowEndOf(maxProgress, w.windowSizeMs);
   else target = maxProgress;
   if (Number.isFinite(maxProgress)) {
@@ -264,14 +272,14 @@ export function completenessOf(w: WatermarkState): Completeness {
 }
 
 /**
- * Processing time at which a live source would go idle (and so might move the watermark: a
- * holding one stops holding, the last live one lets every minute holding data close), or null
- * when no source is live. Lets a runtime schedule one tick instead of polling.
+ * Processing time at which a source's silence could move the watermark — a holding one stops
+ * holding; once the last word of every source is that old, every minute holding data closes —
+ * or null when none could. Lets a runtime schedule one tick instead of polling.
  */
 export function idleDeadlineMs(w: WatermarkState): number | null {
   let deadline: number | null = null;
   for (const s of w.sources.values()) {
-    if (!alive(w, s, w.nowMs)) continue;
+    if (w.nowMs - s.lastSeenMs >= w.idleTimeoutMs) continue;
     const d = s.lastSeenMs + w.idleTimeoutMs;
     if (deadline === null || d < deadline) deadline = d;
   }

@@ -32,9 +32,11 @@ import { KV_BUCKETS, STREAMS, SUBJECTS } from "../../nats/layout.js";
 import { AGGREGATE_WRITER_DURABLE } from "../../src/aggregate/aggregate-writer.js";
 import { generateClickLog, prng } from "../../src/gen/click-log.js";
 import { type CassandraNodeHandle, startCassandraNode } from "../../src/infra/cassandra-node.js";
+import { decodeBatch } from "../../src/ingest/batch-codec.js";
 import { KvCheckpointStore } from "../../src/ingest/checkpoint-store.js";
 import { RAW_WRITER_DURABLE } from "../../src/ingest/raw-writer.js";
 import { ONE_MINUTE_MS } from "../../src/model.js";
+import { RECALC_VERSION_BASE } from "../../src/recalc/progress.js";
 import { AggregateStore } from "../../src/storage/aggregate-store.js";
 import {
   type CassandraClient,
@@ -56,6 +58,7 @@ import {
   WorkerLoop,
 } from "../support/chaos.js";
 import { expectedAggregates } from "../support/oracle.js";
+import { readStream } from "../support/streams.js";
 
 const EVENTS = Number(process.env.ADCLICK_CHAOS_EVENTS ?? 200_000);
 const SEED = Number(process.env.ADCLICK_CHAOS_SEED ?? 20_240_709);
@@ -566,6 +569,18 @@ describe("chaos: exactly once while actors, workers, nats-server, Cassandra and 
 
     // ---- the checks -------------------------------------------------------------------------
     const { am, amc } = await storedCounts();
+    // Late data, from what is durable (process counters restart with the processes): stored
+    // revisions above 1 are amendments, those at a recalculation version are late repairs;
+    // CLICKS_LATE holds the clicks that came past the amendment horizon.
+    const stored = await store.partitionMinutes(PARTITIONS, ...RANGE);
+    const amended = stored.filter((pm) => pm.version > 1 && pm.version < RECALC_VERSION_BASE);
+    const repaired = stored.filter((pm) => pm.version >= RECALC_VERSION_BASE);
+    const pastHorizon = (
+      await readStream(nc, js, STREAMS.late, (d) => decodeBatch(d).length)
+    ).reduce((n, k) => n + k, 0);
+    const lateLine =
+      `late data: ${amended.length} of ${stored.length} partition-minutes amended (up to revision ${Math.max(1, ...amended.map((pm) => pm.version))}), ` +
+      `${repaired.length} repaired from the raw store, ${pastHorizon} clicks past the amendment horizon`;
     const diffs: Record<string, CountDiff> = {
       "partition_minutes per (ad, minute)": diffCounts(am, adMinute),
       "partition_minutes per (ad, minute, country)": diffCounts(amc, adMinuteCountry),
@@ -642,6 +657,7 @@ describe("chaos: exactly once while actors, workers, nats-server, Cassandra and 
       `run: ${((chaosEndMs - shipStart) / 1000).toFixed(0)} s of chaos, converged ${fmtMs(convergedAfterMs)} after it, ${((Date.now() - t0) / 1000).toFixed(0)} s in all; ` +
         `${workers.starts} worker processes started (${workers.exits.filter((e) => e.code === 1).length} exited after a supervisor escalation), ${shippers.runs} ship processes`,
       `faults: ${done.length} (${faults.length - done.length} skipped)`,
+      lateLine,
       `${"kind".padEnd(22)} ${"n".padStart(3)}  ${"running again p50/p99".padEnd(24)} caught up p50/p99`,
     );
     for (const kind of [...FAULT_KINDS, "all"] as const) {

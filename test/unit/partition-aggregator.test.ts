@@ -1192,7 +1192,7 @@ describe("the configuration is authoritative on restore", () => {
     expect(checkRestorable(empty, configured).map((c) => c.option)).toEqual(["dimensions"]);
     const restored = restoreAggregator(empty, configured);
     ingest(restored, [ev("b", T0 + 20 * MIN, { ip: "1.2.3.4" })], 3, { source: "w", end: true });
-    const [m] = advance(restored, 4);
+    const [m] = advance(restored, 3 + IDLE);
     expect(m?.dimCounts.ip).toEqual([["b", "1.2.3.4", 1]]);
   });
 

@@ -302,9 +302,18 @@ describe("no live source: everything holding data closes", () => {
         ["a", 0, { maxEventTimeMs: T0 + MIN + 30_000 }],
         ["a", 1, { end: true, progressMs: T0 + MIN + 30_000 }],
       ],
-      at: 2,
+      at: 1 + IDLE,
       wm: T0 + 2 * MIN,
-      why: "its only source ended: at once",
+      why: "its only source ended, the idle timeout after its last word",
+    },
+    {
+      msgs: [
+        ["a", 0, { maxEventTimeMs: T0 + MIN + 30_000 }],
+        ["a", 1, { end: true, progressMs: T0 + MIN + 30_000 }],
+      ],
+      at: IDLE,
+      wm: T0 + MIN + 30_000 - L,
+      why: "not before: a source starting right after may still find its minutes open",
     },
     {
       msgs: [
@@ -312,7 +321,7 @@ describe("no live source: everything holding data closes", () => {
         ["b", 0, { maxEventTimeMs: T0 + 5 * MIN, end: true }],
         ["a", 1, { end: true }],
       ],
-      at: 2,
+      at: 1 + IDLE,
       wm: T0 + 6 * MIN,
       why: "every source ended: through the most advanced one",
     },
@@ -368,8 +377,8 @@ describe("idle deadline", () => {
     },
     {
       msgs: [["a", 7_000, { maxEventTimeMs: T0, end: true }]],
-      deadline: null,
-      why: "an ended source",
+      deadline: 7_000 + IDLE,
+      why: "an ended source: its minutes close the idle timeout after its last word",
     },
   ])("is $deadline with $why", ({ msgs, deadline }) => {
     expect(idleDeadlineMs(feed(gen(), msgs))).toBe(deadline);
