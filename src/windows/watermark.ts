@@ -164,10 +164,6 @@ function alive(w: WatermarkState, s: SourceClock, nowMs: number): boolean {
   return !s.ended && nowMs - s.lastSeenMs < w.idleTimeoutMs;
 }
 
-function holds(w: WatermarkState, s: SourceClock, nowMs: number): boolean {
-  return !s.caughtUp && alive(w, s, nowMs);
-}
-
 /** Some source, ended or not, said something within the idle timeout. */
 function heardWithin(w: WatermarkState, nowMs: number): boolean {
   for (const s of w.sources.values()) if (nowMs - s.lastSeenMs < w.idleTimeoutMs) return true;
