@@ -1,8 +1,8 @@
-import type { JetStreamClient } from "@nats-io/jetstream";
-import { LateRepair, type LateRepairOptions } from "../src/recalc/late-repair.js";
-import type { RecalcProgressStore } from "../src/recalc/progress.js";
-import type { AggregateStore } from "../src/storage/aggregate-store.js";
-import type { RawStore } from "../src/storage/raw-store.js";
+import {
+  LateRepair,
+  type LateRepairDeps,
+  type LateRepairOptions,
+} from "../src/recalc/late-repair.js";
 import { type ChildSpec, crashable } from "./loop-machine.js";
 
 /**
@@ -10,16 +10,7 @@ import { type ChildSpec, crashable } from "./loop-machine.js";
  * the amendment horizon, and publishes the recounts as new revisions
  * (src/recalc/late-repair.ts).
  */
-export function lateRepairChild(
-  deps: {
-    js: JetStreamClient;
-    raw: RawStore;
-    aggregates: AggregateStore;
-    versions: RecalcProgressStore;
-    log?: (m: string) => void;
-  },
-  opts: LateRepairOptions,
-): ChildSpec {
+export function lateRepairChild(deps: LateRepairDeps, opts: LateRepairOptions): ChildSpec {
   return {
     id: opts.id,
     kind: "late-repair",

@@ -136,19 +136,22 @@ export function coversStored(
   return true;
 }
 
+/** What the late repair reads, writes and allocates versions from. */
+export interface LateRepairDeps {
+  js: JetStreamClient;
+  raw: RawStore;
+  aggregates: AggregateStore;
+  versions: RecalcProgressStore;
+  log?: (m: string) => void;
+}
+
 export class LateRepair {
   readonly status = { repaired: 0, refused: 0, clicks: 0, lastRepairAtMs: 0 };
   private readonly publisher: BatchPublisher;
   private readonly o: Required<LateRepairOptions>;
 
   constructor(
-    private readonly deps: {
-      js: JetStreamClient;
-      raw: RawStore;
-      aggregates: AggregateStore;
-      versions: RecalcProgressStore;
-      log?: (m: string) => void;
-    },
+    private readonly deps: LateRepairDeps,
     opts: LateRepairOptions,
   ) {
     this.o = { pollMs: 500, ...opts };

@@ -49,14 +49,14 @@ describe("filtered and unfiltered answers agree at every revision", () => {
   afterAll(async () => {
     await node?.stop();
   }, 60_000);
+  const ask = async (endpoint: string, body: unknown) =>
+    (
+      await nats().nc.request(`adclick.query.${endpoint}`, JSON.stringify(body), {
+        timeout: 10_000,
+      })
+    ).json<Record<string, unknown>>();
 
   it("a user_id count never includes clicks the revision has not counted", async () => {
-    const ask = async (endpoint: string, body: unknown) =>
-      (
-        await nats().nc.request(`adclick.query.${endpoint}`, JSON.stringify(body), {
-          timeout: 10_000,
-        })
-      ).json<Record<string, unknown>>();
     const producer = new ClickProducer(jetstream(node.nc), {
       partitions: PARTITIONS,
       source: "app",
@@ -108,12 +108,6 @@ describe("filtered and unfiltered answers agree at every revision", () => {
   });
 
   it("a click past the amendment horizon is still counted: the late repair recounts its minute", async () => {
-    const ask = async (endpoint: string, body: unknown) =>
-      (
-        await nats().nc.request(`adclick.query.${endpoint}`, JSON.stringify(body), {
-          timeout: 10_000,
-        })
-      ).json<Record<string, unknown>>();
     const producer = new ClickProducer(jetstream(node.nc), {
       partitions: PARTITIONS,
       source: "app-2",

@@ -8,101 +8,34 @@
  * Knobs: ADCLICK_SOURCES_LINES (lines per server, default 15 000), ADCLICK_SOURCES_FREEZE_SECONDS
  * (default 120).
  */
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
-import { afterAll, describe, expect, inject, it } from "vitest";
-import { KV_BUCKETS } from "../../nats/layout.js";
-import { KvCheckpointStore } from "../../src/ingest/checkpoint-store.js";
-import type { Node } from "../../supervisor/node.js";
-import { uniqueName, useNatsServer } from "../harness/servers.js";
+import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
+import { expect } from "vitest";
 import { sleep, until } from "../support/chaos.js";
 import {
   converged,
   exitCode,
   expectQueriesEqualRecount,
   expectStoreEqualsRecount,
-  figures,
   iso,
   MIN,
+  report,
+  type SeriesPoint,
   SPAN_MS,
   START_MS,
+  scenario,
   ship,
-  startStack,
   writeServerLogs,
 } from "../support/sources.js";
 
 const LINES = Number(process.env.ADCLICK_SOURCES_LINES ?? 15_000);
 const FREEZE_MS = Number(process.env.ADCLICK_SOURCES_FREEZE_SECONDS ?? 120) * 1000;
 
-/** A fresh NATS server, keyspace and AdClick process (default configuration) per scenario. */
-function scenario(title: string, timeoutMs: number, body: (ctx: Ctx) => Promise<void>) {
-  describe(title, () => {
-    const nats = useNatsServer();
-    const dir = mkdtempSync(join(tmpdir(), "adclick-sources-"));
-    let node: Node | undefined;
-    afterAll(async () => {
-      await node?.stop();
-      rmSync(dir, { recursive: true, force: true });
-    }, 60_000);
-    it("counts every click exactly once, in its own minute", { timeout: timeoutMs }, async () => {
-      const { server, nc } = nats();
-      const { contactPoint } = inject("cassandra");
-      const stack = await startStack(server.url, contactPoint, uniqueName("src"));
-      node = stack.node;
-      const ask = async (endpoint: string, b: unknown) =>
-        (
-          await nc.request(`adclick.query.${endpoint}`, JSON.stringify(b), { timeout: 10_000 })
-        ).json<Record<string, unknown>>();
-      await body({
-        node,
-        natsUrl: server.url,
-        jsm: await jetstreamManager(nc),
-        checkpoints: new KvCheckpointStore(
-          await new Kvm(jetstream(nc)).open(KV_BUCKETS.shipperCheckpoints),
-        ),
-        dir,
-        ask,
-        partitions: stack.config.partitions,
-        topN: stack.config.topK,
-      });
-    });
-  });
-}
-
-interface SeriesPoint {
-  minute: string;
-  count: number;
-  state: string;
-  revision: number | null;
-}
-
-interface Ctx {
-  node: Node;
-  natsUrl: string;
-  jsm: Awaited<ReturnType<typeof jetstreamManager>>;
-  checkpoints: KvCheckpointStore;
-  dir: string;
-  ask: (endpoint: string, body: unknown) => Promise<Record<string, unknown>>;
-  partitions: number;
-  topN: number;
-}
-
-const report = (what: string, f: ReturnType<typeof figures>) =>
-  console.log(
-    `[sources] ${what}: ${f.counted} clicks counted, ${f.amendedClicks} of them amending a closed minute (${f.amendments} revisions), ` +
-      `${f.lateClicks} left to the late repair; ${f.holds} holds, the longest ${(f.longestHoldMs / 1000).toFixed(1)} s`,
-  );
-
 scenario("(a) four servers' logs shipped by one command", 240_000, async (c) => {
   const logs = writeServerLogs(c.dir, 4, LINES);
   const p = ship(c.natsUrl, ["--source", "web", ...logs.files]);
   expect(await exitCode(p)).toBe(0);
   await until("the pipeline to converge", () => converged(c.node, c.jsm), 180_000, 500);
-  const f = figures(c.node);
-  report("one command", f);
+  const f = report("one command", c.node);
   // Announced up front and shipped in turns by event time: no click of any file is late.
   expect(f.amendedClicks).toBe(0);
   expect(f.lateClicks).toBe(0);
@@ -121,7 +54,7 @@ scenario("(b) four servers' logs shipped by four shippers at once", 240_000, asy
   const ps = logs.files.map((f, i) => ship(c.natsUrl, ["--source", `web-${i}`, f]));
   for (const p of ps) expect(await exitCode(p)).toBe(0);
   await until("the pipeline to converge", () => converged(c.node, c.jsm), 180_000, 500);
-  report("four shippers at once", figures(c.node));
+  report("four shippers at once", c.node);
   await expectStoreEqualsRecount(c.node.cql, c.partitions, c.topN, logs);
   await expectQueriesEqualRecount(c.ask, logs);
 });
@@ -181,8 +114,7 @@ scenario(
     agent.kill("SIGINT");
     expect(await exitCode(agent)).toBe(0);
     await until("the pipeline to converge", () => converged(c.node, c.jsm), 180_000, 500);
-    const f = figures(c.node);
-    report("one agent frozen for two minutes", f);
+    const f = report("one agent frozen for two minutes", c.node);
     // The frozen agent's second half came after its minutes were final: amendments.
     expect(f.amendedClicks).toBeGreaterThan(0);
     await expectStoreEqualsRecount(c.node.cql, c.partitions, c.topN, logs);

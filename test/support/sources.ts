@@ -4,15 +4,18 @@
  * and query answer against an independent recount of the generated input.
  */
 import type { ChildProcessWithoutNullStreams } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { JetStreamManager } from "@nats-io/jetstream";
-import { expect } from "vitest";
-import { STREAMS, SUBJECTS } from "../../nats/layout.js";
+import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import { afterAll, describe, expect, inject, it } from "vitest";
+import { KV_BUCKETS, STREAMS, SUBJECTS } from "../../nats/layout.js";
 import { AGGREGATE_WRITER_DURABLE } from "../../src/aggregate/aggregate-writer.js";
 import type { AggregatorStatus } from "../../src/aggregate/aggregator-runner.js";
 import { loadConfig } from "../../src/config.js";
 import { generateClickLog, type TruthClick, type TruthLine } from "../../src/gen/click-log.js";
+import { KvCheckpointStore } from "../../src/ingest/checkpoint-store.js";
 import { RAW_WRITER_DURABLE } from "../../src/ingest/raw-writer.js";
 import { ONE_MINUTE_MS } from "../../src/model.js";
 import { LATE_REPAIR_DURABLE } from "../../src/recalc/late-repair.js";
@@ -20,6 +23,7 @@ import { AggregateStore } from "../../src/storage/aggregate-store.js";
 import type { CassandraClient } from "../../src/storage/cassandra-client.js";
 import { type Node, startNode } from "../../supervisor/node.js";
 import { allRoles } from "../../supervisor/worker.js";
+import { uniqueName, useNatsServer } from "../harness/servers.js";
 import { diffCounts, diffSize, until } from "./chaos.js";
 import { adclick } from "./cli.js";
 import { uniqueClicks } from "./oracle.js";
@@ -61,6 +65,70 @@ export function writeServerLogs(dir: string, servers: number, linesPerServer: nu
     truth.push(log.truth);
   }
   return { files, truth };
+}
+
+/** A series minute as a reply gives it. */
+export interface SeriesPoint {
+  minute: string;
+  count: number;
+  state: string;
+  revision: number | null;
+}
+
+/** What a scenario gets: its own stack, NATS server, keyspace and folder. */
+export interface Scenario {
+  node: Node;
+  natsUrl: string;
+  jsm: JetStreamManager;
+  checkpoints: KvCheckpointStore;
+  dir: string;
+  ask: (endpoint: string, body: unknown) => Promise<Record<string, unknown>>;
+  partitions: number;
+  topN: number;
+}
+
+/** A fresh NATS server, keyspace and AdClick process (default configuration) per scenario. */
+export function scenario(title: string, timeoutMs: number, body: (c: Scenario) => Promise<void>) {
+  describe(title, () => {
+    const nats = useNatsServer();
+    const dir = mkdtempSync(join(tmpdir(), "adclick-sources-"));
+    let node: Node | undefined;
+    afterAll(async () => {
+      await node?.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }, 60_000);
+    it("counts every click exactly once, in its own minute", { timeout: timeoutMs }, async () => {
+      const { server, nc } = nats();
+      const { contactPoint } = inject("cassandra");
+      const stack = await startStack(server.url, contactPoint, uniqueName("src"));
+      node = stack.node;
+      await body({
+        node,
+        natsUrl: server.url,
+        jsm: await jetstreamManager(nc),
+        checkpoints: new KvCheckpointStore(
+          await new Kvm(jetstream(nc)).open(KV_BUCKETS.shipperCheckpoints),
+        ),
+        dir,
+        ask: async (endpoint, b) =>
+          (
+            await nc.request(`adclick.query.${endpoint}`, JSON.stringify(b), { timeout: 10_000 })
+          ).json<Record<string, unknown>>(),
+        partitions: stack.config.partitions,
+        topN: stack.config.topK,
+      });
+    });
+  });
+}
+
+/** Prints what the aggregators did in a scenario (the figures the issue asks for). */
+export function report(what: string, node: Node): ReturnType<typeof figures> {
+  const f = figures(node);
+  console.log(
+    `[sources] ${what}: ${f.counted} clicks counted, ${f.amendedClicks} of them amending a closed minute (${f.amendments} revisions), ` +
+      `${f.lateClicks} left to the late repair; ${f.holds} holds, the longest ${(f.longestHoldMs / 1000).toFixed(1)} s`,
+  );
+  return f;
 }
 
 /** An AdClick process with every role, and the default configuration. */
