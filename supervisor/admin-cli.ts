@@ -59,6 +59,9 @@ export async function runAdmin(
           s.completeThroughMs < s.watermarkMs
             ? `complete through ${Number.isFinite(s.completeThroughMs) ? new Date(s.completeThroughMs).toISOString() : "-"}`
             : "",
+          s.heldBy && typeof s.heldMs === "number" && s.heldMs > 0
+            ? `held ${Math.round(s.heldMs / 1000)} s behind by ${(s.heldBy as { source: string }).source}`
+            : "",
           typeof s.amendments === "number" && s.amendments > 0 ? `${s.amendments} amendments` : "",
           Array.isArray(s.configChanges) && s.configChanges.length > 0
             ? `configuration applied to its saved state: ${(

@@ -22,6 +22,7 @@ import {
   checkRestorable,
   completeness,
   createAggregatorState,
+  holdingSource,
   ingest,
   nextIdleDeadlineMs,
   type OptionChange,
@@ -143,8 +144,9 @@ export interface AggregatorStatus {
   sources: SourceView[];
   /** The most advanced event time any click or source reached here. */
   maxProgressMs: number;
-  /** Event time the watermark is held behind the most advanced source, now. */
+  /** Event time the watermark is held behind the most advanced source, now, and by which. */
   heldMs: number;
+  heldBy: { source: string; progressMs: number } | null;
   /** Holds so far (a slower source holding the watermark back), and the longest (stream time). */
   holds: number;
   longestHoldMs: number;
@@ -224,6 +226,7 @@ export class AggregatorRunner {
       sources: [],
       maxProgressMs: Number.NEGATIVE_INFINITY,
       heldMs: 0,
+      heldBy: null,
       holds: 0,
       longestHoldMs: 0,
       configChanges: [],
@@ -441,6 +444,7 @@ export class AggregatorRunner {
     this.status.sources = sourcesOf(this.state);
     this.status.maxProgressMs = maxProgressOf(this.state.watermark);
     this.status.heldMs = this.heldMs();
+    this.status.heldBy = holdingSource(this.state);
     watermarkHeld.set(this.labels, this.status.heldMs / 1000);
     reportSources(this.o.partition, this.status);
   }

@@ -45,10 +45,12 @@ import {
   type Completeness,
   completenessOf,
   createWatermark,
+  holderOf,
   idleDeadlineMs,
   observeSource,
   raiseWatermark,
   restoreWatermark,
+  type SourceBehind,
   type SourceStanding,
   snapshotWatermark,
   standingOf,
@@ -488,6 +490,11 @@ export function watermarkOf(state: AggregatorState): number {
 /** The watermark, how complete it is, and the lagging sources (see watermark.ts). */
 export function completeness(state: AggregatorState): Completeness {
   return completenessOf(state.watermark);
+}
+
+/** The source holding the partition's watermark back now (the slowest active one), or null. */
+export function holdingSource(state: AggregatorState): SourceBehind | null {
+  return holderOf(state.watermark);
 }
 
 /** One source as this partition sees it. */

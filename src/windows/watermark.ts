@@ -268,6 +268,21 @@ export function completenessOf(w: WatermarkState): Completeness {
 }
 
 /**
+ * The source holding the watermark back now — the slowest holding one, when the watermark is
+ * below what the most advanced progress allows — or null.
+ */
+export function holderOf(w: WatermarkState): SourceBehind | null {
+  const max = maxProgressOf(w);
+  if (!Number.isFinite(max) || w.watermarkMs >= max - w.allowedLatenessMs) return null;
+  let holder: SourceClock | null = null;
+  for (const s of w.sources.values()) {
+    if (s.caughtUp || !alive(w, s, w.nowMs)) continue;
+    if (holder === null || s.progressMs < holder.progressMs) holder = s;
+  }
+  return holder ? { source: holder.id, progressMs: holder.progressMs } : null;
+}
+
+/**
  * Processing time at which a source's silence could move the watermark — a holding one stops
  * holding; once the last word of every source is that old, every minute holding data closes —
  * or null when none could. Lets a runtime schedule one tick instead of polling.

@@ -4,6 +4,7 @@ import {
   completenessOf,
   createWatermark,
   DEFAULT_ALLOWED_LATENESS_MS,
+  holderOf,
   idleDeadlineMs,
   isWindowClosed,
   maxProgressOf,
@@ -272,6 +273,22 @@ describe("many sources: the slowest active one holds the watermark", () => {
     observeSource(w, "new", { maxEventTimeMs: Number.NEGATIVE_INFINITY, end: true }, 2);
     updateWatermark(w, 2);
     expect(completenessOf(w).completeThroughMs).toBe(T0 + 2 * MIN - L);
+  });
+
+  it("names the source holding the watermark back, and none when nothing holds it", () => {
+    const w = feed(gen(), [
+      ["slow", 0, {}],
+      ["fast", 0, { maxEventTimeMs: T0 + 5 * MIN }],
+      ["slow", 0, { maxEventTimeMs: T0 + 2 * MIN }],
+    ]);
+    updateWatermark(w, 1);
+    expect(holderOf(w)).toEqual({ source: "slow", progressMs: T0 + 2 * MIN });
+    feed(w, [["slow", 2, { maxEventTimeMs: T0 + 6 * MIN }]]);
+    updateWatermark(w, 3);
+    expect(holderOf(w)).toEqual({ source: "fast", progressMs: T0 + 5 * MIN }); // the slowest now
+    feed(w, [["fast", 4, { end: true }]]);
+    updateWatermark(w, 5);
+    expect(holderOf(w)).toBeNull(); // the one left is the most advanced: nothing held back
   });
 
   it("is complete through the watermark when no source is behind", () => {
