@@ -301,7 +301,7 @@ export class LogShipper {
       const f = files[i] as OpenFile;
       if (await this.shipNextChunk(f, final, spanMs)) {
         // Partitions that got none of the chunk's clicks learn the file's progress too.
-        if (files.length > 1) await this.mark(f, false);
+        await this.mark(f, false);
       } else {
         f.done = true;
         if (final) {
