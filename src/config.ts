@@ -123,7 +123,8 @@ export const DEFAULT_CONFIG: AdclickConfig = {
   localDataDir: ".infra/data",
   rawRetentionDays: 30,
   reconcileEveryMs: 3_600_000,
-  reconcileLagMs: 10 * 60_000,
+  // Past the lateness and the amendment horizon: minutes still amended live are not compared.
+  reconcileLagMs: 20 * 60_000,
 };
 
 const DIMENSIONS: readonly Dimension[] = ["country", "ip", "userId"];

@@ -290,9 +290,11 @@ export async function runBench(o: BenchOptions): Promise<number> {
       return {
         counted:
           sum("adclick_aggregator_events_total", 'disposition="counted"') +
-          sum("adclick_aggregator_events_total", 'disposition="late_corrected"'),
+          sum("adclick_aggregator_events_total", 'disposition="amended"'),
         duplicates: sum("adclick_aggregator_events_total", 'disposition="duplicate"'),
-        lateDropped: sum("adclick_aggregator_events_total", 'disposition="late_dropped"'),
+        lateDropped:
+          sum("adclick_aggregator_events_total", 'disposition="late_dropped"') +
+          sum("adclick_aggregator_events_total", 'disposition="late_horizon"'),
         rawEvents: sum("adclick_raw_events_written_total"),
         rawRows: sum("adclick_raw_rows_written_total"),
         aggRows: sum("adclick_aggregate_rows_written_total"),

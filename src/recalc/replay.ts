@@ -9,10 +9,10 @@
  * (see progress.ts), so they win over the live rows of the range, and a later
  * recalculation wins over an earlier one.
  *
- * Operational rule: recalculate closed minutes only. A live correction (late policy
- * "correct") of a minute after its recalculation carries a lower version and loses; run the
- * replay once the range is past lateness (+ retention under "correct"), as the scheduled
- * reconciliation does with its lag.
+ * Operational rule: recalculate closed minutes only. A live amendment (late policy "amend")
+ * of a minute after its recalculation carries a lower version and loses; run the replay once
+ * the range is past the lateness and the amendment horizon, as the scheduled reconciliation
+ * does with its lag.
  *
  * Resumable: with a progress store, every finished minute (all partitions written, then the
  * minute's top N) is recorded; a run restarted with the same run id (by default derived from
