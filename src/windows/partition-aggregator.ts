@@ -307,15 +307,6 @@ function settleWatermark(state: AggregatorState, nowMs: number): void {
   raiseWatermark(w, open[open.length - max - 1] as number);
 }
 
-const NO_EVENTS: IngestResult = Object.freeze({
-  accepted: 0,
-  amended: 0,
-  duplicates: 0,
-  late: [] as ClickEvent[],
-  lateReason: "drop",
-  corrections: [] as ClosedMinute[],
-}) as IngestResult;
-
 /**
  * Feeds one message (its clicks in arrival order, possibly none) read at processing time
  * `nowMs`: settles the watermark, classifies, dedupes and counts the clicks, then records what
@@ -337,7 +328,7 @@ export function ingest(
   const lateReason: LateReason = amend ? "horizon" : "drop";
   if (n === 0) {
     observeSource(w, origin.source, { maxEventTimeMs: Number.NEGATIVE_INFINITY, ...origin }, nowMs);
-    return { ...NO_EVENTS, late: [], corrections: [], lateReason };
+    return { accepted: 0, amended: 0, duplicates: 0, late: [], lateReason, corrections: [] };
   }
 
   const wm = w.watermarkMs;
