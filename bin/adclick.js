@@ -3,7 +3,7 @@
 // (run automatically by `npm ci` / `npm install` through the "prepare" script).
 import { existsSync } from "node:fs";
 
-const entry = new URL("../dist/supervisor/run.js", import.meta.url);
+const entry = new URL("../dist/app/run.js", import.meta.url);
 if (!existsSync(entry)) {
   console.error("adclick: dist/ is missing; run 'npm run build' first");
   process.exit(2);

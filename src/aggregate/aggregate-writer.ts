@@ -4,7 +4,7 @@ import { STREAMS, SUBJECTS } from "../../nats/layout.js";
 import { registry } from "../metrics/registry.js";
 import { consumeInBatches, type DurableSpec, keepAlive } from "../nats/durable-consumer.js";
 import type { AggregateStore } from "../storage/aggregate-store.js";
-import { type AggregateMessage, decodeAggregate } from "./messages.js";
+import { type AggregateMessage, decodeAggregate } from "../wire/aggregate-messages.js";
 
 const rowsWritten = new Counter({
   name: "adclick_aggregate_rows_written_total",

@@ -2,12 +2,6 @@ import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import { headers } from "@nats-io/nats-core";
 import { Counter, Gauge, Histogram } from "prom-client";
 import { STREAMS, SUBJECTS } from "../../nats/layout.js";
-import {
-  BatchDecodeError,
-  type ClickMessage,
-  decodeClickMessage,
-  encodeBatch,
-} from "../ingest/batch-codec.js";
 import { BatchPublisher } from "../ingest/batch-publisher.js";
 import { registry } from "../metrics/registry.js";
 import { ONE_MINUTE_MS } from "../model.js";
@@ -43,7 +37,13 @@ import {
   progressMsgId,
   TICK_HEADER,
   tickMsgId,
-} from "./messages.js";
+} from "../wire/aggregate-messages.js";
+import {
+  BatchDecodeError,
+  type ClickMessage,
+  decodeClickMessage,
+  encodeBatch,
+} from "../wire/batch-codec.js";
 import { reportSources } from "./source-metrics.js";
 
 const eventsIn = new Counter({

@@ -8,7 +8,7 @@ import { registry } from "../metrics/registry.js";
 import { ONE_MINUTE_MS } from "../model.js";
 import { consumeOrdered } from "../nats/durable-consumer.js";
 import { mergeTopK, type TopEntry } from "../windows/topk.js";
-import { decodeAggregate, encodeAggregate, topMsgId } from "./messages.js";
+import { decodeAggregate, encodeAggregate, topMsgId } from "../wire/aggregate-messages.js";
 
 const topsEmitted = new Counter({
   name: "adclick_reducer_tops_emitted_total",

@@ -1,11 +1,11 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import { Counter, Gauge, Histogram } from "prom-client";
 import { STREAMS, SUBJECTS } from "../../nats/layout.js";
-import { TICK_HEADER } from "../aggregate/messages.js";
 import { registry } from "../metrics/registry.js";
 import { consumeInBatches, type DurableSpec, keepAlive } from "../nats/durable-consumer.js";
 import type { RawBatch, RawStore } from "../storage/raw-store.js";
-import { BatchDecodeError, decodeBatch } from "./batch-codec.js";
+import { TICK_HEADER } from "../wire/aggregate-messages.js";
+import { BatchDecodeError, decodeBatch } from "../wire/batch-codec.js";
 
 const rawRows = new Counter({
   name: "adclick_raw_rows_written_total",

@@ -2,7 +2,7 @@ import { SUBJECTS } from "../../nats/layout.js";
 import type { ClickEvent } from "../model.js";
 import type { MalformedLine } from "../parse/click-line.js";
 import { partitionOf } from "../partition.js";
-import { encodeClickMessage } from "./batch-codec.js";
+import { encodeClickMessage } from "../wire/batch-codec.js";
 import type { BatchPublisher } from "./batch-publisher.js";
 
 /** Who sends a batch, and how far that source had got before it (see batch-codec.ts). */

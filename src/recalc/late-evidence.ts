@@ -1,8 +1,8 @@
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { STREAMS, SUBJECTS } from "../../nats/layout.js";
-import { BatchDecodeError, decodeBatch } from "../ingest/batch-codec.js";
 import type { ClickEvent } from "../model.js";
 import { ONE_MINUTE_MS } from "../model.js";
+import { BatchDecodeError, decodeBatch } from "../wire/batch-codec.js";
 
 export interface LateEvidenceOptions {
   /** Event-time range whose late events are wanted (whole minutes). */

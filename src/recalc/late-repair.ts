@@ -15,13 +15,6 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import { Counter, Histogram } from "prom-client";
 import { STREAMS, SUBJECTS } from "../../nats/layout.js";
-import {
-  encodeAggregate,
-  LATE_CLICKS_SEQ_HEADER,
-  LATE_REASON_HEADER,
-  minuteMsgId,
-} from "../aggregate/messages.js";
-import { BatchDecodeError, decodeBatch } from "../ingest/batch-codec.js";
 import { BatchPublisher } from "../ingest/batch-publisher.js";
 import { RAW_WRITER_DURABLE } from "../ingest/raw-writer.js";
 import { registry } from "../metrics/registry.js";
@@ -32,6 +25,13 @@ import type { AggregateStore } from "../storage/aggregate-store.js";
 import type { RawStore } from "../storage/raw-store.js";
 import type { ClosedMinute } from "../windows/partition-aggregator.js";
 import { mergeTopK, topK } from "../windows/topk.js";
+import {
+  encodeAggregate,
+  LATE_CLICKS_SEQ_HEADER,
+  LATE_REASON_HEADER,
+  minuteMsgId,
+} from "../wire/aggregate-messages.js";
+import { BatchDecodeError, decodeBatch } from "../wire/batch-codec.js";
 import type { RecalcProgressStore } from "./progress.js";
 import { recountMinute } from "./recount.js";
 

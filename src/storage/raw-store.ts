@@ -1,6 +1,6 @@
-import { decodeBlock, encodeBatch, encodeBlock } from "../ingest/batch-codec.js";
 import { type ClickEvent, ONE_MINUTE_MS } from "../model.js";
 import { fnv1a32Utf8 } from "../partition.js";
+import { decodeBlock, encodeBatch, encodeBlock } from "../wire/batch-codec.js";
 import type { CassandraClient } from "./cassandra-client.js";
 
 /**

@@ -1,5 +1,5 @@
-import { startCassandraNode } from "../../src/infra/cassandra-node.js";
-import { startNatsServer } from "../../src/infra/nats-server.js";
+import { startCassandraNode } from "../../app/infra/cassandra-node.js";
+import { startNatsServer } from "../../app/infra/nats-server.js";
 import type { InfraProvider, TestCassandra, TestNatsServer } from "./provider.js";
 
 /** Real servers as local processes, on free ports, with temporary storage. */

@@ -28,11 +28,11 @@ import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
+import type { ActorRow } from "../../app/admin-service.js";
+import { type CassandraNodeHandle, startCassandraNode } from "../../app/infra/cassandra-node.js";
 import { KV_BUCKETS, STREAMS, SUBJECTS } from "../../nats/layout.js";
 import { AGGREGATE_WRITER_DURABLE } from "../../src/aggregate/aggregate-writer.js";
 import { generateClickLog, prng } from "../../src/gen/click-log.js";
-import { type CassandraNodeHandle, startCassandraNode } from "../../src/infra/cassandra-node.js";
-import { decodeBatch } from "../../src/ingest/batch-codec.js";
 import { KvCheckpointStore } from "../../src/ingest/checkpoint-store.js";
 import { RAW_WRITER_DURABLE } from "../../src/ingest/raw-writer.js";
 import { ONE_MINUTE_MS } from "../../src/model.js";
@@ -44,7 +44,7 @@ import {
   ensureKeyspace,
 } from "../../src/storage/cassandra-client.js";
 import { RawStore } from "../../src/storage/raw-store.js";
-import type { ActorRow } from "../../supervisor/admin.js";
+import { decodeBatch } from "../../src/wire/batch-codec.js";
 import { uniqueName, useNatsServer } from "../harness/servers.js";
 import {
   type CountDiff,

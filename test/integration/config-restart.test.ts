@@ -6,11 +6,11 @@
  */
 import { jetstream } from "@nats-io/jetstream";
 import { afterAll, describe, expect, inject, it } from "vitest";
+import { type Node, startNode } from "../../app/node.js";
+import { allRoles } from "../../app/worker.js";
 import { type AdclickConfig, loadConfig } from "../../src/config.js";
 import { ConfigError } from "../../src/errors.js";
 import { ClickProducer } from "../../src/ingest/click-producer.js";
-import { type Node, startNode } from "../../supervisor/node.js";
-import { allRoles } from "../../supervisor/worker.js";
 import { uniqueName, useNatsServer } from "../harness/servers.js";
 import { until } from "../support/chaos.js";
 

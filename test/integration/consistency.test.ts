@@ -6,12 +6,12 @@
  */
 import { jetstream } from "@nats-io/jetstream";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { type Node, startNode } from "../../app/node.js";
+import { allRoles } from "../../app/worker.js";
 import { loadConfig } from "../../src/config.js";
 import { ClickProducer } from "../../src/ingest/click-producer.js";
 import { partitionOf } from "../../src/partition.js";
 import { RawStore } from "../../src/storage/raw-store.js";
-import { type Node, startNode } from "../../supervisor/node.js";
-import { allRoles } from "../../supervisor/worker.js";
 import { uniqueName, useNatsServer } from "../harness/servers.js";
 import { until } from "../support/chaos.js";
 

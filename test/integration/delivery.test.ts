@@ -10,6 +10,7 @@ import { headers } from "@nats-io/nats-core";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { beforeAll, describe, expect, it } from "vitest";
 import { ActorKilledError, crashable } from "../../actors/loop-machine.js";
+import { ensureLayout } from "../../app/cli/layout.js";
 import { KV_BUCKETS, STREAMS, SUBJECTS } from "../../nats/layout.js";
 import {
   AGGREGATE_WRITER_DURABLE,
@@ -21,11 +22,8 @@ import {
   type AggregatorRunnerOptions,
   aggregatorSnapshotKey,
 } from "../../src/aggregate/aggregator-runner.js";
-import { encodeAggregate, minuteMsgId } from "../../src/aggregate/messages.js";
 import { Reducer } from "../../src/aggregate/reducer.js";
-import { ensureLayout } from "../../src/cli/layout.js";
 import { loadConfig } from "../../src/config.js";
-import { encodeBatch } from "../../src/ingest/batch-codec.js";
 import { BatchPublisher } from "../../src/ingest/batch-publisher.js";
 import { RAW_WRITER_DURABLE, RawWriter, rawWriterConsumer } from "../../src/ingest/raw-writer.js";
 import { type ClickEvent, ONE_MINUTE_MS } from "../../src/model.js";
@@ -36,6 +34,8 @@ import { AggregateStore, dayOf } from "../../src/storage/aggregate-store.js";
 import type { CassandraClient } from "../../src/storage/cassandra-client.js";
 import { type RawBatch, RawStore } from "../../src/storage/raw-store.js";
 import type { ClosedMinute } from "../../src/windows/partition-aggregator.js";
+import { encodeAggregate, minuteMsgId } from "../../src/wire/aggregate-messages.js";
+import { encodeBatch } from "../../src/wire/batch-codec.js";
 import { uniqueName, useKeyspace, useNatsServer } from "../harness/servers.js";
 
 // Lost acknowledgements, redeliveries and publish retries, one mechanism at a time, against a

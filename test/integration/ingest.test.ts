@@ -5,8 +5,8 @@ import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { afterAll, describe, expect, it } from "vitest";
+import { ensureLayout } from "../../app/cli/layout.js";
 import { KV_BUCKETS, STREAMS } from "../../nats/layout.js";
-import { ensureLayout } from "../../src/cli/layout.js";
 import { loadConfig } from "../../src/config.js";
 import { generateClickLog, type TruthLine } from "../../src/gen/click-log.js";
 import { BatchPublisher } from "../../src/ingest/batch-publisher.js";
@@ -31,7 +31,7 @@ function cliShip(natsUrl: string, args: string[]) {
     [
       "--import",
       "tsx",
-      "supervisor/run.ts",
+      "app/run.ts",
       "--nats",
       natsUrl,
       "--partitions",

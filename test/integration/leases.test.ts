@@ -1,14 +1,14 @@
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { afterAll, describe, expect, inject, it } from "vitest";
+import { type Node, startNode } from "../../app/node.js";
+import { allRoles } from "../../app/worker.js";
 import { KV_BUCKETS } from "../../nats/layout.js";
 import { loadConfig } from "../../src/config.js";
 import { ClickProducer } from "../../src/ingest/click-producer.js";
 import { leaseKey } from "../../src/leases/partition-lease.js";
 import type { ClickObject } from "../../src/parse/click-line.js";
 import { parseCountRequest, parseTopRequest } from "../../src/query/request.js";
-import { type Node, startNode } from "../../supervisor/node.js";
-import { allRoles } from "../../supervisor/worker.js";
 import { uniqueName, useNatsServer } from "../harness/servers.js";
 
 const T0 = Date.UTC(2024, 6, 9, 9, 0, 0);

@@ -1,10 +1,10 @@
 import { jetstream } from "@nats-io/jetstream";
 import { ServiceErrorCodeHeader, ServiceErrorHeader } from "@nats-io/services";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { type Node, startNode } from "../../app/node.js";
+import { allRoles } from "../../app/worker.js";
 import { loadConfig } from "../../src/config.js";
 import { ClickProducer } from "../../src/ingest/click-producer.js";
-import { type Node, startNode } from "../../supervisor/node.js";
-import { allRoles } from "../../supervisor/worker.js";
 import { uniqueName, useNatsServer } from "../harness/servers.js";
 
 const T0 = Date.UTC(2024, 6, 9, 8, 0, 0);

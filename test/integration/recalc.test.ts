@@ -9,17 +9,16 @@ import { aggregatorChild } from "../../actors/aggregator.js";
 import { startStandalone } from "../../actors/loop-machine.js";
 import { rawWriterChild } from "../../actors/raw-writer.js";
 import { reducerChild } from "../../actors/reducer.js";
+import { ensureLayout } from "../../app/cli/layout.js";
+import { runReconcile } from "../../app/cli/reconcile.js";
+import { runReplay } from "../../app/cli/replay.js";
 import { KV_BUCKETS, STREAMS } from "../../nats/layout.js";
 import {
   AGGREGATE_WRITER_DURABLE,
   aggregateWriterConsumer,
 } from "../../src/aggregate/aggregate-writer.js";
-import { ensureLayout } from "../../src/cli/layout.js";
-import { runReconcile } from "../../src/cli/reconcile.js";
-import { runReplay } from "../../src/cli/replay.js";
 import { loadConfig } from "../../src/config.js";
 import { generateClickLog, type TruthLine } from "../../src/gen/click-log.js";
-import { decodeBatch } from "../../src/ingest/batch-codec.js";
 import { BatchPublisher } from "../../src/ingest/batch-publisher.js";
 import { KvCheckpointStore } from "../../src/ingest/checkpoint-store.js";
 import { RAW_WRITER_DURABLE, rawWriterConsumer } from "../../src/ingest/raw-writer.js";
@@ -44,6 +43,7 @@ import { applyRawRetention, rawRetention } from "../../src/storage/raw-retention
 import { RawStore } from "../../src/storage/raw-store.js";
 import type { ClosedMinute } from "../../src/windows/partition-aggregator.js";
 import { topK } from "../../src/windows/topk.js";
+import { decodeBatch } from "../../src/wire/batch-codec.js";
 import { useKeyspace, useNatsServer } from "../harness/servers.js";
 import {
   countedUnderDrop,

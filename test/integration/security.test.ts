@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type NatsServerHandle, startNatsServer } from "../../src/infra/nats-server.js";
+import { type NatsServerHandle, startNatsServer } from "../../app/infra/nats-server.js";
 import { connectNats } from "../../src/nats/connect.js";
 
 /** Resolves with the error of a publish the server refuses (permissions arrive async). */

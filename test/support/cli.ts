@@ -2,7 +2,7 @@ import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 
 /** Runs the `adclick` CLI from sources (as a separate process), like a user would. */
 export function adclick(args: string[], env: NodeJS.ProcessEnv): ChildProcessWithoutNullStreams {
-  return spawn(process.execPath, ["--import", "tsx", "supervisor/run.ts", ...args], {
+  return spawn(process.execPath, ["--import", "tsx", "app/run.ts", ...args], {
     env: { ...process.env, ...env },
     stdio: ["pipe", "pipe", "pipe"],
   });

@@ -1,7 +1,7 @@
 import { type JetStreamClient, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { decodeBatch } from "../../src/ingest/batch-codec.js";
 import type { ClickEvent } from "../../src/model.js";
+import { decodeBatch } from "../../src/wire/batch-codec.js";
 
 /** Every message of a stream, from the start, through an ordered consumer. */
 export async function readStream<T>(

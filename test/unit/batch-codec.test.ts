@@ -1,5 +1,6 @@
 import { pack } from "msgpackr";
 import { describe, expect, it } from "vitest";
+import type { ClickEvent } from "../../src/model.js";
 import {
   BatchDecodeError,
   decodeBatch,
@@ -8,8 +9,7 @@ import {
   encodeBatch,
   encodeBlock,
   encodeClickMessage,
-} from "../../src/ingest/batch-codec.js";
-import type { ClickEvent } from "../../src/model.js";
+} from "../../src/wire/batch-codec.js";
 
 const T0 = Date.UTC(2024, 6, 9);
 const e = (i: number): ClickEvent => ({

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
+import { allRoles } from "../../app/worker.js";
 import { DEFAULT_CONFIG, loadConfig } from "../../src/config.js";
 import { ConfigError } from "../../src/errors.js";
-import { allRoles } from "../../supervisor/worker.js";
 
 describe("loadConfig", () => {
   it("gives the documented defaults when no variable is set", () => {

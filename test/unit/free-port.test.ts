@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { describe, expect, it } from "vitest";
-import { canBind, freePort } from "../../src/infra/free-port.js";
+import { canBind, freePort } from "../../app/infra/free-port.js";
 
 describe("freePort", () => {
   it("hands out bindable ports below the kernel's ephemeral range (never a client socket's)", async () => {

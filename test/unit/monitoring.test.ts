@@ -16,7 +16,7 @@ await Promise.all([
   import("../../src/query/engine.js"),
   import("../../src/query/service.js"),
   import("../../src/recalc/reconcile.js"),
-  import("../../supervisor/node.js"),
+  import("../../app/node.js"),
 ]);
 
 const SUFFIXES = ["_bucket", "_count", "_sum"];

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { decodeBatch, decodeBlock, encodeBatch } from "../../src/ingest/batch-codec.js";
 import type { ClickEvent } from "../../src/model.js";
 import type { CassandraClient } from "../../src/storage/cassandra-client.js";
 import { dimBucket, type RawBatch, RawStore } from "../../src/storage/raw-store.js";
+import { decodeBatch, decodeBlock, encodeBatch } from "../../src/wire/batch-codec.js";
 
 const MIN = 60_000;
 const T0 = Date.UTC(2024, 6, 9, 10);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseInstant, parseRange } from "../../src/cli/replay.js";
+import { parseInstant, parseRange } from "../../app/cli/replay.js";
 import { AdclickError, ConfigError } from "../../src/errors.js";
 import type { ClickEvent, Dimension } from "../../src/model.js";
 import {

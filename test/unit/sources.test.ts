@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
+import { formatStatus } from "../../app/cli/admin.js";
 import { mergeSourceSummaries, summarizeSources } from "../../src/aggregate/source-metrics.js";
-import { encodeBatch } from "../../src/ingest/batch-codec.js";
 import type { ClickEvent } from "../../src/model.js";
 import { coversStored, planRepairs } from "../../src/recalc/late-repair.js";
-import { formatStatus } from "../../supervisor/admin-cli.js";
+import { encodeBatch } from "../../src/wire/batch-codec.js";
 
 const MIN = 60_000;
 const T0 = Date.UTC(2024, 6, 9, 10);

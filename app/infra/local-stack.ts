@@ -1,0 +1,98 @@
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
+import type { AdclickConfig } from "../../src/config.js";
+import { InfraError } from "../../src/errors.js";
+import { type CassandraNodeHandle, cqlAnswers, startCassandraNode } from "./cassandra-node.js";
+import { isListening } from "./free-port.js";
+import { type NatsServerHandle, startNatsServer } from "./nats-server.js";
+import { infraPaths, projectRoot } from "./paths.js";
+
+export interface LocalStack {
+  /** What this call started (and `stop()` will stop); empty when everything was already up. */
+  started: string[];
+  nats?: NatsServerHandle;
+  cassandra?: CassandraNodeHandle;
+  stop(): Promise<void>;
+}
+
+function hostPort(addr: string, defaultPort: number): { host: string; port: number } {
+  const m = /^(?:[a-z]+:\/\/)?([^:/]+)(?::(\d+))?/.exec(addr);
+  return { host: m?.[1] ?? "127.0.0.1", port: m?.[2] ? Number(m[2]) : defaultPort };
+}
+
+const LOCAL_HOSTS = new Set(["127.0.0.1", "localhost", "::1"]);
+
+/**
+ * Runs scripts/provision.sh when the servers are not installed yet, so that `adclick up` on a
+ * fresh machine sets up everything it needs by itself (it is quiet and quick when done).
+ */
+function ensureProvisioned(log: (msg: string) => void): void {
+  const paths = infraPaths();
+  if (existsSync(paths.natsServerBin) && existsSync(join(paths.cassandraHome, ".complete"))) return;
+  log("installing nats-server and Cassandra into .infra/ (first run only; takes a minute or two)");
+  const r = spawnSync("bash", [join(projectRoot(), "scripts", "provision.sh")], {
+    stdio: "inherit",
+  });
+  if (r.status !== 0) {
+    throw new InfraError(
+      "INFRA_NOT_PROVISIONED",
+      `scripts/provision.sh failed (exit ${r.status}); see its output above`,
+    );
+  }
+}
+
+/**
+ * Makes sure NATS and Cassandra answer at the configured addresses. Where nothing answers at
+ * a local address, starts the project's own server there (data under .infra/data/);
+ * a configured remote address is only checked, never started.
+ */
+export async function ensureLocalStack(
+  c: AdclickConfig,
+  log: (msg: string) => void = () => {},
+): Promise<LocalStack> {
+  ensureProvisioned(log);
+  const stack: LocalStack = {
+    started: [],
+    async stop() {
+      await Promise.allSettled([stack.nats?.stop(), stack.cassandra?.stop()]);
+    },
+  };
+  // Relative to the project (not the working directory), like .infra/ itself.
+  const dataRoot = resolve(projectRoot(), c.localDataDir);
+  const nats = hostPort(c.natsServers[0] ?? "", 4222);
+  try {
+    if (await isListening(nats.host, nats.port)) {
+      log(`NATS: using the server at ${nats.host}:${nats.port}`);
+    } else if (LOCAL_HOSTS.has(nats.host)) {
+      log(`NATS: nothing at ${nats.host}:${nats.port}, starting nats-server there`);
+      stack.nats = await startNatsServer({
+        port: nats.port,
+        httpPort: 8222,
+        storeDir: join(dataRoot, "nats"),
+      });
+      stack.started.push("nats-server");
+    } else {
+      throw new Error(`NATS: no server answers at ${nats.host}:${nats.port} (ADCLICK_NATS_URL)`);
+    }
+    const cp = hostPort(c.cassandraContactPoints[0] ?? "", 9042);
+    if (await cqlAnswers(`${cp.host}:${cp.port}`)) {
+      log(`Cassandra: using the node at ${cp.host}:${cp.port}`);
+    } else if (LOCAL_HOSTS.has(cp.host) && !(await isListening(cp.host, cp.port))) {
+      log(`Cassandra: nothing at ${cp.host}:${cp.port}, starting a local node there (takes ~10 s)`);
+      stack.cassandra = await startCassandraNode({
+        nativePort: cp.port,
+        storagePort: 7000,
+        dataDir: join(dataRoot, "cassandra"),
+      });
+      stack.started.push("cassandra");
+      log(`Cassandra: answering CQL after ${(stack.cassandra.startupMs / 1000).toFixed(1)} s`);
+    } else {
+      throw new Error(`Cassandra: no CQL answer at ${cp.host}:${cp.port} (ADCLICK_CASSANDRA)`);
+    }
+  } catch (err) {
+    await stack.stop();
+    throw err;
+  }
+  return stack;
+}

@@ -1,0 +1,124 @@
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { InfraError } from "../../src/errors.js";
+import { canBind, freePort } from "./free-port.js";
+import { ManagedProcess } from "./managed-process.js";
+import { infraPaths, projectRoot } from "./paths.js";
+
+export interface NatsServerOptions {
+  /** Client port; a free one when omitted. */
+  port?: number;
+  /** Monitoring (HTTP) port; a free one when omitted. */
+  httpPort?: number;
+  /** JetStream store; a fresh temporary folder (removed on stop) when omitted. */
+  storeDir?: string;
+  /** Config file; nats/server.conf when omitted. */
+  configFile?: string;
+  /** Detach so the server outlives this process. */
+  detached?: boolean;
+  startTimeoutMs?: number;
+}
+
+/** A nats-server we started, with JetStream enabled. */
+export interface NatsServerHandle {
+  url: string;
+  port: number;
+  httpPort: number;
+  storeDir: string;
+  process: ManagedProcess;
+  /** Orderly stop; removes a temporary store. Idempotent. */
+  stop(): Promise<void>;
+  /** SIGKILL (a crash), keeping the store, then start again on the same ports and store. */
+  restart(opts?: { crash?: boolean }): Promise<void>;
+}
+
+/**
+ * Starts the project's nats-server (built by scripts/provision.sh) and waits until
+ * JetStream reports healthy on the monitoring endpoint.
+ */
+export async function startNatsServer(opts: NatsServerOptions = {}): Promise<NatsServerHandle> {
+  const paths = infraPaths();
+  const port = opts.port ?? (await freePort());
+  let httpPort = opts.httpPort ?? (await freePort());
+  const tempStore = opts.storeDir === undefined;
+  const storeDir = opts.storeDir ?? mkdtempSync(join(tmpdir(), "adclick-nats-"));
+  mkdirSync(storeDir, { recursive: true });
+  const configFile = opts.configFile ?? join(projectRoot(), "nats", "server.conf");
+  const timeoutMs = opts.startTimeoutMs ?? 30_000;
+
+  const launch = async (): Promise<ManagedProcess> => {
+    const proc = new ManagedProcess({
+      name: "nats-server",
+      command: paths.natsServerBin,
+      args: [
+        "-c",
+        configFile,
+        "-a",
+        "127.0.0.1",
+        "-p",
+        String(port),
+        "-m",
+        String(httpPort),
+        "-sd",
+        storeDir,
+      ],
+      logFile: join(storeDir, "..", `nats-server-${port}.log`),
+      detached: opts.detached ?? false,
+    });
+    try {
+      await proc.waitUntil(async () => {
+        const res = await fetch(`http://127.0.0.1:${httpPort}/healthz?js-enabled-only=true`);
+        return res.ok;
+      }, timeoutMs);
+    } catch (err) {
+      await proc.kill(); // never two servers on one store
+      throw err;
+    }
+    return proc;
+  };
+
+  if (!existsSync(paths.natsServerBin)) {
+    throw new InfraError(
+      "INFRA_NOT_PROVISIONED",
+      `${paths.natsServerBin} is missing: run 'npm run provision' first`,
+    );
+  }
+  let proc = await launch();
+
+  let stopped = false;
+  const handle: NatsServerHandle = {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    get httpPort() {
+      return httpPort;
+    },
+    storeDir,
+    get process() {
+      return proc;
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await proc.stop();
+      if (tempStore) rmSync(storeDir, { recursive: true, force: true });
+    },
+    async restart(r = {}) {
+      if (r.crash === false) await proc.stop();
+      else await proc.kill();
+      // The same client port (clients reconnect to it) and store. Should a port be taken
+      // meanwhile, the monitoring port moves to a free one; the client port is waited for.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          proc = await launch();
+          return;
+        } catch (err) {
+          if (attempt >= 10) throw err;
+          if (!(await canBind("127.0.0.1", httpPort))) httpPort = await freePort();
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      }
+    },
+  };
+  return handle;
+}

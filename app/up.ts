@@ -1,0 +1,142 @@
+import { jetstream } from "@nats-io/jetstream";
+import type { AdclickConfig } from "../src/config.js";
+import { startLiveGenerator } from "../src/gen/live-generator.js";
+import { registry } from "../src/metrics/registry.js";
+import { parseTopRequest } from "../src/query/request.js";
+import { ensureLocalStack } from "./infra/local-stack.js";
+import { type Node, startNode } from "./node.js";
+import { allRoles } from "./worker.js";
+
+export interface UpOptions {
+  /** Exit after reporting healthy instead of staying in the foreground. */
+  once: boolean;
+  /** Synthetic clicks per second (0: none). */
+  generate: number;
+  /** Seconds between live-view refreshes. */
+  refreshSeconds: number;
+}
+
+async function counterValue(name: string): Promise<number> {
+  const m = registry.getSingleMetric(name);
+  if (!m) return 0;
+  return (await m.get()).values.reduce((n, v) => n + v.value, 0);
+}
+
+/** The live terminal view: top ads of the last minute, events/s, lag. */
+async function liveView(
+  node: Node,
+  c: AdclickConfig,
+  prev: { events: number; atMs: number },
+): Promise<string> {
+  const top = await node.engine.top(
+    parseTopRequest({ n: 10, minutes: 1 }, Date.now(), { maxRangeMinutes: 60, maxN: 100 }),
+  );
+  const events = await counterValue("adclick_aggregator_events_total");
+  const now = Date.now();
+  const rate = ((events - prev.events) * 1000) / Math.max(1, now - prev.atMs);
+  prev.events = events;
+  prev.atMs = now;
+  const rows = Object.values(node.worker.supervisor.getSnapshot().context.work).map(
+    (w) => w.status?.() ?? {},
+  );
+  const lag = rows.reduce(
+    (n, s) => n + Number((s as { lagMessages?: number }).lagMessages ?? 0),
+    0,
+  );
+  const lines = [
+    `AdClick — ${new Date(now).toISOString()}  ${c.partitions} partitions  ${Math.round(rate)} events/s counted  raw-writer lag ${lag} msgs`,
+    `top ads ${top.from} → ${top.to}${top.final ? " (final)" : " (live)"}:`,
+    ...top.ads.map(
+      (a, i) =>
+        `  ${String(i + 1).padStart(2)}. ${a.ad_id.padEnd(20)} ${String(a.count).padStart(8)}`,
+    ),
+  ];
+  if (top.ads.length === 0) lines.push("  (no clicks in the last whole minute yet)");
+  return lines.join("\n");
+}
+
+/**
+ * `adclick up`: the whole local stack in the foreground. Starts nats-server and Cassandra
+ * where none answers at the configured addresses, runs every actor, the query and admin
+ * services and /metrics; with --generate, synthetic clicks; a live view every few seconds.
+ * Ctrl-C stops it all, and the servers it started.
+ */
+export async function runUp(c: AdclickConfig, o: UpOptions): Promise<void> {
+  const log = (m: string) => console.log(`[up] ${m}`);
+  const stack = await ensureLocalStack(c, log);
+  let node: Node | undefined;
+  let generator: ReturnType<typeof startLiveGenerator> | undefined;
+  let closing: Promise<void> | undefined;
+  const shutdown = (why: string) => {
+    closing ??= (async () => {
+      log(`${why}: stopping`);
+      await generator?.stop();
+      await node?.stop();
+      await stack.stop();
+      log(`stopped${stack.started.length ? ` (and ${stack.started.join(", ")})` : ""}`);
+    })();
+    return closing;
+  };
+  try {
+    node = await startNode(c, allRoles(c), log);
+  } catch (err) {
+    await shutdown("start-up failed");
+    throw err;
+  }
+  const rs = await node.cql.execute("SELECT release_version FROM system.local");
+  log(
+    `healthy: nats-server ${node.nc.info?.version} at ${node.nc.getServer()}, Cassandra ${rs.rows[0]?.get("release_version")} ` +
+      `keyspace ${c.cassandraKeyspace}, ${c.partitions} partitions, ${Object.keys(node.worker.supervisor.getSnapshot().context.info).length} actors` +
+      `${node.metrics ? `, metrics on :${node.metrics.port}/metrics` : ""}; query with: adclick query top --minutes 5`,
+  );
+  if (o.once) {
+    await shutdown("--once");
+    return;
+  }
+  if (o.generate > 0) {
+    generator = startLiveGenerator(jetstream(node.nc), {
+      ratePerSecond: o.generate,
+      partitions: c.partitions,
+    });
+    log(`generating ~${o.generate} clicks/s`);
+  }
+  const prev = { events: 0, atMs: Date.now() };
+  const view = setInterval(() => {
+    if (!node) return;
+    void liveView(node, c, prev)
+      .then((text) => {
+        if (process.stdout.isTTY) process.stdout.write(`\x1b[2J\x1b[H${text}\n\nCtrl-C stops.\n`);
+        else console.log(text);
+      })
+      .catch((e) => log(`live view: ${e}`));
+  }, o.refreshSeconds * 1000);
+  const reason = await Promise.race([
+    new Promise<string>((resolve) => {
+      process.once("SIGINT", () => resolve("SIGINT"));
+      process.once("SIGTERM", () => resolve("SIGTERM"));
+    }),
+    node.escalated.then((r) => `supervisor escalation (${r})`),
+  ]);
+  clearInterval(view);
+  await shutdown(reason);
+  if (reason.startsWith("supervisor")) process.exitCode = 1;
+}
+
+/** `adclick worker`: actors and services only, against already running NATS and Cassandra. */
+export async function runWorker(c: AdclickConfig): Promise<void> {
+  const log = (m: string) => console.log(`[worker] ${m}`);
+  const node = await startNode(c, allRoles(c), log);
+  log(
+    `running ${Object.keys(node.worker.supervisor.getSnapshot().context.info).length} actors as ${node.worker.name} (roles: ${c.roles.join(",")})`,
+  );
+  const reason = await Promise.race([
+    new Promise<string>((resolve) => {
+      process.once("SIGINT", () => resolve("SIGINT"));
+      process.once("SIGTERM", () => resolve("SIGTERM"));
+    }),
+    node.escalated.then((r) => `supervisor escalation (${r})`),
+  ]);
+  log(`${reason}: stopping`);
+  await node.stop();
+  if (reason.startsWith("supervisor")) process.exitCode = 1;
+}
