@@ -1,7 +1,8 @@
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { AggregateWriter } from "../src/aggregate/aggregate-writer.js";
 import type { AggregateStore } from "../src/storage/aggregate-store.js";
-import { type ChildSpec, crashable } from "./loop-machine.js";
+import type { ChildSpec } from "../supervisor/supervisor.js";
+import { type StageChildOptions, stageLogic } from "./stage.js";
 
 /**
  * The aggregate writer actor: the aggregates stream into Cassandra by idempotent, versioned
@@ -9,15 +10,14 @@ import { type ChildSpec, crashable } from "./loop-machine.js";
  */
 export function aggregateWriterChild(
   deps: { js: JetStreamClient; store: AggregateStore },
-  opts: { id: string },
+  o: StageChildOptions,
 ): ChildSpec {
   return {
-    id: opts.id,
+    id: o.id,
     kind: "aggregate-writer",
     restart: "permanent",
-    start: () => {
-      const writer = new AggregateWriter(deps, opts);
-      return crashable((s) => writer.run(s));
-    },
+    shutdownMs: o.shutdownMs,
+    logic: stageLogic(deps.js, () => new AggregateWriter(deps, { id: o.id })),
+    input: { id: o.id, now: o.now },
   };
 }

@@ -1,55 +1,679 @@
-import type { JetStreamClient } from "@nats-io/jetstream";
+import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import { headers as natsHeaders } from "@nats-io/nats-core";
+import { Counter, Gauge, Histogram } from "prom-client";
 import {
-  AggregatorRunner,
-  type AggregatorRunnerOptions,
-} from "../src/aggregate/aggregator-runner.js";
-import type { PartitionLeases } from "../src/leases/partition-lease.js";
+  type AnyActorRef,
+  assign,
+  enqueueActions,
+  fromCallback,
+  fromPromise,
+  type SnapshotFrom,
+  setup,
+} from "xstate";
+import { STREAMS, SUBJECTS } from "../nats/layout.js";
+import {
+  type AggregatorCore,
+  type AggregatorSnapshotState,
+  aggregatorSnapshotKey,
+  answerLiveQuery,
+  type BatchOutcome,
+  idleTick,
+  idleTickWanted,
+  type Publication,
+  restoreCore,
+  type StreamMessage,
+  snapshotStateOf,
+  stepBatch,
+} from "../src/aggregate/aggregator-core.js";
+import { reportSources } from "../src/aggregate/source-metrics.js";
+import { ActorKilledError } from "../src/errors.js";
+import { BatchPublisher } from "../src/ingest/batch-publisher.js";
+import type { Lease, PartitionLeases } from "../src/leases/partition-lease.js";
+import { registry } from "../src/metrics/registry.js";
+import { ONE_MINUTE_MS } from "../src/model.js";
+import type { LiveReply, LiveRequest } from "../src/query/live.js";
 import type { SnapshotStore } from "../src/snapshots/snapshot-store.js";
-import { type ChildSpec, crashable } from "./loop-machine.js";
+import type { AggregatorOptions } from "../src/windows/partition-aggregator.js";
+import { TICK_HEADER } from "../src/wire/aggregate-messages.js";
+import type { ChildCommand, ChildOutput, ChildSpec } from "../supervisor/supervisor.js";
+import {
+  type ConsumerEvent,
+  type PullEvent,
+  streamConsumer,
+  unprovidedConsumer,
+} from "./stream-consumer.js";
+
+const eventsIn = new Counter({
+  name: "adclick_aggregator_events_total",
+  help: "Clicks seen by aggregators, by disposition (counted, duplicate, amended: counted into a closed minute, late_horizon: past the amendment horizon, left to the late repair, late_dropped: late under policy drop)",
+  labelNames: ["partition", "disposition"] as const,
+  registers: [registry],
+});
+const windowsClosed = new Counter({
+  name: "adclick_aggregator_windows_emitted_total",
+  help: "Minute windows emitted to the aggregates stream (first emissions and amendments)",
+  labelNames: ["partition", "kind"] as const,
+  registers: [registry],
+});
+const watermarkLag = new Gauge({
+  name: "adclick_aggregator_watermark_lag_seconds",
+  help: "Wall clock minus the partition's event-time watermark",
+  labelNames: ["partition"] as const,
+  registers: [registry],
+});
+const watermarkHeld = new Gauge({
+  name: "adclick_watermark_held_seconds",
+  help: "Event time the partition's watermark is held behind its most advanced source by slower ones",
+  labelNames: ["partition"] as const,
+  registers: [registry],
+});
+const holdDuration = new Histogram({
+  name: "adclick_watermark_hold_seconds",
+  help: "How long (stream time) a slower source held the partition's watermark back, per hold",
+  labelNames: ["partition"] as const,
+  buckets: [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600],
+  registers: [registry],
+});
+const emitLatency = new Histogram({
+  name: "adclick_aggregator_emit_latency_seconds",
+  help: "Event time to emission: wall clock at emission minus the end of the emitted minute",
+  labelNames: ["partition"] as const,
+  buckets: [1, 2, 5, 10, 15, 20, 30, 45, 60, 120, 300, 600],
+  registers: [registry],
+});
+const snapshotBytes = new Gauge({
+  name: "adclick_snapshot_bytes",
+  help: "Size of the latest snapshot",
+  labelNames: ["actor"] as const,
+  registers: [registry],
+});
+const snapshotSeconds = new Histogram({
+  name: "adclick_snapshot_seconds",
+  help: "Time to take and save a snapshot",
+  labelNames: ["actor"] as const,
+  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+  registers: [registry],
+});
+const snapshotAge = new Gauge({
+  name: "adclick_snapshot_age_seconds",
+  help: "Seconds since the actor's last saved snapshot",
+  labelNames: ["actor"] as const,
+  registers: [registry],
+});
+
+export interface AggregatorActorInput {
+  id: string;
+  partition: number;
+  aggregator: Omit<AggregatorOptions, "partition">;
+  /** Snapshot at most this often while input flows (and on orderly stop). */
+  snapshotEveryMs: number;
+  maxBatchMessages: number;
+  /** The wall clock (snapshot times, metrics, the idle tick's period). */
+  now: () => number;
+}
+
+/** A reply to SNAPSHOT_NOW. */
+export type SnapshotDone = {
+  type: "SNAPSHOT_DONE";
+  requestId: string;
+  id: string;
+  ok: boolean;
+  error?: string;
+};
+/** A reply to LIVE_QUERY; `reply` is undefined where the partition is not aggregated (standby). */
+export type LiveAnswer = { type: "LIVE_ANSWER"; requestId: string; reply?: LiveReply };
+
+export type AggregatorEvent =
+  | ChildCommand
+  | ConsumerEvent
+  | { type: "SNAPSHOT_NOW"; replyTo?: AnyActorRef; requestId?: string }
+  | { type: "LIVE_QUERY"; request: LiveRequest; replyTo: AnyActorRef; requestId: string }
+  | { type: "STANDBY"; holder: string }
+  | { type: "LEASE_HELD"; lease: Lease | null }
+  | { type: "LEASE_LOST"; error: unknown };
+
+interface Waiter {
+  replyTo?: AnyActorRef;
+  requestId?: string;
+}
+
+interface AggregatorContext {
+  id: string;
+  options: AggregatorOptions;
+  snapshotEveryMs: number;
+  maxBatchMessages: number;
+  now: () => number;
+  lease: Lease | null;
+  core?: AggregatorCore;
+  snapshotRevision?: number;
+  /** The batch the consumer handed over, not yet processed. */
+  inbox?: JsMsg[];
+  /** What the last batch made, to publish before the next. */
+  outbox: Publication[];
+  outcome?: BatchOutcome;
+  /** SNAPSHOT_NOW requests waiting for the next snapshot. */
+  waiters: Waiter[];
+  intent: "run" | "pause" | "stop";
+  /** What `adclick admin actors` shows (the supervisor reads it). */
+  status: Record<string, unknown>;
+  error?: unknown;
+}
+
+/** What restoring yields. */
+export interface Restored {
+  core: AggregatorCore;
+  revision?: number;
+}
+
+export interface SnapshotSaved {
+  revision: number;
+  bytes: number;
+  takenAtMs: number;
+}
+
+const notProvided = (what: string) =>
+  fromPromise<never, unknown>(() => Promise.reject(new Error(`${what} is not provided`)));
+
+const toStreamMessage = (m: JsMsg): StreamMessage => ({
+  seq: m.seq,
+  timestampMs: Math.floor(m.info.timestampNanos / 1e6),
+  tick: m.headers?.has(TICK_HEADER) ?? false,
+  data: m.data,
+});
 
 /**
- * The aggregator actor of one partition: event-time minute windows with watermark, dedupe,
- * star-schema counts and top-k, restored from its snapshot and replaying from its position
- * (src/aggregate/aggregator-runner.ts). With `leases`, it first waits for the partition's
- * lease — one worker aggregates a partition at a time, others stand by — and stops at once
- * if the lease is lost. `current()` is the live runner (queries read its open minutes).
+ * The aggregator actor of one partition. It waits for the partition's lease (standby while
+ * another worker holds it), restores its core from the snapshot, then owns its loop: its
+ * consumer feeds batches of clicks.<p> and clicks.progress into its mailbox; each batch is a
+ * pure step of the core (src/aggregate/aggregator-core.ts) whose publications are then
+ * published and flushed; snapshots are taken between batches (periodically, on SNAPSHOT_NOW,
+ * and on an orderly stop); live queries are answered from its context between steps. An idle
+ * timer asks for an idle tick when input stopped while a source holds minutes open.
+ *
+ * Effects (lease, restore, publish, snapshot) are invoked actors the composition root provides
+ * ({@link aggregatorLogic}); the wall clock is injected. KILL and a lost lease fail it at once,
+ * without a final snapshot; a snapshot that loses its compare-and-set (another aggregator of
+ * the partition saved since we restored) fails it too: the supervisor restarts it afresh.
  */
-export function aggregatorChild(
-  deps: { js: JetStreamClient; snapshots: SnapshotStore; leases?: PartitionLeases },
-  opts: AggregatorRunnerOptions,
-): ChildSpec & { current: () => AggregatorRunner | undefined } {
-  let current: AggregatorRunner | undefined;
-  let waitingFor: string | undefined;
-  return {
-    id: opts.id,
-    kind: "aggregator",
-    partition: opts.partition,
-    restart: "permanent",
-    current: () => current,
-    start: () => {
-      const runner = new AggregatorRunner(deps, opts);
-      const run = async (signal: AbortSignal) => {
-        if (!deps.leases) {
-          current = runner;
-          return runner.run(signal);
+export const aggregatorMachine = setup({
+  types: {
+    context: {} as AggregatorContext,
+    events: {} as AggregatorEvent,
+    input: {} as AggregatorActorInput,
+    output: {} as ChildOutput,
+  },
+  actors: {
+    acquireLease: fromCallback<AggregatorEvent, { partition: number }>(({ sendBack }) => {
+      sendBack({ type: "LEASE_HELD", lease: null });
+    }),
+    watchLease: fromCallback<AggregatorEvent, { lease: Lease | null }>(({ sendBack, input }) => {
+      const lost = input.lease?.lost;
+      if (!lost) return;
+      const onLost = () => sendBack({ type: "LEASE_LOST", error: lost.reason });
+      if (lost.aborted) onLost();
+      else lost.addEventListener("abort", onLost, { once: true });
+      return () => lost.removeEventListener("abort", onLost);
+    }),
+    releaseLease: fromPromise<void, { lease: Lease | null }>(async ({ input }) => {
+      await input.lease?.release();
+    }),
+    restore: notProvided("restore") as unknown as ReturnType<
+      typeof fromPromise<Restored, { options: AggregatorOptions }>
+    >,
+    consumer: unprovidedConsumer,
+    publish: notProvided("publish") as unknown as ReturnType<
+      typeof fromPromise<void, { publications: Publication[] }>
+    >,
+    saveSnapshot: notProvided("saveSnapshot") as unknown as ReturnType<
+      typeof fromPromise<
+        SnapshotSaved,
+        {
+          partition: number;
+          streamSeq: number;
+          state: AggregatorSnapshotState;
+          revision?: number;
+          nowMs: number;
         }
-        const lease = await deps.leases.acquire(opts.partition, signal, (holder) => {
-          waitingFor = holder;
-        });
-        waitingFor = undefined;
-        current = runner;
-        try {
-          await runner.run(AbortSignal.any([signal, lease.lost]));
-        } finally {
-          if (current === runner) current = undefined;
-          await lease.release();
-        }
-        if (lease.lost.aborted) throw lease.lost.reason;
-      };
-      return crashable(run, () => ({
-        ...runner.status,
-        ...(waitingFor ? { standbyFor: waitingFor } : {}),
-      }));
+      >
+    >,
+  },
+  delays: {
+    idle: ({ context }) => context.options.idleTimeoutMs,
+  },
+  guards: {
+    stopRequested: ({ context }) => context.intent === "stop",
+    pauseRequested: ({ context }) => context.intent === "pause",
+    snapshotRequested: ({ context }) => context.waiters.length > 0,
+    hasInbox: ({ context }) => context.inbox !== undefined,
+    snapshotDue: ({ context }) =>
+      context.now() - Number(context.core?.status.lastSnapshotAtMs ?? 0) >= context.snapshotEveryMs,
+    tickWanted: ({ context }) => context.core !== undefined && idleTickWanted(context.core),
+    failed: ({ context }) => context.error !== undefined,
+  },
+  actions: {
+    /** The pure step: the batch in the inbox goes through the core; its publications wait in the outbox. */
+    step: assign(({ context }) => {
+      const core = context.core as AggregatorCore;
+      const outcome = stepBatch(core, (context.inbox ?? []).map(toStreamMessage));
+      return { inbox: undefined, outbox: outcome.publications, outcome };
+    }),
+    pull: enqueueActions(({ enqueue }) =>
+      enqueue.sendTo("consumer", { type: "PULL" } as PullEvent),
+    ),
+    observe: ({ context }) => {
+      const core = context.core;
+      const o = context.outcome;
+      if (!core || !o) return;
+      const labels = { partition: String(core.partition) };
+      eventsIn.inc({ ...labels, disposition: "counted" }, o.counted);
+      eventsIn.inc({ ...labels, disposition: "duplicate" }, o.duplicates);
+      eventsIn.inc({ ...labels, disposition: "amended" }, o.amended);
+      eventsIn.inc({ ...labels, disposition: "late_horizon" }, o.lateHorizon);
+      eventsIn.inc({ ...labels, disposition: "late_dropped" }, o.lateDropped);
+      const now = context.now();
+      for (const e of o.emitted) {
+        windowsClosed.inc({ ...labels, kind: e.kind });
+        if (e.kind === "closed")
+          emitLatency.observe(labels, (now - (e.minuteStartMs + ONE_MINUTE_MS)) / 1000);
+      }
+      for (const ms of o.holdsEndedMs) holdDuration.observe(labels, ms / 1000);
+      if (Number.isFinite(core.status.watermarkMs))
+        watermarkLag.set(labels, (now - core.status.watermarkMs) / 1000);
+      watermarkHeld.set(labels, core.status.heldMs / 1000);
+      if (core.status.lastSnapshotAtMs)
+        snapshotAge.set({ actor: context.id }, (now - core.status.lastSnapshotAtMs) / 1000);
+      reportSources(core.partition, core.status);
     },
+    answerLive: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== "LIVE_QUERY") return;
+      const answer: LiveAnswer = {
+        type: "LIVE_ANSWER",
+        requestId: event.requestId,
+        ...(context.core ? { reply: answerLiveQuery(context.core, event.request) } : {}),
+      };
+      enqueue.sendTo(event.replyTo, answer);
+    }),
+    refuseSnapshot: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== "SNAPSHOT_NOW" || !event.replyTo) return;
+      const done: SnapshotDone = {
+        type: "SNAPSHOT_DONE",
+        requestId: event.requestId ?? "",
+        id: context.id,
+        ok: false,
+        error: "not aggregating here (standby or paused)",
+      };
+      enqueue.sendTo(event.replyTo, done);
+    }),
+    answerWaiters: enqueueActions(({ context, enqueue }, params: { error?: unknown }) => {
+      for (const w of context.waiters) {
+        if (!w.replyTo) continue;
+        const done: SnapshotDone = {
+          type: "SNAPSHOT_DONE",
+          requestId: w.requestId ?? "",
+          id: context.id,
+          ok: params.error === undefined,
+          ...(params.error !== undefined ? { error: String(params.error) } : {}),
+        };
+        enqueue.sendTo(w.replyTo, done);
+      }
+      enqueue.assign({ waiters: [] });
+    }),
+    recordSnapshot: ({ context }, saved: SnapshotSaved) => {
+      const core = context.core as AggregatorCore;
+      core.status.lastSnapshotAtMs = saved.takenAtMs;
+      core.status.snapshotBytes = saved.bytes;
+      snapshotBytes.set({ actor: context.id }, saved.bytes);
+    },
+  },
+}).createMachine({
+  id: "aggregator",
+  context: ({ input }) => ({
+    id: input.id,
+    options: { ...input.aggregator, partition: input.partition },
+    snapshotEveryMs: input.snapshotEveryMs,
+    maxBatchMessages: input.maxBatchMessages,
+    now: input.now,
+    lease: null,
+    outbox: [],
+    waiters: [],
+    intent: "run",
+    status: { partition: input.partition },
+  }),
+  initial: "standby",
+  on: {
+    LIVE_QUERY: { actions: "answerLive" },
+    SNAPSHOT_NOW: { actions: "refuseSnapshot" },
+    KILL: {
+      target: ".releasing",
+      actions: assign({
+        error: ({ event }) =>
+          new ActorKilledError(event.type === "KILL" ? (event.reason ?? "killed") : "killed"),
+      }),
+    },
+  },
+  states: {
+    // Waiting for the partition's lease: one worker aggregates a partition at a time.
+    standby: {
+      invoke: {
+        src: "acquireLease",
+        input: ({ context }) => ({ partition: context.options.partition }),
+      },
+      on: {
+        STANDBY: {
+          actions: assign({
+            status: ({ context, event }) => ({ ...context.status, standbyFor: event.holder }),
+          }),
+        },
+        LEASE_HELD: { target: "leased", actions: assign({ lease: ({ event }) => event.lease }) },
+        STOP: { target: "stopped" },
+      },
+    },
+    leased: {
+      invoke: { src: "watchLease", input: ({ context }) => ({ lease: context.lease }) },
+      on: {
+        LEASE_LOST: {
+          target: "releasing",
+          actions: assign({ error: ({ event }) => event.error }),
+        },
+      },
+      initial: "restoring",
+      states: {
+        restoring: {
+          invoke: {
+            src: "restore",
+            input: ({ context }) => ({ options: context.options }),
+            onDone: {
+              target: "running",
+              actions: assign(({ event }) => ({
+                core: event.output.core,
+                snapshotRevision: event.output.revision,
+                status: event.output.core.status as unknown as Record<string, unknown>,
+              })),
+            },
+            onError: {
+              target: "#aggregator.releasing",
+              actions: assign({ error: ({ event }) => event.error }),
+            },
+          },
+          on: { STOP: { target: "#aggregator.releasing" } },
+        },
+        running: {
+          invoke: {
+            id: "consumer",
+            src: "consumer",
+            input: ({ context }) => ({
+              kind: "ordered" as const,
+              stream: STREAMS.clicks,
+              filterSubjects: [SUBJECTS.clicks(context.options.partition), SUBJECTS.progress],
+              startSeq: (context.core?.status.lastSeq ?? 0) + 1,
+              maxBatch: context.maxBatchMessages,
+            }),
+          },
+          exit: assign({ inbox: undefined }),
+          on: {
+            BATCH: { actions: assign({ inbox: ({ event }) => event.msgs }) },
+            CONSUMER_FAILED: {
+              target: "#aggregator.releasing",
+              actions: assign({ error: ({ event }) => event.error }),
+            },
+            PAUSE: { actions: assign({ intent: "pause" }) },
+            STOP: { actions: assign({ intent: "stop" }) },
+            SNAPSHOT_NOW: {
+              actions: assign({
+                waiters: ({ context, event }) => [
+                  ...context.waiters,
+                  { replyTo: event.replyTo, requestId: event.requestId },
+                ],
+              }),
+            },
+          },
+          initial: "waiting",
+          states: {
+            waiting: {
+              always: [
+                { guard: "stopRequested", target: "#aggregator.leased.finishing" },
+                { guard: "pauseRequested", target: "#aggregator.leased.paused" },
+                { guard: "snapshotRequested", target: "snapshotting" },
+                { guard: "hasInbox", target: "publishing", actions: ["step", "pull", "observe"] },
+              ],
+              after: {
+                idle: [
+                  { guard: "tickWanted", target: "ticking" },
+                  { target: "waiting", reenter: true },
+                ],
+              },
+            },
+            publishing: {
+              invoke: {
+                src: "publish",
+                input: ({ context }) => ({ publications: context.outbox }),
+                onDone: [
+                  { guard: "snapshotDue", target: "snapshotting", actions: assign({ outbox: [] }) },
+                  { target: "waiting", actions: assign({ outbox: [] }) },
+                ],
+                onError: {
+                  target: "#aggregator.releasing",
+                  actions: assign({ error: ({ event }) => event.error }),
+                },
+              },
+            },
+            snapshotting: {
+              invoke: {
+                src: "saveSnapshot",
+                input: ({ context }) => snapshotInput(context),
+                onDone: {
+                  target: "waiting",
+                  actions: [
+                    assign({ snapshotRevision: ({ event }) => event.output.revision }),
+                    { type: "recordSnapshot", params: ({ event }) => event.output },
+                    { type: "answerWaiters", params: {} },
+                  ],
+                },
+                onError: {
+                  target: "#aggregator.releasing",
+                  actions: [
+                    { type: "answerWaiters", params: ({ event }) => ({ error: event.error }) },
+                    assign({ error: ({ event }) => event.error }),
+                  ],
+                },
+              },
+            },
+            ticking: {
+              invoke: {
+                src: "publish",
+                input: ({ context }) => ({
+                  publications: [
+                    idleTick(
+                      context.core as AggregatorCore,
+                      Math.floor(context.now() / context.options.idleTimeoutMs),
+                    ),
+                  ],
+                }),
+                onDone: { target: "waiting" },
+                onError: {
+                  target: "#aggregator.releasing",
+                  actions: assign({ error: ({ event }) => event.error }),
+                },
+              },
+            },
+          },
+        },
+        paused: {
+          entry: assign({ intent: "run" }),
+          on: {
+            RESUME: { target: "running" },
+            STOP: { target: "finishing" },
+          },
+        },
+        // Orderly stop: everything processed is published; save where we are.
+        finishing: {
+          invoke: {
+            src: "saveSnapshot",
+            input: ({ context }) => snapshotInput(context),
+            onDone: {
+              target: "#aggregator.releasing",
+              actions: [
+                { type: "recordSnapshot", params: ({ event }) => event.output },
+                { type: "answerWaiters", params: {} },
+              ],
+            },
+            onError: {
+              target: "#aggregator.releasing",
+              actions: [
+                { type: "answerWaiters", params: ({ event }) => ({ error: event.error }) },
+                assign({ error: ({ event }) => event.error }),
+              ],
+            },
+          },
+        },
+      },
+    },
+    releasing: {
+      entry: ({ context }) => reportSources(context.options.partition, undefined),
+      on: { KILL: {} },
+      invoke: {
+        src: "releaseLease",
+        input: ({ context }) => ({ lease: context.lease }),
+        onDone: [{ guard: "failed", target: "failed" }, { target: "stopped" }],
+        onError: [{ guard: "failed", target: "failed" }, { target: "stopped" }],
+      },
+    },
+    stopped: { type: "final" },
+    failed: { type: "final" },
+  },
+  output: ({ context }) => ({
+    failed: context.error !== undefined,
+    ...(context.error !== undefined ? { error: context.error } : {}),
+  }),
+});
+
+function snapshotInput(context: AggregatorContext) {
+  const core = context.core as AggregatorCore;
+  return {
+    partition: core.partition,
+    streamSeq: core.status.lastSeq,
+    state: snapshotStateOf(core),
+    ...(context.snapshotRevision !== undefined ? { revision: context.snapshotRevision } : {}),
+    nowMs: context.now(),
+  };
+}
+
+export type AggregatorSnapshot = SnapshotFrom<typeof aggregatorMachine>;
+
+/** The effects the aggregator needs, from the composition root. */
+export interface AggregatorDeps {
+  js: JetStreamClient;
+  snapshots: SnapshotStore;
+  /** Without leases (tests, tools), the aggregator runs at once. */
+  leases?: PartitionLeases;
+}
+
+/** The aggregator machine with its effects bound to real NATS and KV handles. */
+export function aggregatorLogic(deps: AggregatorDeps) {
+  return aggregatorMachine.provide({
+    actors: {
+      acquireLease: fromCallback<AggregatorEvent, { partition: number }>(({ sendBack, input }) => {
+        const leases = deps.leases;
+        if (!leases) {
+          sendBack({ type: "LEASE_HELD", lease: null });
+          return;
+        }
+        const stop = new AbortController();
+        leases
+          .acquire(input.partition, stop.signal, (holder) => sendBack({ type: "STANDBY", holder }))
+          .then(
+            (lease) => {
+              if (stop.signal.aborted) void lease.release();
+              else sendBack({ type: "LEASE_HELD", lease });
+            },
+            () => {}, // aborted while waiting
+          );
+        return () => stop.abort();
+      }),
+      restore: fromPromise<Restored, { options: AggregatorOptions }>(async ({ input }) => {
+        const stored = await deps.snapshots.load<AggregatorSnapshotState>(
+          aggregatorSnapshotKey(input.options.partition),
+        );
+        if (!stored) return { core: restoreCore(input.options) };
+        return {
+          core: restoreCore(input.options, {
+            state: stored.snapshot.state,
+            streamSeq: stored.snapshot.streamSeq,
+            takenAtMs: stored.snapshot.takenAtMs,
+          }),
+          revision: stored.revision,
+        };
+      }),
+      consumer: streamConsumer(deps.js),
+      publish: fromPromise<void, { publications: Publication[] }>(async ({ input }) => {
+        if (input.publications.length === 0) return;
+        const publisher = new BatchPublisher(deps.js, { label: "aggregates" });
+        for (const p of input.publications) {
+          let h: ReturnType<typeof natsHeaders> | undefined;
+          if (p.headers) {
+            h = natsHeaders();
+            for (const [k, v] of Object.entries(p.headers)) h.set(k, v);
+          }
+          await publisher.publish({
+            subject: p.subject,
+            msgId: p.msgId,
+            payload: p.payload,
+            events: p.events,
+            ...(h ? { headers: h } : {}),
+          });
+        }
+        await publisher.flush();
+      }),
+      saveSnapshot: fromPromise<
+        SnapshotSaved,
+        {
+          partition: number;
+          streamSeq: number;
+          state: AggregatorSnapshotState;
+          revision?: number;
+          nowMs: number;
+        }
+      >(async ({ input }) => {
+        const started = performance.now();
+        const saved = await deps.snapshots.save<AggregatorSnapshotState>(
+          aggregatorSnapshotKey(input.partition),
+          { streamSeq: input.streamSeq, takenAtMs: input.nowMs, state: input.state },
+          input.revision,
+        );
+        snapshotSeconds.observe(
+          { actor: `aggregator-${input.partition}` },
+          (performance.now() - started) / 1000,
+        );
+        return { revision: saved.revision, bytes: saved.bytes, takenAtMs: input.nowMs };
+      }),
+    },
+  });
+}
+
+/** The supervisor's child spec of partition `partition`'s aggregator (`logic` from {@link aggregatorLogic}). */
+export function aggregatorChild(
+  logic: ReturnType<typeof aggregatorLogic>,
+  o: Omit<AggregatorActorInput, "snapshotEveryMs" | "maxBatchMessages"> & {
+    snapshotEveryMs?: number;
+    maxBatchMessages?: number;
+    shutdownMs: number;
+  },
+): ChildSpec {
+  const input: AggregatorActorInput = {
+    id: o.id,
+    partition: o.partition,
+    aggregator: o.aggregator,
+    snapshotEveryMs: o.snapshotEveryMs ?? 10_000,
+    maxBatchMessages: o.maxBatchMessages ?? 64,
+    now: o.now,
+  };
+  return {
+    id: o.id,
+    kind: "aggregator",
+    partition: o.partition,
+    restart: "permanent",
+    shutdownMs: o.shutdownMs,
+    logic,
+    input,
   };
 }

@@ -1,7 +1,8 @@
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { RawWriter, type RawWriterOptions } from "../src/ingest/raw-writer.js";
 import type { RawStore } from "../src/storage/raw-store.js";
-import { type ChildSpec, crashable } from "./loop-machine.js";
+import type { ChildSpec } from "../supervisor/supervisor.js";
+import { type StageChildOptions, stageLogic } from "./stage.js";
 
 /**
  * The raw writer actor: consumes the raw-click stream (durable "raw-writer", shared by every
@@ -9,18 +10,14 @@ import { type ChildSpec, crashable } from "./loop-machine.js";
  */
 export function rawWriterChild(
   deps: { js: JetStreamClient; store: RawStore },
-  opts: RawWriterOptions,
+  o: StageChildOptions & Omit<RawWriterOptions, "id">,
 ): ChildSpec {
   return {
-    id: opts.id,
+    id: o.id,
     kind: "raw-writer",
     restart: "permanent",
-    start: () => {
-      const writer = new RawWriter(deps, opts);
-      return crashable(
-        (s) => writer.run(s),
-        () => ({ ...writer.status }),
-      );
-    },
+    shutdownMs: o.shutdownMs,
+    logic: stageLogic(deps.js, () => new RawWriter(deps, o)),
+    input: { id: o.id, now: o.now },
   };
 }

@@ -36,9 +36,7 @@ async function liveView(
   const rate = ((events - prev.events) * 1000) / Math.max(1, now - prev.atMs);
   prev.events = events;
   prev.atMs = now;
-  const rows = Object.values(node.worker.supervisor.getSnapshot().context.work).map(
-    (w) => w.status?.() ?? {},
-  );
+  const rows = (await node.worker.status()).children.map((child) => child.status ?? {});
   const lag = rows.reduce(
     (n, s) => n + Number((s as { lagMessages?: number }).lagMessages ?? 0),
     0,
@@ -86,7 +84,7 @@ export async function runUp(c: AdclickConfig, o: UpOptions): Promise<void> {
   const rs = await node.cql.execute("SELECT release_version FROM system.local");
   log(
     `healthy: nats-server ${node.nc.info?.version} at ${node.nc.getServer()}, Cassandra ${rs.rows[0]?.get("release_version")} ` +
-      `keyspace ${c.cassandraKeyspace}, ${c.partitions} partitions, ${Object.keys(node.worker.supervisor.getSnapshot().context.info).length} actors` +
+      `keyspace ${c.cassandraKeyspace}, ${c.partitions} partitions, ${(await node.worker.status()).children.length} actors` +
       `${node.metrics ? `, metrics on :${node.metrics.port}/metrics` : ""}; query with: adclick query top --minutes 5`,
   );
   if (o.once) {
@@ -127,7 +125,7 @@ export async function runWorker(c: AdclickConfig): Promise<void> {
   const log = (m: string) => console.log(`[worker] ${m}`);
   const node = await startNode(c, allRoles(c), log);
   log(
-    `running ${Object.keys(node.worker.supervisor.getSnapshot().context.info).length} actors as ${node.worker.name} (roles: ${c.roles.join(",")})`,
+    `running ${(await node.worker.status()).children.length} actors as ${node.worker.name} (roles: ${c.roles.join(",")})`,
   );
   const reason = await Promise.race([
     new Promise<string>((resolve) => {

@@ -1,40 +1,38 @@
 import { hostname } from "node:os";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/transport-node";
-import { createActor } from "xstate";
+import { adminServiceChild } from "../actors/admin-service.js";
 import { aggregateWriterChild } from "../actors/aggregate-writer.js";
-import { aggregatorChild } from "../actors/aggregator.js";
+import { aggregatorChild, aggregatorLogic } from "../actors/aggregator.js";
 import { lateRepairChild } from "../actors/late-repair.js";
-import type { ChildSpec } from "../actors/loop-machine.js";
+import { liveServerChild } from "../actors/live-server.js";
 import { mapChild } from "../actors/map.js";
 import { rawWriterChild } from "../actors/raw-writer.js";
 import { reducerChild } from "../actors/reducer.js";
-import { KV_BUCKETS, LEASE_TTL_MS } from "../nats/layout.js";
+import { resourceService } from "../actors/service.js";
+import { LEASE_TTL_MS } from "../nats/layout.js";
 import { aggregateWriterConsumer } from "../src/aggregate/aggregate-writer.js";
 import {
-  type AggregatorRunner,
+  type AggregatorSnapshotState,
   aggregatorSnapshotKey,
-} from "../src/aggregate/aggregator-runner.js";
+} from "../src/aggregate/aggregator-core.js";
 import { type AdclickConfig, envNameOf, type WorkerRole } from "../src/config.js";
 import { mapConsumer } from "../src/ingest/ingest-router.js";
 import { rawWriterConsumer } from "../src/ingest/raw-writer.js";
 import { PartitionLeases } from "../src/leases/partition-lease.js";
 import { ensureDurable } from "../src/nats/durable-consumer.js";
-import { serveLive } from "../src/query/live.js";
+import type { QueryEngine } from "../src/query/engine.js";
+import { startQueryService } from "../src/query/service.js";
 import { lateRepairConsumer } from "../src/recalc/late-repair.js";
 import { KvRecalcProgressStore } from "../src/recalc/progress.js";
+import { natsLateEvents, reconcileRange, startReconcileSchedule } from "../src/recalc/reconcile.js";
+import { CassandraAggregateEraser, replayRange } from "../src/recalc/replay.js";
 import { SnapshotStore } from "../src/snapshots/snapshot-store.js";
 import { AggregateStore } from "../src/storage/aggregate-store.js";
-import type { CassandraClient } from "../src/storage/cassandra-client.js";
 import { applyRawRetention } from "../src/storage/raw-retention.js";
 import { RawStore } from "../src/storage/raw-store.js";
-import {
-  type AggregatorOptions,
-  type AggregatorSnapshot,
-  checkRestorable,
-} from "../src/windows/partition-aggregator.js";
-import { type SupervisorReport, supervisorMachine } from "../supervisor/supervisor.js";
+import { type AggregatorOptions, checkRestorable } from "../src/windows/partition-aggregator.js";
+import type { ChildSpec } from "../supervisor/supervisor.js";
+import { parseRange } from "./cli/replay.js";
+import type { Connections } from "./connections.js";
 
 export interface WorkerRoles {
   map: boolean;
@@ -79,6 +77,42 @@ export function aggregatorOptionsOf(c: AdclickConfig): Omit<AggregatorOptions, "
   };
 }
 
+/** The stores of one process, built once. */
+export interface Stores {
+  raw: RawStore;
+  aggregates: AggregateStore;
+  eraser: CassandraAggregateEraser;
+  snapshots: SnapshotStore;
+  recalcVersions: KvRecalcProgressStore;
+  leases: PartitionLeases;
+}
+
+/** Builds the stores and prepares what the roles need (schemas, durable consumers). */
+export async function prepareStores(
+  conn: Connections,
+  c: AdclickConfig,
+  roles: WorkerRoles,
+  workerName: string,
+): Promise<Stores> {
+  const stores: Stores = {
+    raw: new RawStore(conn.cql),
+    aggregates: new AggregateStore(conn.cql),
+    eraser: new CassandraAggregateEraser(conn.cql),
+    snapshots: new SnapshotStore(conn.kv.snapshots),
+    recalcVersions: new KvRecalcProgressStore(conn.kv.snapshots),
+    leases: new PartitionLeases(conn.kv.leases, workerName, LEASE_TTL_MS),
+  };
+  await stores.raw.createSchema();
+  if (c.rawRetentionDays > 0) await applyRawRetention(conn.cql, c.rawRetentionDays);
+  await stores.aggregates.createSchema();
+  if (roles.map) await ensureDurable(conn.jsm, mapConsumer());
+  if (roles.rawWriter) await ensureDurable(conn.jsm, rawWriterConsumer());
+  if (roles.aggregateWriter) await ensureDurable(conn.jsm, aggregateWriterConsumer());
+  if (roles.lateRepair) await ensureDurable(conn.jsm, lateRepairConsumer());
+  await checkSnapshots(stores.snapshots, roles.partitions, aggregatorOptionsOf(c));
+  return stores;
+}
+
 /**
  * The configuration is authoritative: before any actor starts, every saved aggregator state
  * of the partitions offered here is checked against it. What can be applied to a restored
@@ -91,7 +125,7 @@ async function checkSnapshots(
   aggregator: Omit<AggregatorOptions, "partition">,
 ): Promise<void> {
   for (const p of partitions) {
-    const stored = await snapshots.load<{ agg: AggregatorSnapshot }>(aggregatorSnapshotKey(p));
+    const stored = await snapshots.load<AggregatorSnapshotState>(aggregatorSnapshotKey(p));
     if (!stored) continue;
     checkRestorable(stored.snapshot.state.agg, { ...aggregator, partition: p }, (option) =>
       envNameOf(option as keyof AdclickConfig),
@@ -99,112 +133,171 @@ async function checkSnapshots(
   }
 }
 
-export interface Worker {
-  /** This worker's name (host and pid), shown by admin commands. */
-  name: string;
-  supervisor: ReturnType<typeof createActor<typeof supervisorMachine>>;
-  /** The live aggregator of each partition this worker runs (queries read open minutes). */
-  aggregators: Map<number, () => AggregatorRunner | undefined>;
-  /** Stops every actor in reverse order (each finishes its batch; aggregators snapshot). */
-  stop(): Promise<void>;
+/** This worker's name in leases and admin replies. */
+export function workerNameOf(c: AdclickConfig): string {
+  return c.workerId ?? `${hostname()}/${process.pid}`;
 }
 
 /**
- * The composition root of one worker process: builds the stores and the actors' child specs
- * for the roles it plays, and starts them under a supervisor.
+ * The children of one worker process for its roles, in start order: sinks first, sources
+ * last (the supervisor stops them all at once; unfinished input is redelivered or replayed).
+ * Every tuning value comes from the configuration; every effect from `conn` and `stores`.
  */
-export async function startWorker(
-  nc: NatsConnection,
-  cql: CassandraClient,
+export function workerChildren(
+  conn: Connections,
+  stores: Stores,
   c: AdclickConfig,
   roles: WorkerRoles,
-  report: (r: SupervisorReport) => void = () => {},
-): Promise<Worker> {
-  const js = jetstream(nc);
-  const jsm = await jetstreamManager(nc);
-  const rawStore = new RawStore(cql);
-  const aggregateStore = new AggregateStore(cql);
-  await rawStore.createSchema();
-  if (c.rawRetentionDays > 0) await applyRawRetention(cql, c.rawRetentionDays);
-  await aggregateStore.createSchema();
-  if (roles.map) await ensureDurable(jsm, mapConsumer());
-  if (roles.rawWriter) await ensureDurable(jsm, rawWriterConsumer());
-  if (roles.aggregateWriter) await ensureDurable(jsm, aggregateWriterConsumer());
-  if (roles.lateRepair) await ensureDurable(jsm, lateRepairConsumer());
-  const snapshots = new SnapshotStore(await new Kvm(js).open(KV_BUCKETS.snapshots));
-  const workerName = c.workerId ?? `${hostname()}/${process.pid}`;
-  const leases = new PartitionLeases(
-    await new Kvm(js).open(KV_BUCKETS.leases),
-    workerName,
-    LEASE_TTL_MS,
-  );
-
-  // Start order: sinks first, sources last (stop runs in reverse: sources stop first).
+  o: {
+    workerName: string;
+    engine: QueryEngine;
+    now: () => number;
+    log: (m: string) => void;
+  },
+): ChildSpec[] {
+  const { js, nc } = conn;
+  const base = { shutdownMs: c.actorShutdownMs, now: o.now };
   const specs: ChildSpec[] = [];
   if (roles.aggregateWriter)
-    specs.push(aggregateWriterChild({ js, store: aggregateStore }, { id: "aggregate-writer" }));
+    specs.push(
+      aggregateWriterChild({ js, store: stores.aggregates }, { ...base, id: "aggregate-writer" }),
+    );
   if (roles.reducer) {
     specs.push(
       reducerChild(js, {
+        ...base,
         id: "reducer",
         partitions: c.partitions,
         n: c.topK,
-        replayMs: 3 * 3_600_000,
-        overdueAfterMs: c.allowedLatenessMs + c.idleTimeoutMs + 30_000,
+        replayMs: c.reducerReplayMs,
+        overdueAfterMs: c.allowedLatenessMs + c.idleTimeoutMs + c.reducerOverdueGraceMs,
       }),
     );
   }
-  const aggregators = new Map<number, () => AggregatorRunner | undefined>();
   const aggregator = aggregatorOptionsOf(c);
-  await checkSnapshots(snapshots, roles.partitions, aggregator);
+  const logic = aggregatorLogic({ js, snapshots: stores.snapshots, leases: stores.leases });
   for (const p of roles.partitions) {
-    const spec = aggregatorChild(
-      { js, snapshots, leases },
-      { id: `aggregator-${p}`, partition: p, aggregator },
+    specs.push(
+      aggregatorChild(logic, {
+        ...base,
+        id: `aggregator-${p}`,
+        partition: p,
+        aggregator,
+        snapshotEveryMs: c.snapshotEveryMs,
+      }),
     );
-    aggregators.set(p, spec.current);
-    specs.push(spec);
   }
   if (roles.lateRepair) {
     specs.push(
       lateRepairChild(
+        { js, raw: stores.raw, aggregates: stores.aggregates, versions: stores.recalcVersions },
         {
-          js,
-          raw: rawStore,
-          aggregates: aggregateStore,
-          versions: new KvRecalcProgressStore(await new Kvm(js).open(KV_BUCKETS.snapshots)),
+          ...base,
+          id: "late-repair",
+          partitions: c.partitions,
+          dimensions: c.dimensions,
+          topK: c.topK,
         },
-        { id: "late-repair", partitions: c.partitions, dimensions: c.dimensions, topK: c.topK },
       ),
     );
   }
-  if (roles.rawWriter) specs.push(rawWriterChild({ js, store: rawStore }, { id: "raw-writer" }));
-  if (roles.map) specs.push(mapChild(js, { id: "map", partitions: c.partitions }));
+  if (roles.rawWriter)
+    specs.push(rawWriterChild({ js, store: stores.raw }, { ...base, id: "raw-writer" }));
+  if (roles.map) specs.push(mapChild(js, { ...base, id: "map", partitions: c.partitions }));
 
-  const supervisor = createActor(supervisorMachine, { input: { specs, report } });
-  supervisor.start();
-  const live = serveLive(nc, roles.partitions, (p, fromMs, toMs) =>
-    aggregators.get(p)?.()?.liveView(fromMs, toMs),
+  // The services: live minutes of this worker's aggregators, queries, admin commands, and
+  // the scheduled reconciliation (where the reducer runs: one per deployment).
+  if (roles.partitions.length > 0)
+    specs.push(
+      liveServerChild(nc, {
+        id: "live-server",
+        partitions: roles.partitions,
+        shutdownMs: c.actorShutdownMs,
+      }),
+    );
+  if (roles.query) {
+    specs.push(
+      serviceChild("query-service", c, () =>
+        startQueryService(
+          nc,
+          o.engine,
+          { maxRangeMinutes: c.queryMaxRangeMinutes, maxN: c.topK },
+          o.now,
+        ),
+      ),
+    );
+  }
+  const recalc = {
+    rawStore: stores.raw,
+    aggregateStore: stores.aggregates,
+    eraser: stores.eraser,
+    partitions: c.partitions,
+    dimensions: c.dimensions,
+    topK: c.topK,
+  };
+  const lateEvents = natsLateEvents(js, conn.jsm);
+  if (roles.reducer && c.reconcileEveryMs > 0) {
+    specs.push({
+      id: "reconcile-schedule",
+      kind: "schedule",
+      restart: "permanent",
+      shutdownMs: c.actorShutdownMs,
+      logic: resourceService(
+        async () =>
+          startReconcileSchedule({
+            ...recalc,
+            lateEvents,
+            everyMs: c.reconcileEveryMs,
+            lagMs: c.reconcileLagMs,
+            now: o.now,
+            onReport: (r) => {
+              if (r.mismatchCount > 0)
+                o.log(
+                  `reconcile ${r.range.from} → ${r.range.to}: ${r.mismatchCount} mismatches (${JSON.stringify(r.byCause)})`,
+                );
+            },
+            onError: (e) => o.log(`reconcile failed: ${e}`),
+          }),
+        (s) => s.close(),
+      ),
+      input: { id: "reconcile-schedule" },
+    });
+  }
+  const actorIds = specs.map((s) => s.id);
+  specs.push(
+    adminServiceChild(nc, {
+      id: "admin-service",
+      worker: o.workerName,
+      actorIds: [...actorIds, "admin-service"],
+      aggregatorIds: roles.partitions.map((p) => `aggregator-${p}`),
+      shutdownMs: c.actorShutdownMs,
+      job: async (kind, body) => {
+        const from = String(body.from ?? "");
+        const to = String(body.to ?? "");
+        const { fromMs, toMs } = parseRange(from, to);
+        const common = { ...recalc, progressStore: stores.recalcVersions, fromMs, toMs };
+        o.log(`admin ${kind} ${from} → ${to}${body.apply || body.repair ? " (applying)" : ""}`);
+        return kind === "replay"
+          ? replayRange({ ...common, apply: body.apply === true })
+          : reconcileRange({ ...common, repair: body.repair === true, lateEvents, mode: "manual" });
+      },
+    }),
   );
+  return specs;
+}
+
+/** A supervised NATS micro service (started by `start`, stopped by its stop()). */
+function serviceChild(
+  id: string,
+  c: AdclickConfig,
+  start: () => Promise<{ stop(): Promise<unknown> }>,
+): ChildSpec {
   return {
-    name: workerName,
-    supervisor,
-    aggregators,
-    async stop() {
-      live.close();
-      supervisor.send({ type: "STOP" });
-      await new Promise<void>((resolve) => {
-        if (supervisor.getSnapshot().status === "done") return resolve();
-        const sub = supervisor.subscribe({
-          next: (s) => {
-            if (s.status === "done") {
-              sub.unsubscribe();
-              resolve();
-            }
-          },
-          complete: () => resolve(),
-        });
-      });
-    },
+    id,
+    kind: "service",
+    restart: "permanent",
+    shutdownMs: c.actorShutdownMs,
+    logic: resourceService(start, (s) => s.stop()),
+    input: { id },
   };
 }

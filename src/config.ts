@@ -98,6 +98,19 @@ export interface AdclickConfig {
   reconcileEveryMs: number;
   /** How far behind now the scheduled reconciliation stays (closed, stored minutes only). */
   reconcileLagMs: number;
+  /** An aggregator snapshots at most this often while input flows (and on an orderly stop). */
+  snapshotEveryMs: number;
+  /** How long an actor's orderly stop may take before its supervisor stops it outright. */
+  actorShutdownMs: number;
+  /** How far back the reducer replays the aggregates stream when it starts (rebuilds its state). */
+  reducerReplayMs: number;
+  /**
+   * The reducer emits a minute some partition never reported this long after the minute's
+   * end plus the lateness and the idle timeout (a partition without clicks never reports).
+   */
+  reducerOverdueGraceMs: number;
+  /** Longest range a query may ask for, in minutes. */
+  queryMaxRangeMinutes: number;
 }
 
 export const DEFAULT_CONFIG: AdclickConfig = {
@@ -125,6 +138,12 @@ export const DEFAULT_CONFIG: AdclickConfig = {
   reconcileEveryMs: 3_600_000,
   // Past the lateness and the amendment horizon: minutes still amended live are not compared.
   reconcileLagMs: 20 * 60_000,
+  snapshotEveryMs: 10_000,
+  // Under the process's own stop deadline (10 s), so that a hung actor is stopped outright first.
+  actorShutdownMs: 5_000,
+  reducerReplayMs: 3 * 3_600_000,
+  reducerOverdueGraceMs: 30_000,
+  queryMaxRangeMinutes: 7 * 24 * 60,
 };
 
 const DIMENSIONS: readonly Dimension[] = ["country", "ip", "userId"];
@@ -160,6 +179,11 @@ export const ENV_VARS = {
   ADCLICK_RAW_RETENTION_DAYS: "rawRetentionDays",
   ADCLICK_RECONCILE_EVERY_MS: "reconcileEveryMs",
   ADCLICK_RECONCILE_LAG_MS: "reconcileLagMs",
+  ADCLICK_SNAPSHOT_EVERY_MS: "snapshotEveryMs",
+  ADCLICK_ACTOR_SHUTDOWN_MS: "actorShutdownMs",
+  ADCLICK_REDUCER_REPLAY_MS: "reducerReplayMs",
+  ADCLICK_REDUCER_OVERDUE_GRACE_MS: "reducerOverdueGraceMs",
+  ADCLICK_QUERY_MAX_RANGE_MINUTES: "queryMaxRangeMinutes",
 } as const satisfies Record<string, keyof AdclickConfig>;
 
 type RawSettings = Partial<Record<keyof AdclickConfig, string>>;
@@ -285,6 +309,26 @@ export function loadConfig(
     c.reconcileEveryMs = int(s("reconcileEveryMs"), raw.reconcileEveryMs, 0, 7 * 86_400_000);
   if (raw.reconcileLagMs)
     c.reconcileLagMs = int(s("reconcileLagMs"), raw.reconcileLagMs, 60_000, 7 * 86_400_000);
+  if (raw.snapshotEveryMs)
+    c.snapshotEveryMs = int(s("snapshotEveryMs"), raw.snapshotEveryMs, 0, 3_600_000);
+  if (raw.actorShutdownMs)
+    c.actorShutdownMs = int(s("actorShutdownMs"), raw.actorShutdownMs, 100, 600_000);
+  if (raw.reducerReplayMs)
+    c.reducerReplayMs = int(s("reducerReplayMs"), raw.reducerReplayMs, 60_000, 7 * 86_400_000);
+  if (raw.reducerOverdueGraceMs)
+    c.reducerOverdueGraceMs = int(
+      s("reducerOverdueGraceMs"),
+      raw.reducerOverdueGraceMs,
+      0,
+      86_400_000,
+    );
+  if (raw.queryMaxRangeMinutes)
+    c.queryMaxRangeMinutes = int(
+      s("queryMaxRangeMinutes"),
+      raw.queryMaxRangeMinutes,
+      1,
+      366 * 24 * 60,
+    );
 
   Object.assign(c, overrides);
   validate(c);

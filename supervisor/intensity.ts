@@ -4,6 +4,8 @@
  * (as Akka adds) exponential backoff with jitter so failing children do not stampede a
  * backend that is down. Pure functions: time and randomness are passed in.
  */
+import { jitteredBackoffMs } from "../src/backoff.js";
+
 export interface RestartPolicy {
   maxRestarts: number;
   withinMs: number;
@@ -36,13 +38,13 @@ export function admitRestart(
 /**
  * Delay before restart number `attempt` (1-based, counted within the intensity period):
  * base·2^(attempt−1), capped, with "equal jitter" (half fixed, half random) so that
- * children failing together come back spread out.
+ * children failing together come back spread out: `jitteredBackoffMs` (src/backoff.ts) on
+ * the policy's bounds.
  */
 export function backoffMs(
   attempt: number,
   p: Pick<RestartPolicy, "baseBackoffMs" | "maxBackoffMs">,
   random: () => number,
 ): number {
-  const cap = Math.min(p.maxBackoffMs, p.baseBackoffMs * 2 ** Math.max(0, attempt - 1));
-  return Math.round(cap / 2 + random() * (cap / 2));
+  return jitteredBackoffMs(attempt, { baseMs: p.baseBackoffMs, maxMs: p.maxBackoffMs }, random);
 }

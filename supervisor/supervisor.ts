@@ -1,10 +1,10 @@
-import { type ActorRefFrom, assign, enqueueActions, setup } from "xstate";
 import {
-  type ChildSpec,
-  type ChildWork,
-  type LoopOutput,
-  loopMachine,
-} from "../actors/loop-machine.js";
+  type AnyActorLogic,
+  type AnyActorRef,
+  type AnyEventObject,
+  enqueueActions,
+  setup,
+} from "xstate";
 import {
   admitRestart,
   backoffMs,
@@ -12,112 +12,259 @@ import {
   type RestartPolicy,
 } from "./intensity.js";
 
-export type { ChildSpec, ChildWork };
+/** OTP's restart types: permanent always, transient after a failure, temporary never. */
+export type RestartType = "permanent" | "transient" | "temporary";
+
+/**
+ * What the supervisor needs to (re)start a child, like an OTP child spec. The logic is
+ * started afresh on every start, so a restarted actor restores from its snapshot instead of
+ * resuming with possibly corrupt state. Every child speaks {@link ChildCommand} and ends in a
+ * final state whose output is a {@link ChildOutput}.
+ */
+export interface ChildSpec {
+  id: string;
+  kind: string;
+  partition?: number;
+  restart: RestartType;
+  /** How long an orderly stop may take; a child still running then is stopped outright. */
+  shutdownMs: number;
+  logic: AnyActorLogic;
+  input?: unknown;
+}
+
+/** The commands every child takes. KILL is a crash: no orderly stop, no final snapshot. */
+export type ChildCommand =
+  | { type: "PAUSE" }
+  | { type: "RESUME" }
+  | { type: "STOP" }
+  | { type: "KILL"; reason?: string };
+
+/** Every child's final output. */
+export interface ChildOutput {
+  failed: boolean;
+  error?: unknown;
+}
+
+export type ChildState =
+  | "running"
+  | "paused"
+  | "restarting"
+  | "stopping"
+  | "stopped"
+  | "failed"
+  | "killed";
 
 export interface ChildInfo {
   id: string;
   kind: string;
   partition?: number;
-  state: "running" | "paused" | "restarting" | "stopped" | "failed";
+  state: ChildState;
   restarts: number;
   lastError?: string;
   startedAtMs: number;
+  /** Times of the restarts within the intensity period. */
+  history: number[];
+}
+
+/** The supervisor's answer to STATUS: its state and every child with the child's own status. */
+export interface SupervisorStatus {
+  state: "running" | "stopping" | "stopped" | "escalated";
+  escalation?: string;
+  children: (Omit<ChildInfo, "history"> & { status?: Record<string, unknown> })[];
+}
+
+export type SupervisorEvent =
+  | { type: "STATUS"; replyTo: AnyActorRef; requestId: string }
+  | { type: "KILL" | "PAUSE" | "RESUME"; id: string }
+  /** Passes an event on to a child (e.g. snapshot-now with its reply address). */
+  | { type: "FORWARD"; id: string; event: AnyEventObject }
+  | { type: "RESTART"; id: string }
+  | { type: "SHUTDOWN_TIMEOUT"; id: string }
+  | { type: "STOP" }
+  | { type: `xstate.done.actor.${string}`; output?: ChildOutput }
+  | { type: `xstate.error.actor.${string}`; error: unknown };
+
+/** What the supervisor tells its listeners (`actor.on(...)`): logs and metrics, not decisions. */
+export type SupervisorReport =
+  | { type: "child_failed"; id: string; error: string; restartInMs: number }
+  | { type: "child_restarted"; id: string; restarts: number }
+  | { type: "child_killed"; id: string; afterMs: number }
+  | { type: "escalated"; reason: string };
+
+/** The reply to STATUS, sent to its `replyTo`. */
+export interface SupervisorStatusReply {
+  type: "SUPERVISOR_STATUS";
+  requestId: string;
+  status: SupervisorStatus;
 }
 
 export interface SupervisorInput {
   specs: ChildSpec[];
   policy?: RestartPolicy;
+  /** Wall clock for start times and the restart intensity (tests pass a simulated one). */
+  now?: () => number;
   /** Randomness for backoff jitter (tests pass a fixed one). */
   random?: () => number;
-  /** Called with a structured report whenever a child fails, restarts or the supervisor gives up. */
-  report?: (r: SupervisorReport) => void;
 }
-
-export type SupervisorReport =
-  | { kind: "child_failed"; id: string; error: string; restartInMs?: number }
-  | { kind: "child_restarted"; id: string; restarts: number }
-  | { kind: "escalated"; reason: string };
-
-/** Sent by xstate when a child reaches its final state (stopped or failed). */
-export type ChildDoneEvent = { type: `xstate.done.actor.${string}`; output: LoopOutput };
-
-export type SupervisorEvent =
-  | ChildDoneEvent
-  | { type: "RESTART"; id: string }
-  | { type: "KILL"; id: string }
-  | { type: "PAUSE"; id: string }
-  | { type: "RESUME"; id: string }
-  | { type: "STOP" };
-
-type ChildRef = ActorRefFrom<typeof loopMachine>;
 
 interface SupervisorContext {
   specs: ChildSpec[];
   policy: RestartPolicy;
+  now: () => number;
   random: () => number;
-  report: (r: SupervisorReport) => void;
-  work: Record<string, ChildWork>;
-  refs: Record<string, ChildRef>;
-  info: Record<string, ChildInfo>;
-  history: Record<string, number[]>;
+  children: Record<string, ChildInfo>;
   escalation?: string;
 }
+
+const ALIVE: readonly ChildState[] = ["running", "paused", "stopping"];
+const isAlive = (i: ChildInfo | undefined) => i !== undefined && ALIVE.includes(i.state);
 
 function errorText(e: unknown): string {
   return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
 }
 
+function childIdOf(eventType: string): string {
+  return eventType.replace(/^xstate\.(done|error)\.actor\./, "");
+}
+
+/** How a child ended, from its done or error event. */
+function exitOf(event: AnyEventObject): { failed: boolean; error?: unknown } {
+  if (event.type.startsWith("xstate.error.actor.")) return { failed: true, error: event.error };
+  const out = event.output as ChildOutput | undefined;
+  return { failed: out?.failed ?? false, error: out?.error };
+}
+
+const shutdownTimer = (id: string) => `shutdown:${id}`;
+
 /**
- * The supervisor: starts its children in order, restarts them one_for_one with restart
- * intensity and jittered backoff, passes admin commands on (pause, resume, kill), and stops
- * them in reverse order. When a child exceeds the intensity it stops everything and ends in
- * `escalated`, saying why: the process should exit and be restarted from outside.
+ * The supervisor, in the OTP mould: starts its children in order, restarts them one_for_one
+ * within a restart intensity and with jittered backoff, passes admin commands on, and on STOP
+ * asks every child to stop, stopping outright any that has not finished within its spec's
+ * shutdown time. When a child exceeds the intensity it stops everything and ends in
+ * `escalated`: the process should exit and be restarted from outside.
+ *
+ * Pure: context changes only through `assign`, time comes from the injected `now` and the
+ * actor system's clock (delays), randomness is injected, and reports are emitted events.
  */
 export const supervisorMachine = setup({
   types: {
     context: {} as SupervisorContext,
     events: {} as SupervisorEvent,
     input: {} as SupervisorInput,
+    emitted: {} as SupervisorReport,
   },
-  actors: { loop: loopMachine },
   actions: {
-    startChild: assign(({ context, spawn }, params: { id: string }) => {
+    startChild: enqueueActions(({ context, enqueue }, params: { id: string }) => {
       const spec = context.specs.find((s) => s.id === params.id);
-      if (!spec) return {};
-      const work = spec.start();
-      const ref: ChildRef = spawn("loop", { id: spec.id, input: { id: spec.id, run: work.run } });
-      const prev = context.info[spec.id];
-      return {
-        work: { ...context.work, [spec.id]: work },
-        refs: { ...context.refs, [spec.id]: ref },
-        info: {
-          ...context.info,
+      if (!spec) return;
+      // Registered under its id, so that other actors can address it (system.get(id)).
+      const options = { id: spec.id, systemId: spec.id, input: spec.input };
+      enqueue.spawnChild(spec.logic as never, options as never);
+      const prev = context.children[spec.id];
+      enqueue.assign({
+        children: ({ context: c }) => ({
+          ...c.children,
           [spec.id]: {
             id: spec.id,
             kind: spec.kind,
-            partition: spec.partition,
-            state: "running" as const,
+            ...(spec.partition !== undefined ? { partition: spec.partition } : {}),
+            state: "running",
             restarts: prev?.restarts ?? 0,
-            lastError: prev?.lastError,
-            startedAtMs: Date.now(),
+            ...(prev?.lastError ? { lastError: prev.lastError } : {}),
+            startedAtMs: c.now(),
+            history: prev?.history ?? [],
           },
+        }),
+      });
+    }),
+    // A child ended while running: restart it (per its restart type, within the intensity,
+    // after a jittered backoff) or escalate.
+    childExited: enqueueActions(({ context, event, enqueue }) => {
+      const id = childIdOf(event.type);
+      const spec = context.specs.find((s) => s.id === id);
+      const info = context.children[id];
+      if (!spec || !info) return;
+      const exit = exitOf(event);
+      const restart = spec.restart === "permanent" || (spec.restart === "transient" && exit.failed);
+      const exited = exitedChildren(context.children, id, exit)[id] as ChildInfo;
+      if (!restart) {
+        enqueue.assign({ children: ({ context: c }) => ({ ...c.children, [id]: exited }) });
+        return;
+      }
+      const decision = admitRestart(info.history, context.now(), context.policy);
+      if (!decision.allowed) {
+        const reason = `${id} failed ${context.policy.maxRestarts} times within ${context.policy.withinMs} ms (last: ${exited.lastError ?? "stopped"})`;
+        enqueue.assign({
+          children: ({ context: c }) => ({
+            ...c.children,
+            [id]: { ...exited, history: decision.history },
+          }),
+          escalation: reason,
+        });
+        enqueue.emit({ type: "escalated", reason });
+        enqueue.raise({ type: "STOP" });
+        return;
+      }
+      const delay = backoffMs(decision.history.length, context.policy, context.random);
+      enqueue.assign({
+        children: ({ context: c }) => ({
+          ...c.children,
+          [id]: {
+            ...exited,
+            state: "restarting",
+            restarts: exited.restarts + 1,
+            history: decision.history,
+          },
+        }),
+      });
+      enqueue.emit({
+        type: "child_failed",
+        id,
+        error: exited.lastError ?? "stopped",
+        restartInMs: delay,
+      });
+      enqueue.raise({ type: "RESTART", id }, { delay, id: `restart:${id}` });
+    }),
+    answerStatus: enqueueActions(({ context, event, self, enqueue }) => {
+      if (event.type !== "STATUS") return;
+      const value = self.getSnapshot().value as string;
+      const children = Object.values(context.children).map(({ history: _h, ...info }) => {
+        const ref = self.getSnapshot().children[info.id] as AnyActorRef | undefined;
+        const status = ALIVE.includes(info.state)
+          ? (ref?.getSnapshot()?.context?.status as Record<string, unknown> | undefined)
+          : undefined;
+        return status ? { ...info, status } : info;
+      });
+      const reply: SupervisorStatusReply = {
+        type: "SUPERVISOR_STATUS",
+        requestId: event.requestId,
+        status: {
+          state: value === "escalating" ? "stopping" : (value as SupervisorStatus["state"]),
+          ...(context.escalation ? { escalation: context.escalation } : {}),
+          children,
         },
       };
+      enqueue.sendTo(event.replyTo, reply);
     }),
+  },
+  guards: {
+    allExited: ({ context }) => !Object.values(context.children).some(isAlive),
+    escalatedAndAllExited: ({ context }) =>
+      context.escalation !== undefined && !Object.values(context.children).some(isAlive),
   },
 }).createMachine({
   id: "supervisor",
   context: ({ input }) => ({
     specs: input.specs,
     policy: input.policy ?? DEFAULT_RESTART_POLICY,
+    now: input.now ?? Date.now,
     random: input.random ?? Math.random,
-    report: input.report ?? (() => {}),
-    work: {},
-    refs: {},
-    info: {},
-    history: {},
+    children: {},
   }),
   initial: "running",
+  on: {
+    STATUS: { actions: "answerStatus" },
+  },
   states: {
     running: {
       entry: enqueueActions(({ context, enqueue }) => {
@@ -125,105 +272,116 @@ export const supervisorMachine = setup({
       }),
       on: {
         RESTART: {
-          actions: enqueueActions(({ context, event, enqueue }) => {
-            if (context.info[event.id]?.state !== "restarting") return;
-            enqueue({ type: "startChild", params: { id: event.id } });
-            context.report({
-              kind: "child_restarted",
-              id: event.id,
-              restarts: context.info[event.id]?.restarts ?? 0,
+          guard: ({ context, event }) => context.children[event.id]?.state === "restarting",
+          actions: [
+            { type: "startChild", params: ({ event }) => ({ id: event.id }) },
+            enqueueActions(({ context, event, enqueue }) => {
+              enqueue.emit({
+                type: "child_restarted",
+                id: event.id,
+                restarts: context.children[event.id]?.restarts ?? 0,
+              });
+            }),
+          ],
+        },
+        KILL: {
+          guard: ({ context, event }) => isAlive(context.children[event.id]),
+          actions: enqueueActions(({ event, enqueue }) => {
+            enqueue.sendTo(event.id, { type: "KILL", reason: "killed by an admin command" });
+          }),
+        },
+        PAUSE: {
+          guard: ({ context, event }) => context.children[event.id]?.state === "running",
+          actions: enqueueActions(({ event, enqueue }) => {
+            enqueue.sendTo(event.id, { type: "PAUSE" });
+            enqueue.assign({
+              children: ({ context: c }) => withState(c.children, event.id, "paused"),
             });
           }),
         },
-        KILL: {
-          actions: ({ context, event }) => {
-            const w = context.work[event.id];
-            if (w?.crash) w.crash();
-            else context.refs[event.id]?.send({ type: "STOP" });
-          },
-        },
-        PAUSE: {
-          actions: ({ context, event }) => {
-            context.refs[event.id]?.send({ type: "PAUSE" });
-            const i = context.info[event.id];
-            if (i?.state === "running") i.state = "paused";
-          },
-        },
         RESUME: {
-          actions: ({ context, event }) => {
-            context.refs[event.id]?.send({ type: "RESUME" });
-            const i = context.info[event.id];
-            if (i?.state === "paused") i.state = "running";
-          },
+          guard: ({ context, event }) => context.children[event.id]?.state === "paused",
+          actions: enqueueActions(({ event, enqueue }) => {
+            enqueue.sendTo(event.id, { type: "RESUME" });
+            enqueue.assign({
+              children: ({ context: c }) => withState(c.children, event.id, "running"),
+            });
+          }),
+        },
+        FORWARD: {
+          guard: ({ context, event }) => isAlive(context.children[event.id]),
+          actions: enqueueActions(({ event, enqueue }) => enqueue.sendTo(event.id, event.event)),
         },
         STOP: { target: "stopping" },
-        "xstate.done.actor.*": [
-          {
-            guard: ({ context }) => context.escalation !== undefined,
-            target: "escalating",
-          },
-          {
-            actions: enqueueActions(({ context, event, enqueue }) => {
-              const id = event.type.slice("xstate.done.actor.".length);
-              const out = event.output;
-              const spec = context.specs.find((s) => s.id === id);
-              const info = context.info[id];
-              if (!spec || !info) return;
-              delete context.refs[id];
-              const failed = out?.failed ?? false;
-              info.state = failed ? "failed" : "stopped";
-              if (failed) info.lastError = errorText(out.error);
-              const restart =
-                spec.restart === "permanent" || (spec.restart === "transient" && failed);
-              if (!restart) return;
-              const now = Date.now();
-              const decision = admitRestart(context.history[id] ?? [], now, context.policy);
-              context.history[id] = decision.history;
-              if (!decision.allowed) {
-                context.escalation = `${id} failed ${context.policy.maxRestarts} times within ${context.policy.withinMs} ms (last: ${info.lastError ?? "stopped"})`;
-                context.report({ kind: "escalated", reason: context.escalation });
-                enqueue.raise({ type: "STOP" });
-                return;
-              }
-              const delay = backoffMs(decision.history.length, context.policy, context.random);
-              info.state = "restarting";
-              info.restarts++;
-              context.report({
-                kind: "child_failed",
-                id,
-                error: info.lastError ?? "stopped",
-                restartInMs: delay,
-              });
-              enqueue.raise({ type: "RESTART", id }, { delay });
-            }),
-          },
-        ],
+        "xstate.done.actor.*": { actions: "childExited" },
+        "xstate.error.actor.*": { actions: "childExited" },
       },
     },
     stopping: {
-      // Reverse start order; each child finishes its batch and takes its final snapshot.
-      entry: ({ context }) => {
-        for (const spec of [...context.specs].reverse())
-          context.refs[spec.id]?.send({ type: "STOP" });
-      },
+      // Every child is asked at once (each one's unfinished input is redelivered or
+      // replayed, so no order is needed for correctness); each has its own shutdown time.
+      entry: enqueueActions(({ context, enqueue }) => {
+        for (const spec of [...context.specs].reverse()) {
+          const info = context.children[spec.id];
+          if (info?.state === "restarting") {
+            enqueue.cancel(`restart:${spec.id}`);
+            enqueue.assign({
+              children: ({ context: c }) => withState(c.children, spec.id, "stopped"),
+            });
+          }
+          if (!isAlive(info)) continue;
+          enqueue.sendTo(spec.id, { type: "STOP" });
+          enqueue.raise(
+            { type: "SHUTDOWN_TIMEOUT", id: spec.id },
+            { delay: spec.shutdownMs, id: shutdownTimer(spec.id) },
+          );
+          enqueue.assign({
+            children: ({ context: c }) => withState(c.children, spec.id, "stopping"),
+          });
+        }
+      }),
       always: [
-        {
-          guard: ({ context }) =>
-            Object.keys(context.refs).length === 0 && context.escalation !== undefined,
-          target: "escalated",
-        },
-        { guard: ({ context }) => Object.keys(context.refs).length === 0, target: "stopped" },
+        { guard: "escalatedAndAllExited", target: "escalated" },
+        { guard: "allExited", target: "stopped" },
       ],
       on: {
+        SHUTDOWN_TIMEOUT: {
+          guard: ({ context, event }) => isAlive(context.children[event.id]),
+          actions: enqueueActions(({ context, event, enqueue }) => {
+            const spec = context.specs.find((s) => s.id === event.id);
+            const afterMs = spec?.shutdownMs ?? 0;
+            enqueue.stopChild(event.id);
+            enqueue.assign({
+              children: ({ context: c }) => ({
+                ...c.children,
+                [event.id]: {
+                  ...(c.children[event.id] as ChildInfo),
+                  state: "killed",
+                  lastError: `did not stop within ${afterMs} ms`,
+                },
+              }),
+            });
+            enqueue.emit({ type: "child_killed", id: event.id, afterMs });
+          }),
+        },
         "xstate.done.actor.*": {
-          actions: ({ context, event }) => {
-            const id = event.type.slice("xstate.done.actor.".length);
-            delete context.refs[id];
-            const info = context.info[id];
-            if (info && info.state !== "failed") info.state = "stopped";
-          },
-          reenter: true,
-          target: "stopping",
+          actions: enqueueActions(({ event, enqueue }) => {
+            const id = childIdOf(event.type);
+            const exit = exitOf(event);
+            enqueue.cancel(shutdownTimer(id));
+            enqueue.assign({
+              children: ({ context: c }) => exitedChildren(c.children, id, exit),
+            });
+          }),
+        },
+        "xstate.error.actor.*": {
+          actions: enqueueActions(({ event, enqueue }) => {
+            const id = childIdOf(event.type);
+            enqueue.cancel(shutdownTimer(id));
+            enqueue.assign({
+              children: ({ context: c }) => exitedChildren(c.children, id, exitOf(event)),
+            });
+          }),
         },
       },
     },
@@ -232,3 +390,29 @@ export const supervisorMachine = setup({
     escalated: { type: "final" },
   },
 });
+
+function withState(
+  children: Record<string, ChildInfo>,
+  id: string,
+  state: ChildState,
+): Record<string, ChildInfo> {
+  const info = children[id];
+  return info ? { ...children, [id]: { ...info, state } } : children;
+}
+
+function exitedChildren(
+  children: Record<string, ChildInfo>,
+  id: string,
+  exit: { failed: boolean; error?: unknown },
+): Record<string, ChildInfo> {
+  const info = children[id];
+  if (!info) return children;
+  return {
+    ...children,
+    [id]: {
+      ...info,
+      state: exit.failed ? "failed" : "stopped",
+      ...(exit.failed ? { lastError: errorText(exit.error) } : {}),
+    },
+  };
+}

@@ -1,8 +1,8 @@
-import { ServiceErrorHeader } from "@nats-io/services";
+import type { ActorRow } from "../../actors/admin-service.js";
 import { mergeSourceSummaries, type SourceSummary } from "../../src/aggregate/source-metrics.js";
 import type { AdclickConfig } from "../../src/config.js";
 import { connectNats } from "../../src/nats/connect.js";
-import type { ActorRow } from "../admin-service.js";
+import { serviceErrorOf, serviceErrorText } from "../../src/wire/service-errors.js";
 
 type Command = "status" | "actors" | "kill" | "pause" | "resume" | "snapshot";
 
@@ -25,8 +25,9 @@ export async function runAdmin(
       maxWait: 2000,
     });
     for await (const m of it) {
-      if (m.headers?.get(ServiceErrorHeader)) {
-        console.error(`adclick: ${m.headers.get(ServiceErrorHeader)}`);
+      const error = serviceErrorOf(m);
+      if (error) {
+        console.error(`adclick: ${serviceErrorText(error)}`);
         return 2;
       }
       if (m.data.length > 0) replies.push(m.json());
@@ -154,8 +155,9 @@ export async function runAdminJob(
     const m = await nc.request(`adclick.admin.${kind}`, JSON.stringify(body), {
       timeout: timeoutMs,
     });
-    if (m.headers?.get(ServiceErrorHeader)) {
-      console.error(`adclick: ${m.headers.get(ServiceErrorHeader)}`);
+    const error = serviceErrorOf(m);
+    if (error) {
+      console.error(`adclick: ${serviceErrorText(error)}`);
       return 2;
     }
     const report = m.json<Record<string, unknown>>();

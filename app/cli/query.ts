@@ -1,6 +1,6 @@
-import { ServiceErrorCodeHeader, ServiceErrorHeader } from "@nats-io/services";
 import type { AdclickConfig } from "../../src/config.js";
 import { connectNats } from "../../src/nats/connect.js";
+import { serviceErrorOf, serviceErrorText } from "../../src/wire/service-errors.js";
 
 export interface QueryCliOptions {
   ad?: string;
@@ -93,10 +93,9 @@ export async function runQuery(
     const deadline = Date.now() + (o.timeout ?? 120) * 1000;
     for (;;) {
       const msg = await nc.request(`adclick.query.${kind}`, body, { timeout: 10_000 });
-      if (msg.headers?.get(ServiceErrorCodeHeader)) {
-        console.error(
-          `adclick: ${msg.headers.get(ServiceErrorHeader)} [${msg.headers.get(ServiceErrorCodeHeader)}]`,
-        );
+      const error = serviceErrorOf(msg);
+      if (error) {
+        console.error(`adclick: ${serviceErrorText(error)}`);
         return 2;
       }
       const reply = msg.json<Record<string, unknown>>();

@@ -1,8 +1,10 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import { Counter, Gauge } from "prom-client";
 import { STREAMS, SUBJECTS } from "../../nats/layout.js";
+import { jitteredBackoffMs, sleep } from "../backoff.js";
 import { registry } from "../metrics/registry.js";
-import { consumeInBatches, type DurableSpec, keepAlive } from "../nats/durable-consumer.js";
+import { type DurableSpec, keepAlive } from "../nats/durable-consumer.js";
+import type { ConsumerPlan, StageHandler } from "../nats/stage-handler.js";
 import type { AggregateStore } from "../storage/aggregate-store.js";
 import { type AggregateMessage, decodeAggregate } from "../wire/aggregate-messages.js";
 
@@ -51,7 +53,7 @@ export function aggregateWriterConsumer(): DurableSpec {
  * are stored: a progress report is written only once every message before it in the stream
  * is (see readyProgress).
  */
-export class AggregateWriter {
+export class AggregateWriter implements StageHandler {
   constructor(
     private readonly deps: { js: JetStreamClient; store: AggregateStore },
     private readonly o: {
@@ -63,15 +65,17 @@ export class AggregateWriter {
     },
   ) {}
 
-  run(signal: AbortSignal): Promise<void> {
-    return consumeInBatches({
-      js: this.deps.js,
+  async prepare(): Promise<ConsumerPlan> {
+    return {
+      kind: "durable",
       stream: STREAMS.aggregates,
       durable: AGGREGATE_WRITER_DURABLE,
       maxBatch: 64,
-      signal,
-      onBatch: (msgs) => this.handle(msgs, signal),
-    });
+    };
+  }
+
+  status(): Record<string, unknown> {
+    return {};
   }
 
   /** Stream sequences this writer acknowledged above the last ack floor it saw. */
@@ -110,7 +114,7 @@ export class AggregateWriter {
     return ready;
   }
 
-  private async handle(msgs: JsMsg[], signal: AbortSignal): Promise<void> {
+  async handle(msgs: JsMsg[], signal: AbortSignal): Promise<void> {
     const decoded: AggregateMessage[] = [];
     const progressMsgs: JsMsg[] = [];
     const progressOf = new Map<AggregateMessage, JsMsg>();
@@ -161,11 +165,8 @@ export class AggregateWriter {
         writeFailures.inc({ actor: this.o.id });
         if (signal.aborted) return; // unacknowledged: redelivered
         keepAlive(msgs);
-        const cap = Math.min(
-          this.o.retryMaxMs ?? 5000,
-          (this.o.retryBaseMs ?? 200) * 2 ** Math.min(attempt - 1, 10),
-        );
-        await new Promise((r) => setTimeout(r, cap / 2 + Math.random() * (cap / 2)));
+        const delay = { baseMs: this.o.retryBaseMs ?? 200, maxMs: this.o.retryMaxMs ?? 5000 };
+        if (!(await sleep(jitteredBackoffMs(attempt, delay), signal))) return; // redelivered
       }
     }
     for (const m of msgs) {

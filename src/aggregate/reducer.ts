@@ -6,7 +6,7 @@ import { STREAMS, SUBJECTS } from "../../nats/layout.js";
 import { BatchPublisher } from "../ingest/batch-publisher.js";
 import { registry } from "../metrics/registry.js";
 import { ONE_MINUTE_MS } from "../model.js";
-import { consumeOrdered } from "../nats/durable-consumer.js";
+import type { ConsumerPlan, StageHandler } from "../nats/stage-handler.js";
 import { mergeTopK, type TopEntry } from "../windows/topk.js";
 import { decodeAggregate, encodeAggregate, topMsgId } from "../wire/aggregate-messages.js";
 
@@ -155,62 +155,61 @@ export interface ReducerOptions {
 }
 
 /**
- * The reducer actor's runtime: rebuilds its state by replaying the (small) aggregates stream
- * from `replayMs` ago — deterministic, so what it re-emits carries the same IDs — then
- * follows it, publishing global top N per minute to aggregates.top.
+ * The reducer's stage handler: on every start it rebuilds its state by replaying the (small)
+ * aggregates stream from `replayMs` ago — deterministic, so what it re-emits carries the same
+ * IDs — then follows it, publishing global top N per minute to aggregates.top. Its tick emits
+ * minutes overdue (a partition with no data never reports).
  */
-export class Reducer {
+export class Reducer implements StageHandler {
   readonly state: ReducerState;
+  readonly tickEveryMs = 1000;
   private readonly publisher: BatchPublisher;
 
   constructor(
     private readonly js: JetStreamClient,
-    private readonly o: ReducerOptions,
+    private readonly o: ReducerOptions & { now: () => number },
   ) {
     this.state = createReducerState(o.partitions, o.n);
     this.publisher = new BatchPublisher(js, { label: "top" });
   }
 
-  async run(signal: AbortSignal): Promise<void> {
+  async prepare(): Promise<ConsumerPlan> {
+    // By start *sequence*: an ordered consumer created by start time never recovers from a
+    // nats-server restart with @nats-io/jetstream 3.4 (its re-creation keeps opt_start_time
+    // next to deliver_policy by_start_sequence, which the server refuses, forever).
     const startSeq = await firstSeqAtOrAfter(
       this.js,
       STREAMS.aggregates,
-      new Date(Date.now() - this.o.replayMs),
+      new Date(this.o.now() - this.o.replayMs),
     );
-    const timer = setInterval(() => {
-      void this.publish(overdueEmissions(this.state, Date.now(), this.o.overdueAfterMs)).catch(
-        () => {},
-      );
-    }, 1000);
-    try {
-      // By start *sequence*: an ordered consumer created by start time never recovers from a
-      // nats-server restart with @nats-io/jetstream 3.4 (its re-creation keeps opt_start_time
-      // next to deliver_policy by_start_sequence, which the server refuses, forever).
-      await consumeOrdered({
-        js: this.js,
-        stream: STREAMS.aggregates,
-        filterSubjects: [SUBJECTS.minuteAggregatesAll],
-        startSeq,
-        maxBatch: 256,
-        signal,
-        onBatch: async (msgs) => {
-          for (const m of msgs) await this.handle(m);
-        },
-      });
-    } finally {
-      clearInterval(timer);
+    return {
+      kind: "ordered",
+      stream: STREAMS.aggregates,
+      filterSubjects: [SUBJECTS.minuteAggregatesAll],
+      startSeq,
+      maxBatch: 256,
+    };
+  }
+
+  async handle(msgs: JsMsg[]): Promise<void> {
+    for (const m of msgs) {
+      let out: TopEmission[];
+      try {
+        out = reduceMessage(this.state, m.data);
+      } catch {
+        continue; // undecodable: the aggregate writer terminates it too
+      }
+      await this.publish(out);
+      purgeReducer(this.state, 3 * 60 * ONE_MINUTE_MS);
     }
   }
 
-  private async handle(m: JsMsg): Promise<void> {
-    let out: TopEmission[];
-    try {
-      out = reduceMessage(this.state, m.data);
-    } catch {
-      return; // undecodable: the aggregate writer terminates it too
-    }
-    await this.publish(out);
-    purgeReducer(this.state, 3 * 60 * ONE_MINUTE_MS);
+  tick(nowMs: number): Promise<void> {
+    return this.publish(overdueEmissions(this.state, nowMs, this.o.overdueAfterMs));
+  }
+
+  status(): Record<string, unknown> {
+    return { minutesHeld: this.state.minutes.size };
   }
 
   private async publish(out: TopEmission[]): Promise<void> {

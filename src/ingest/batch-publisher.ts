@@ -1,6 +1,7 @@
 import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
 import type { MsgHdrs } from "@nats-io/nats-core";
 import { Counter, Histogram } from "prom-client";
+import { jitteredBackoffMs, sleep } from "../backoff.js";
 import { registry } from "../metrics/registry.js";
 
 const publishedBatches = new Counter({
@@ -140,8 +141,8 @@ export class BatchPublisher {
         }
         this.stats.retries++;
         publishRetries.inc({ stream: this.o.label });
-        const cap = Math.min(this.o.maxRetryDelayMs, this.o.baseRetryDelayMs * 2 ** (attempt - 1));
-        await new Promise((r) => setTimeout(r, cap / 2 + Math.random() * (cap / 2)));
+        const delay = { baseMs: this.o.baseRetryDelayMs, maxMs: this.o.maxRetryDelayMs };
+        await sleep(jitteredBackoffMs(attempt, delay));
       }
     }
     publishLatency.observe({ stream: this.o.label }, (performance.now() - started) / 1000);

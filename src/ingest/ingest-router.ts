@@ -3,7 +3,8 @@ import { Counter } from "prom-client";
 import { STREAMS, SUBJECTS } from "../../nats/layout.js";
 import { registry } from "../metrics/registry.js";
 import type { ClickEvent } from "../model.js";
-import { consumeInBatches, type DurableSpec } from "../nats/durable-consumer.js";
+import type { DurableSpec } from "../nats/durable-consumer.js";
+import type { ConsumerPlan, StageHandler } from "../nats/stage-handler.js";
 import { type MalformedLine, parseClickObject } from "../parse/click-line.js";
 import { BatchPublisher } from "./batch-publisher.js";
 import { publishDeadLetters, publishPartitioned } from "./route.js";
@@ -49,7 +50,7 @@ export function mapConsumer(): DurableSpec {
  * Malformed clicks go to the dead-letter stream with their position; the message is acked
  * once everything it became is acknowledged.
  */
-export class IngestRouter {
+export class IngestRouter implements StageHandler {
   private readonly clicks: BatchPublisher;
   private readonly deadLetters: BatchPublisher;
   /** Largest event time routed and acknowledged, per source (its progress mark). */
@@ -63,15 +64,16 @@ export class IngestRouter {
     this.deadLetters = new BatchPublisher(js, { label: "dlq" });
   }
 
-  run(signal: AbortSignal): Promise<void> {
-    return consumeInBatches({
-      js: this.js,
-      stream: STREAMS.ingest,
-      durable: MAP_DURABLE,
-      maxBatch: 64,
-      signal,
-      onBatch: (msgs) => this.route(msgs),
-    });
+  async prepare(): Promise<ConsumerPlan> {
+    return { kind: "durable", stream: STREAMS.ingest, durable: MAP_DURABLE, maxBatch: 64 };
+  }
+
+  status(): Record<string, unknown> {
+    return {};
+  }
+
+  handle(msgs: JsMsg[]): Promise<void> {
+    return this.route(msgs);
   }
 
   private async route(msgs: JsMsg[]): Promise<void> {

@@ -1,8 +1,10 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import { Counter, Gauge, Histogram } from "prom-client";
 import { STREAMS, SUBJECTS } from "../../nats/layout.js";
+import { jitteredBackoffMs, sleep } from "../backoff.js";
 import { registry } from "../metrics/registry.js";
-import { consumeInBatches, type DurableSpec, keepAlive } from "../nats/durable-consumer.js";
+import { type DurableSpec, keepAlive } from "../nats/durable-consumer.js";
+import type { ConsumerPlan, StageHandler } from "../nats/stage-handler.js";
 import type { RawBatch, RawStore } from "../storage/raw-store.js";
 import { TICK_HEADER } from "../wire/aggregate-messages.js";
 import { BatchDecodeError, decodeBatch } from "../wire/batch-codec.js";
@@ -88,8 +90,8 @@ export function partitionOfSubject(subject: string): number {
  * keeping its messages alive, and acknowledges only what is written. Nothing is lost; a
  * redelivery rewrites the same rows.
  */
-export class RawWriter {
-  readonly status: RawWriterStatus = {
+export class RawWriter implements StageHandler {
+  readonly counts: RawWriterStatus = {
     messages: 0,
     events: 0,
     rows: 0,
@@ -105,18 +107,20 @@ export class RawWriter {
     this.o = { maxBatchMessages: 64, retryBaseMs: 200, retryMaxMs: 5000, ...opts };
   }
 
-  run(signal: AbortSignal): Promise<void> {
-    return consumeInBatches({
-      js: this.deps.js,
+  async prepare(): Promise<ConsumerPlan> {
+    return {
+      kind: "durable",
       stream: STREAMS.clicks,
       durable: RAW_WRITER_DURABLE,
       maxBatch: this.o.maxBatchMessages,
-      signal,
-      onBatch: (msgs) => this.handle(msgs, signal),
-    });
+    };
   }
 
-  private async handle(msgs: JsMsg[], signal: AbortSignal): Promise<void> {
+  status(): Record<string, unknown> {
+    return { ...this.counts };
+  }
+
+  async handle(msgs: JsMsg[], signal: AbortSignal): Promise<void> {
     const labels = { actor: this.o.id };
     const batches: RawBatch[] = [];
     const good: JsMsg[] = [];
@@ -147,15 +151,12 @@ export class RawWriter {
         rows = await this.deps.store.write(batches);
         break;
       } catch {
-        this.status.failures++;
+        this.counts.failures++;
         rawWriteFailures.inc(labels);
         if (signal.aborted) return; // not acknowledged: redelivered to whoever runs next
         keepAlive(good);
-        const cap = Math.min(
-          this.o.retryMaxMs,
-          this.o.retryBaseMs * 2 ** Math.min(attempt - 1, 10),
-        );
-        await new Promise((r) => setTimeout(r, cap / 2 + Math.random() * (cap / 2)));
+        const delay = { baseMs: this.o.retryBaseMs, maxMs: this.o.retryMaxMs };
+        if (!(await sleep(jitteredBackoffMs(attempt, delay), signal))) return; // redelivered
       }
     }
     for (const m of good) m.ack();
@@ -164,10 +165,10 @@ export class RawWriter {
     rawRows.inc(labels, rows);
     rawEvents.inc(labels, events);
     const last = msgs[msgs.length - 1];
-    this.status.messages += good.length;
-    this.status.events += events;
-    this.status.rows += rows;
-    this.status.lagMessages = last ? last.info.pending : 0;
-    rawLag.set(labels, this.status.lagMessages);
+    this.counts.messages += good.length;
+    this.counts.events += events;
+    this.counts.rows += rows;
+    this.counts.lagMessages = last ? last.info.pending : 0;
+    rawLag.set(labels, this.counts.lagMessages);
   }
 }

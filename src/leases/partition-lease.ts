@@ -1,5 +1,6 @@
 import type { KV } from "@nats-io/kv";
 import { Counter, Gauge } from "prom-client";
+import { AdclickError, messageOf } from "../errors.js";
 import { registry } from "../metrics/registry.js";
 
 const leasesHeld = new Gauge({
@@ -16,8 +17,12 @@ const leasesLost = new Counter({
 });
 
 /** The reason a lease's `lost` signal aborts with. */
-export class LeaseLostError extends Error {
-  readonly code = "LEASE_LOST";
+export class LeaseLostError extends AdclickError {
+  declare readonly code: "LEASE_LOST";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("LEASE_LOST", message, options);
+    this.name = "LeaseLostError";
+  }
 }
 
 export interface Lease {
@@ -103,7 +108,13 @@ export class PartitionLeases {
         renewOnce().catch((err) => {
           if (released || lost.signal.aborted) return;
           leasesLost.inc({ partition: String(p) });
-          lost.abort(err instanceof LeaseLostError ? err : new LeaseLostError(String(err)));
+          lost.abort(
+            err instanceof LeaseLostError
+              ? err
+              : new LeaseLostError(`lease of partition ${p} not renewed: ${messageOf(err)}`, {
+                  cause: err,
+                }),
+          );
         });
       },
       Math.max(100, Math.floor(this.ttlMs / 3)),

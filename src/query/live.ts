@@ -1,5 +1,5 @@
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import type { LiveMinuteView } from "../aggregate/aggregator-runner.js";
+import type { LiveMinuteView } from "../aggregate/aggregator-core.js";
 import type { Dimension } from "../model.js";
 
 /**

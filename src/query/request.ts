@@ -9,15 +9,18 @@ import { parseFieldValue } from "../parse/click-line.js";
 export type QueryErrorCode = "BAD_REQUEST" | "RANGE_TOO_LARGE" | "UNAVAILABLE";
 
 export class QueryError extends AdclickError {
-  readonly queryCode: QueryErrorCode;
-  constructor(code: QueryErrorCode, message: string) {
-    super(code === "UNAVAILABLE" ? "INTERNAL" : "BAD_REQUEST", message);
+  declare readonly code: QueryErrorCode;
+  constructor(code: QueryErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
     this.name = "QueryError";
-    this.queryCode = code;
   }
-  /** The NATS micro service error code (HTTP-like). */
+  /** The catalogue code (the same as `code`; kept for callers of the former name). */
+  get queryCode(): QueryErrorCode {
+    return this.code;
+  }
+  /** The NATS micro service error code (HTTP-like), as in src/wire/service-errors.ts. */
   get status(): number {
-    return this.queryCode === "UNAVAILABLE" ? 503 : 400;
+    return this.code === "UNAVAILABLE" ? 503 : 400;
   }
 }
 

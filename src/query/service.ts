@@ -1,7 +1,9 @@
 import { type Service, type ServiceMsg, Svcm } from "@nats-io/services";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Counter } from "prom-client";
+import { AdclickError, messageOf } from "../errors.js";
 import { registry } from "../metrics/registry.js";
+import { respondWithError } from "../wire/service-errors.js";
 import type { QueryEngine } from "./engine.js";
 import {
   parseCountRequest,
@@ -25,7 +27,8 @@ export const QUERY_SERVICE = "adclick";
  * The query API as a NATS micro service (`$SRV.PING/INFO/STATS` discovery works):
  * adclick.query.count, adclick.query.top, adclick.query.series — JSON in, JSON out.
  * Errors are service errors (Nats-Service-Error-Code 400 / 503 headers) with a JSON body
- * {"error": {"code", "message"}} saying what to fix; nothing a client sends crashes it.
+ * {"error": {"code", "message"}} saying what to fix (src/wire/service-errors.ts); nothing a
+ * client sends crashes it.
  */
 export async function startQueryService(
   nc: NatsConnection,
@@ -49,19 +52,18 @@ export async function startQueryService(
             const reply = await answer(parseJsonBody(msg.data));
             msg.respond(JSON.stringify(reply));
           } catch (e) {
-            const qe =
-              e instanceof QueryError
+            // A catalogue error answers with its code; anything else (Cassandra, NATS) means
+            // the query cannot be answered now.
+            const err =
+              e instanceof AdclickError
                 ? e
                 : new QueryError(
                     "UNAVAILABLE",
-                    `the query could not be answered: ${(e as Error).message ?? e}`,
+                    `the query could not be answered: ${messageOf(e)}`,
+                    { cause: e },
                   );
-            queryErrors.inc({ endpoint: name, code: qe.queryCode });
-            msg.respondError(
-              qe.status,
-              qe.message,
-              JSON.stringify({ error: { code: qe.queryCode, message: qe.message } }),
-            );
+            const { code } = respondWithError(msg, err);
+            queryErrors.inc({ endpoint: name, code });
           }
         })();
       },

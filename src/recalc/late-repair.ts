@@ -20,7 +20,8 @@ import { RAW_WRITER_DURABLE } from "../ingest/raw-writer.js";
 import { registry } from "../metrics/registry.js";
 import type { Dimension } from "../model.js";
 import { ONE_MINUTE_MS } from "../model.js";
-import { consumeInBatches, type DurableSpec, keepAlive } from "../nats/durable-consumer.js";
+import { type DurableSpec, keepAlive } from "../nats/durable-consumer.js";
+import type { ConsumerPlan, StageHandler } from "../nats/stage-handler.js";
 import type { AggregateStore } from "../storage/aggregate-store.js";
 import type { RawStore } from "../storage/raw-store.js";
 import type { ClosedMinute } from "../windows/partition-aggregator.js";
@@ -145,8 +146,8 @@ export interface LateRepairDeps {
   log?: (m: string) => void;
 }
 
-export class LateRepair {
-  readonly status = { repaired: 0, refused: 0, clicks: 0, lastRepairAtMs: 0 };
+export class LateRepair implements StageHandler {
+  readonly counts = { repaired: 0, refused: 0, clicks: 0, lastRepairAtMs: 0 };
   private readonly publisher: BatchPublisher;
   private readonly o: Required<LateRepairOptions>;
 
@@ -158,15 +159,12 @@ export class LateRepair {
     this.publisher = new BatchPublisher(deps.js, { label: "repairs" });
   }
 
-  run(signal: AbortSignal): Promise<void> {
-    return consumeInBatches({
-      js: this.deps.js,
-      stream: STREAMS.late,
-      durable: LATE_REPAIR_DURABLE,
-      maxBatch: 256,
-      signal,
-      onBatch: (msgs) => this.handle(msgs, signal),
-    });
+  async prepare(): Promise<ConsumerPlan> {
+    return { kind: "durable", stream: STREAMS.late, durable: LATE_REPAIR_DURABLE, maxBatch: 256 };
+  }
+
+  status(): Record<string, unknown> {
+    return { ...this.counts };
   }
 
   /** The raw writer's ack floor: every CLICKS message up to it is in the raw store. */
@@ -177,7 +175,7 @@ export class LateRepair {
     return info.ack_floor.stream_seq;
   }
 
-  private async handle(msgs: JsMsg[], signal: AbortSignal): Promise<void> {
+  async handle(msgs: JsMsg[], signal: AbortSignal): Promise<void> {
     const labels = { actor: this.o.id };
     const plan = planRepairs(
       msgs.map((m) => ({
@@ -210,8 +208,8 @@ export class LateRepair {
       for (const [m, ps] of [...partitionsOf].sort((a, b) => a[0] - b[0]))
         await this.repairTop(m, ps, version);
       repairedClicks.inc(labels, plan.clicks);
-      this.status.clicks += plan.clicks;
-      this.status.lastRepairAtMs = Date.now();
+      this.counts.clicks += plan.clicks;
+      this.counts.lastRepairAtMs = Date.now();
       for (const msg of msgs)
         repairDelay.observe(labels, (Date.now() - msg.info.timestampNanos / 1e6) / 1000);
     }
@@ -227,7 +225,7 @@ export class LateRepair {
     const stored = await this.deps.aggregates.partitionMinute(p, m);
     if (!coversStored(recount, stored)) {
       // The raw store has fewer clicks than were counted: never lower a billed count.
-      this.status.refused++;
+      this.counts.refused++;
       repairs.inc({ ...labels, result: "refused" });
       this.deps.log?.(
         `late repair of partition ${p}, minute ${new Date(m).toISOString()} refused: the raw store's recount is below the stored counts (run adclick reconcile)`,
@@ -240,7 +238,7 @@ export class LateRepair {
       payload: encodeAggregate({ kind: "minute", ...recount, version, throughSeq: rawFloor }),
       events: recount.eventCount,
     });
-    this.status.repaired++;
+    this.counts.repaired++;
     repairs.inc({ ...labels, result: "repaired" });
   }
 

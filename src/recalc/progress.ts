@@ -1,4 +1,5 @@
 import type { KV } from "@nats-io/kv";
+import { AdclickError } from "../errors.js";
 
 /**
  * Durable progress of recalculation runs, so that a crashed `replay --apply` resumes where it
@@ -55,8 +56,12 @@ export interface StoredProgress {
 }
 
 /** Another process advanced the same run (two replays of one range at once). */
-export class RecalcConflictError extends Error {
-  readonly code = "RECALC_CONFLICT";
+export class RecalcConflictError extends AdclickError {
+  declare readonly code: "RECALC_CONFLICT";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("RECALC_CONFLICT", message, options);
+    this.name = "RecalcConflictError";
+  }
 }
 
 export interface RecalcProgressStore {

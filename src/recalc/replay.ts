@@ -22,9 +22,7 @@
 import { AdclickError } from "../errors.js";
 import type { ClickEvent, Dimension } from "../model.js";
 import { ONE_MINUTE_MS } from "../model.js";
-import type { AggregateStore, StoredPartitionMinute } from "../storage/aggregate-store.js";
-import { dayOf } from "../storage/aggregate-store.js";
-import type { CassandraClient } from "../storage/cassandra-client.js";
+import { AggregateStore, type StoredPartitionMinute } from "../storage/aggregate-store.js";
 import type { ClosedMinute } from "../windows/partition-aggregator.js";
 import {
   nextRecalcVersion,
@@ -60,68 +58,18 @@ export type AggregateTarget = Pick<
   "partitionMinutes" | "topMinutes" | "writeMinute" | "writeTop" | "progress"
 >;
 
-/** Removes stored aggregate rows the recount does not have, at a version (a tombstone timestamp). */
-export interface AggregateEraser {
-  deleteAdMinute(adId: string, minuteMs: number, version: number): Promise<void>;
-  deleteAdDimMinute(
-    adId: string,
-    dim: Dimension,
-    value: string,
-    minuteMs: number,
-    version: number,
-  ): Promise<void>;
-  deletePartitionMinute(partition: number, minuteMs: number, version: number): Promise<void>;
-  deleteTop(minuteMs: number, version: number): Promise<void>;
-}
-
-const DIM_COLUMN: Record<Dimension, string> = { country: "country", ip: "ip", userId: "user_id" };
-
 /**
- * Deletes with `USING TIMESTAMP <version>`: the tombstone shadows every older cell (the live
- * row, a buggy row) and loses to a later recalculation's writes, like the upserts it
- * accompanies.
+ * Removes stored aggregate rows the recount does not have, at a version: AggregateStore's
+ * deletes, whose `USING TIMESTAMP <version>` tombstone shadows every older cell (the live row,
+ * a buggy row) and loses to a later recalculation's writes, like the upserts it accompanies.
  */
-export class CassandraAggregateEraser implements AggregateEraser {
-  constructor(private readonly client: CassandraClient) {}
+export type AggregateEraser = Pick<
+  AggregateStore,
+  "deleteAdMinute" | "deleteAdDimMinute" | "deletePartitionMinute" | "deleteTop"
+>;
 
-  async deleteAdMinute(adId: string, minuteMs: number, version: number): Promise<void> {
-    await this.client.execute(
-      "DELETE FROM ad_minute_counts USING TIMESTAMP ? WHERE ad_id = ? AND day = ? AND minute = ?",
-      [BigInt(version), adId, dayOf(minuteMs), new Date(minuteMs)],
-      { prepare: true },
-    );
-  }
-
-  async deleteAdDimMinute(
-    adId: string,
-    dim: Dimension,
-    value: string,
-    minuteMs: number,
-    version: number,
-  ): Promise<void> {
-    await this.client.execute(
-      "DELETE FROM ad_minute_dim_counts USING TIMESTAMP ? WHERE ad_id = ? AND day = ? AND dim = ? AND value = ? AND minute = ?",
-      [BigInt(version), adId, dayOf(minuteMs), DIM_COLUMN[dim], value, new Date(minuteMs)],
-      { prepare: true },
-    );
-  }
-
-  async deletePartitionMinute(partition: number, minuteMs: number, version: number): Promise<void> {
-    await this.client.execute(
-      "DELETE FROM partition_minutes USING TIMESTAMP ? WHERE partition = ? AND day = ? AND minute = ?",
-      [BigInt(version), partition, dayOf(minuteMs), new Date(minuteMs)],
-      { prepare: true },
-    );
-  }
-
-  async deleteTop(minuteMs: number, version: number): Promise<void> {
-    await this.client.execute(
-      "DELETE FROM top_minutes USING TIMESTAMP ? WHERE day = ? AND minute = ?",
-      [BigInt(version), dayOf(minuteMs), new Date(minuteMs)],
-      { prepare: true },
-    );
-  }
-}
+/** The Cassandra eraser: an AggregateStore on the client, used for its deletes. */
+export class CassandraAggregateEraser extends AggregateStore implements AggregateEraser {}
 
 export interface ReplayProgressInfo {
   /** Partition-minutes finished in this run (resumed runs count from the resume point). */

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { KV } from "@nats-io/kv";
 import { Packr } from "msgpackr";
+import { AdclickError } from "../errors.js";
 
 /**
  * Versioned actor snapshots in JetStream KV, written with compare-and-set so that a stale
@@ -34,8 +35,13 @@ interface Manifest {
   bytes: number;
 }
 
-export class SnapshotConflictError extends Error {
-  readonly code = "SNAPSHOT_CONFLICT";
+/** A snapshot save lost its compare-and-set: this writer is stale and must stop. */
+export class SnapshotConflictError extends AdclickError {
+  declare readonly code: "SNAPSHOT_CONFLICT";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("SNAPSHOT_CONFLICT", message, options);
+    this.name = "SnapshotConflictError";
+  }
 }
 
 const packr = new Packr({ useRecords: false });

@@ -55,6 +55,21 @@ const AD_ROW =
 const DIM_ROW =
   "INSERT INTO ad_minute_dim_counts (ad_id, day, dim, value, minute, clicks, version) VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?";
 /**
+ * Deletes of one row, by table, with `USING TIMESTAMP <version>`: the tombstone shadows every
+ * older cell (the live row, a buggy row) and loses to a later recalculation's writes, like the
+ * upserts it accompanies. Parameters: version, partition key, day, clustering, minute.
+ */
+const DELETES = {
+  adMinute:
+    "DELETE FROM ad_minute_counts USING TIMESTAMP ? WHERE ad_id = ? AND day = ? AND minute = ?",
+  adDimMinute:
+    "DELETE FROM ad_minute_dim_counts USING TIMESTAMP ? WHERE ad_id = ? AND day = ? AND dim = ? AND value = ? AND minute = ?",
+  partitionMinute:
+    "DELETE FROM partition_minutes USING TIMESTAMP ? WHERE partition = ? AND day = ? AND minute = ?",
+  top: "DELETE FROM top_minutes USING TIMESTAMP ? WHERE day = ? AND minute = ?",
+} as const;
+
+/**
  * Statements per unlogged batch: at ~60 bytes a row a batch stays under stock Cassandra's
  * batch_size_warn_threshold (5 KiB). 80 rather than 48: the bench's backlog was final after
  * 54 s instead of 58–60 s, with ~10 % less worker CPU (fewer requests through the driver).
@@ -96,6 +111,21 @@ export interface StoredPartitionMinute {
   eventCount: number;
   adCounts: [string, number][];
   dimCounts: Partial<Record<Dimension, [string, string, number][]>>;
+}
+
+/** A partition_minutes row (minute, version, event_count, ad_counts, dim_counts) of partition p. */
+function toStoredPartitionMinute(
+  partition: number,
+  row: cassandra.types.Row,
+): StoredPartitionMinute {
+  return {
+    partition,
+    minuteStartMs: (row.get("minute") as Date).getTime(),
+    version: row.get("version") as number,
+    eventCount: Number(row.get("event_count")),
+    adCounts: packr.unpack(row.get("ad_counts") as Buffer),
+    dimCounts: packr.unpack(row.get("dim_counts") as Buffer),
+  };
 }
 
 export class AggregateStore {
@@ -236,6 +266,52 @@ export class AggregateStore {
     );
   }
 
+  // ---- deletes (recalculation: rows the recount does not have) ----
+
+  /** Deletes one ad's minute row, at a version. */
+  deleteAdMinute(adId: string, minuteMs: number, version: number): Promise<void> {
+    return this.tombstone(DELETES.adMinute, version, [adId], minuteMs);
+  }
+
+  /** Deletes one ad's minute row for a dimension value, at a version. */
+  deleteAdDimMinute(
+    adId: string,
+    dim: Dimension,
+    value: string,
+    minuteMs: number,
+    version: number,
+  ): Promise<void> {
+    return this.tombstone(DELETES.adDimMinute, version, [adId], minuteMs, [DIM_COLUMN[dim], value]);
+  }
+
+  /** Deletes one partition-minute, at a version. */
+  deletePartitionMinute(partition: number, minuteMs: number, version: number): Promise<void> {
+    return this.tombstone(DELETES.partitionMinute, version, [partition], minuteMs);
+  }
+
+  /** Deletes the global top N of a minute, at a version. */
+  deleteTop(minuteMs: number, version: number): Promise<void> {
+    return this.tombstone(DELETES.top, version, [], minuteMs);
+  }
+
+  /**
+   * Runs one of DELETES: the row keyed by `key`, the minute's day, `clustering` and the minute,
+   * at timestamp `version`.
+   */
+  private async tombstone(
+    cql: string,
+    version: number,
+    key: unknown[],
+    minuteMs: number,
+    clustering: unknown[] = [],
+  ): Promise<void> {
+    await this.client.execute(
+      cql,
+      [BigInt(version), ...key, dayOf(minuteMs), ...clustering, new Date(minuteMs)],
+      { prepare: true },
+    );
+  }
+
   /** Completeness per partition (partitions that never reported are absent). */
   async completeness(): Promise<Map<number, StoredCompleteness>> {
     const rs = await this.client.execute(
@@ -343,25 +419,40 @@ export class AggregateStore {
   ): Promise<StoredPartitionMinute[]> {
     const out: StoredPartitionMinute[] = [];
     for (const day of daysOf(fromMs, toMs)) {
-      for (let p = 0; p < partitions; p++) {
-        const rs = await this.client.execute(
-          "SELECT minute, version, event_count, ad_counts, dim_counts FROM partition_minutes WHERE partition = ? AND day = ? AND minute >= ? AND minute < ?",
-          [p, day, new Date(fromMs), new Date(toMs)],
-          { prepare: true },
-        );
-        for (const row of rs.rows) {
-          out.push({
-            partition: p,
-            minuteStartMs: (row.get("minute") as Date).getTime(),
-            version: row.get("version") as number,
-            eventCount: Number(row.get("event_count")),
-            adCounts: packr.unpack(row.get("ad_counts") as Buffer),
-            dimCounts: packr.unpack(row.get("dim_counts") as Buffer),
-          });
-        }
-      }
+      for (let p = 0; p < partitions; p++)
+        for await (const pm of this.partitionDayMinutes(p, day, fromMs, toMs)) out.push(pm);
     }
     return out;
+  }
+
+  /**
+   * Partition p's stored minutes in [fromMs, toMs), one at a time: rows are fetched
+   * `fetchSize` at a time (default: the driver's page size), so a large range is never held
+   * in memory at once.
+   */
+  async *eachPartitionMinute(
+    partition: number,
+    fromMs: number,
+    toMs: number,
+    fetchSize?: number,
+  ): AsyncGenerator<StoredPartitionMinute> {
+    for (const day of daysOf(fromMs, toMs))
+      yield* this.partitionDayMinutes(partition, day, fromMs, toMs, fetchSize);
+  }
+
+  private async *partitionDayMinutes(
+    partition: number,
+    day: string,
+    fromMs: number,
+    toMs: number,
+    fetchSize?: number,
+  ): AsyncGenerator<StoredPartitionMinute> {
+    const rs = await this.client.execute(
+      "SELECT minute, version, event_count, ad_counts, dim_counts FROM partition_minutes WHERE partition = ? AND day = ? AND minute >= ? AND minute < ?",
+      [partition, day, new Date(fromMs), new Date(toMs)],
+      { prepare: true, ...(fetchSize !== undefined ? { fetchSize } : {}) },
+    );
+    for await (const row of rs) yield toStoredPartitionMinute(partition, row);
   }
 
   /**
@@ -373,22 +464,13 @@ export class AggregateStore {
     fromMs: number,
     toMs: number,
   ): Promise<Map<number, MinuteRevisionInfo>> {
-    const out = new Map<number, MinuteRevisionInfo>();
-    for (const day of daysOf(fromMs, toMs)) {
-      const rs = await this.client.execute(
-        "SELECT minute, version, through_seq FROM partition_minutes WHERE partition = ? AND day = ? AND minute >= ? AND minute < ?",
-        [partition, day, new Date(fromMs), new Date(toMs)],
-        { prepare: true },
-      );
-      for (const row of rs.rows) {
-        const seq = row.get("through_seq") as bigint | null;
-        out.set((row.get("minute") as Date).getTime(), {
-          version: row.get("version") as number,
-          throughSeq: seq === null ? null : Number(seq),
-        });
-      }
-    }
-    return out;
+    return this.minuteColumns(partition, fromMs, toMs, "version, through_seq", (row) => {
+      const seq = row.get("through_seq") as bigint | null;
+      return {
+        version: row.get("version") as number,
+        throughSeq: seq === null ? null : Number(seq),
+      };
+    });
   }
 
   /** minute → version of partition p's stored minutes in [fromMs, toMs) (no blobs: cheap). */
@@ -397,15 +479,42 @@ export class AggregateStore {
     fromMs: number,
     toMs: number,
   ): Promise<Map<number, number>> {
-    const out = new Map<number, number>();
+    return this.minuteColumns(
+      partition,
+      fromMs,
+      toMs,
+      "version",
+      (row) => row.get("version") as number,
+    );
+  }
+
+  /** minute → event count of partition p's stored minutes in [fromMs, toMs) (no blobs: cheap). */
+  async partitionMinuteEventCounts(
+    partition: number,
+    fromMs: number,
+    toMs: number,
+  ): Promise<Map<number, number>> {
+    return this.minuteColumns(partition, fromMs, toMs, "event_count", (row) =>
+      Number(row.get("event_count")),
+    );
+  }
+
+  /** minute → `read(row)` of partition p's stored minutes in [fromMs, toMs), selecting `columns`. */
+  private async minuteColumns<T>(
+    partition: number,
+    fromMs: number,
+    toMs: number,
+    columns: "version" | "version, through_seq" | "event_count",
+    read: (row: cassandra.types.Row) => T,
+  ): Promise<Map<number, T>> {
+    const out = new Map<number, T>();
     for (const day of daysOf(fromMs, toMs)) {
       const rs = await this.client.execute(
-        "SELECT minute, version FROM partition_minutes WHERE partition = ? AND day = ? AND minute >= ? AND minute < ?",
+        `SELECT minute, ${columns} FROM partition_minutes WHERE partition = ? AND day = ? AND minute >= ? AND minute < ?`,
         [partition, day, new Date(fromMs), new Date(toMs)],
         { prepare: true },
       );
-      for (const row of rs.rows)
-        out.set((row.get("minute") as Date).getTime(), row.get("version") as number);
+      for (const row of rs.rows) out.set((row.get("minute") as Date).getTime(), read(row));
     }
     return out;
   }
@@ -421,15 +530,7 @@ export class AggregateStore {
       { prepare: true },
     );
     const row = rs.rows[0];
-    if (!row) return undefined;
-    return {
-      partition,
-      minuteStartMs: minuteMs,
-      version: row.get("version") as number,
-      eventCount: Number(row.get("event_count")),
-      adCounts: packr.unpack(row.get("ad_counts") as Buffer),
-      dimCounts: packr.unpack(row.get("dim_counts") as Buffer),
-    };
+    return row && toStoredPartitionMinute(partition, row);
   }
 
   /** The stored global top N of each minute in [fromMs, toMs). */

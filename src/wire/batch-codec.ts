@@ -1,4 +1,5 @@
 import { Packr } from "msgpackr";
+import { AdclickError } from "../errors.js";
 import type { ClickEvent } from "../model.js";
 
 /**
@@ -25,8 +26,13 @@ type EventTuple = [string, number, string, string, string, string];
 // depend on encoder state shared across messages.
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
-export class BatchDecodeError extends Error {
-  readonly code = "BAD_BATCH";
+/** A raw-click message this version cannot read (a poison message). */
+export class BatchDecodeError extends AdclickError {
+  declare readonly code: "BATCH_DECODE";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("BATCH_DECODE", message, options);
+    this.name = "BatchDecodeError";
+  }
 }
 
 /** What one raw-click message carries. */
@@ -91,7 +97,7 @@ function unpack(payload: Uint8Array): unknown[] {
   try {
     decoded = packr.unpack(payload);
   } catch (err) {
-    throw new BatchDecodeError(`not msgpack: ${(err as Error).message}`);
+    throw new BatchDecodeError(`not msgpack: ${(err as Error).message}`, { cause: err });
   }
   if (!Array.isArray(decoded)) throw new BatchDecodeError("not a click batch");
   return decoded;

@@ -28,7 +28,7 @@ import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
-import type { ActorRow } from "../../app/admin-service.js";
+import type { ActorRow } from "../../actors/admin-service.js";
 import { type CassandraNodeHandle, startCassandraNode } from "../../app/infra/cassandra-node.js";
 import { KV_BUCKETS, STREAMS, SUBJECTS } from "../../nats/layout.js";
 import { AGGREGATE_WRITER_DURABLE } from "../../src/aggregate/aggregate-writer.js";

@@ -3,13 +3,10 @@
  * stored, compared with the generator's recount — both ways, so a missing row and an extra
  * row are differences too.
  */
-import { Packr } from "msgpackr";
 import { ONE_MINUTE_MS } from "../../src/model.js";
-import { daysOf } from "../../src/storage/aggregate-store.js";
+import { AggregateStore } from "../../src/storage/aggregate-store.js";
 import type { CassandraClient } from "../../src/storage/cassandra-client.js";
 import { rankOfAdId, type Truth } from "./book.js";
-
-const packr = new Packr({ useRecords: false });
 
 export interface StoreTotals {
   /** minute → events counted in the store (sum over partitions). */
@@ -25,40 +22,27 @@ export async function storeTotals(
   fromMs: number,
   toMs: number,
 ): Promise<StoreTotals> {
+  const store = new AggregateStore(cql);
   const perMinute = new Map<number, number>();
   const partitionsPerMinute = new Map<number, number>();
   const reads: Promise<void>[] = [];
-  for (const day of daysOf(fromMs, toMs)) {
-    for (let p = 0; p < partitions; p++) {
-      reads.push(
-        cql
-          .execute(
-            "SELECT minute, event_count FROM partition_minutes WHERE partition = ? AND day = ? AND minute >= ? AND minute < ?",
-            [p, day, new Date(fromMs), new Date(toMs)],
-            { prepare: true },
-          )
-          .then((rs) => {
-            for (const row of rs.rows) {
-              const m = (row.get("minute") as Date).getTime();
-              perMinute.set(m, (perMinute.get(m) ?? 0) + Number(row.get("event_count")));
-              partitionsPerMinute.set(m, (partitionsPerMinute.get(m) ?? 0) + 1);
-            }
-          }),
-      );
-    }
+  for (let p = 0; p < partitions; p++) {
+    reads.push(
+      store.partitionMinuteEventCounts(p, fromMs, toMs).then((counts) => {
+        for (const [m, n] of counts) {
+          perMinute.set(m, (perMinute.get(m) ?? 0) + n);
+          partitionsPerMinute.set(m, (partitionsPerMinute.get(m) ?? 0) + 1);
+        }
+      }),
+    );
   }
   await Promise.all(reads);
   return { perMinute, partitionsPerMinute };
 }
 
 /** closed_through of every partition (absent: none yet). */
-export async function storeProgress(cql: CassandraClient): Promise<Map<number, number>> {
-  const rs = await cql.execute("SELECT partition, closed_through FROM partition_progress", [], {
-    prepare: true,
-  });
-  return new Map(
-    rs.rows.map((r) => [r.get("partition") as number, (r.get("closed_through") as Date).getTime()]),
-  );
+export function storeProgress(cql: CassandraClient): Promise<Map<number, number>> {
+  return new AggregateStore(cql).progress();
 }
 
 /** True when the store's per-minute totals equal the truth's for every minute. */
@@ -100,36 +84,27 @@ export async function checkExactness(
     differences++;
     if (examples.length < 20) examples.push(what);
   };
-  for (const day of daysOf(fromMs, toMs)) {
-    for (let p = 0; p < partitions; p++) {
-      const rs = await cql.execute(
-        "SELECT minute, event_count, ad_counts, dim_counts FROM partition_minutes WHERE partition = ? AND day = ? AND minute >= ? AND minute < ?",
-        [p, day, new Date(fromMs), new Date(toMs)],
-        { prepare: true, fetchSize: 5 },
-      );
-      for await (const row of rs) {
-        const minute = (row.get("minute") as Date).getTime();
-        const mi = t.minuteIndex(minute);
-        events += Number(row.get("event_count"));
-        const ads = packr.unpack(row.get("ad_counts") as Buffer) as [string, number][];
-        for (const [adId, n] of ads) {
-          const rank = rankOfAdId(adId);
-          const k = mi * t.ads + rank;
-          const want = rank < 0 ? 0 : (t.adMinute.get(k) ?? 0);
-          if (rank >= 0) seenAd.add(k);
-          if (want !== n) diff(`${adId} @ ${iso(minute)}: stored ${n}, recount ${want}`);
-        }
-        const dims = packr.unpack(row.get("dim_counts") as Buffer) as {
-          country?: [string, string, number][];
-        };
-        for (const [adId, country, n] of dims.country ?? []) {
-          const rank = rankOfAdId(adId);
-          const ci = countryIndex.get(country);
-          const kc = (mi * t.ads + rank) * C + (ci ?? 0);
-          const want = rank < 0 || ci === undefined ? 0 : (t.adMinuteCountry.get(kc) ?? 0);
-          if (rank >= 0 && ci !== undefined) seenCountry.add(kc);
-          if (want !== n) diff(`${adId} ${country} @ ${iso(minute)}: stored ${n}, recount ${want}`);
-        }
+  const store = new AggregateStore(cql);
+  for (let p = 0; p < partitions; p++) {
+    // A few minutes at a time: the blobs of a whole range do not fit in memory at bench scale.
+    for await (const pm of store.eachPartitionMinute(p, fromMs, toMs, 5)) {
+      const minute = pm.minuteStartMs;
+      const mi = t.minuteIndex(minute);
+      events += pm.eventCount;
+      for (const [adId, n] of pm.adCounts) {
+        const rank = rankOfAdId(adId);
+        const k = mi * t.ads + rank;
+        const want = rank < 0 ? 0 : (t.adMinute.get(k) ?? 0);
+        if (rank >= 0) seenAd.add(k);
+        if (want !== n) diff(`${adId} @ ${iso(minute)}: stored ${n}, recount ${want}`);
+      }
+      for (const [adId, country, n] of pm.dimCounts.country ?? []) {
+        const rank = rankOfAdId(adId);
+        const ci = countryIndex.get(country);
+        const kc = (mi * t.ads + rank) * C + (ci ?? 0);
+        const want = rank < 0 || ci === undefined ? 0 : (t.adMinuteCountry.get(kc) ?? 0);
+        if (rank >= 0 && ci !== undefined) seenCountry.add(kc);
+        if (want !== n) diff(`${adId} ${country} @ ${iso(minute)}: stored ${n}, recount ${want}`);
       }
     }
   }

@@ -1,0 +1,92 @@
+import { assign, type CallbackActorLogic, type EventObject, fromCallback, setup } from "xstate";
+import { ActorKilledError } from "../src/errors.js";
+import type { ChildCommand, ChildOutput } from "../supervisor/supervisor.js";
+
+/** Sent by a service's callback: its endpoints are up, or the service itself broke. */
+export type ServiceReport = { type: "SERVICE_READY" } | { type: "SERVICE_FAILED"; error: unknown };
+
+type ServiceEvent = ChildCommand | ServiceReport;
+
+/**
+ * The actor of a long-lived service (the query and admin services, the live server, the
+ * reconciliation schedule, /metrics): it runs `serve` — a callback actor that starts the
+ * service and whose clean-up stops it — until STOP, and fails if the service reports it broke
+ * (the supervisor then restarts it). Pausing a service is not offered.
+ */
+export const serviceMachine = setup({
+  types: {
+    context: {} as { id: string; error?: unknown; status: { ready: boolean } },
+    events: {} as ServiceEvent,
+    input: {} as { id: string },
+    output: {} as ChildOutput,
+  },
+  actors: {
+    serve: fromCallback<EventObject, { id: string }>(({ sendBack }) => {
+      sendBack({ type: "SERVICE_FAILED", error: new Error("no service provided") });
+    }),
+  },
+}).createMachine({
+  id: "service",
+  context: ({ input }) => ({ id: input.id, status: { ready: false } }),
+  initial: "running",
+  states: {
+    running: {
+      invoke: { id: "serve", src: "serve", input: ({ context }) => ({ id: context.id }) },
+      on: {
+        STOP: { target: "stopped" },
+        KILL: {
+          target: "failed",
+          actions: assign({
+            error: ({ event }) =>
+              new ActorKilledError(event.type === "KILL" ? (event.reason ?? "killed") : "killed"),
+          }),
+        },
+        SERVICE_FAILED: {
+          target: "failed",
+          actions: assign({ error: ({ event }) => event.error }),
+        },
+      },
+    },
+    stopped: { type: "final" },
+    failed: { type: "final" },
+  },
+  output: ({ context }) => ({
+    failed: context.error !== undefined,
+    ...(context.error !== undefined ? { error: context.error } : {}),
+  }),
+});
+
+/** A service actor running the given callback logic. */
+export function serviceLogic(serve: CallbackActorLogic<EventObject, { id: string }>) {
+  return serviceMachine.provide({ actors: { serve } });
+}
+
+/**
+ * A service started and stopped by promises (a NATS micro service, an HTTP server, a
+ * schedule). A failed start fails the actor.
+ */
+export function resourceService<R>(
+  start: () => Promise<R>,
+  stop: (resource: R) => Promise<unknown> | unknown,
+) {
+  return serviceLogic(
+    fromCallback(({ sendBack }) => {
+      let resource: R | undefined;
+      let stopped = false;
+      start().then(
+        (r) => {
+          if (stopped) void Promise.resolve(stop(r)).catch(() => {});
+          else {
+            resource = r;
+            sendBack({ type: "SERVICE_READY" });
+          }
+        },
+        (error: unknown) => sendBack({ type: "SERVICE_FAILED", error }),
+      );
+      return () => {
+        stopped = true;
+        if (resource !== undefined) void Promise.resolve(stop(resource)).catch(() => {});
+      };
+    }),
+  );
+}

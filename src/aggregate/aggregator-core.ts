@@ -1,0 +1,422 @@
+import { SUBJECTS } from "../../nats/layout.js";
+import { ONE_MINUTE_MS } from "../model.js";
+import { answerLive, type LiveReply, type LiveRequest } from "../query/live.js";
+import {
+  type AggregatorOptions,
+  type AggregatorSnapshot,
+  type AggregatorState,
+  advance,
+  type ClosedMinute,
+  checkRestorable,
+  completeness,
+  createAggregatorState,
+  holdingSource,
+  ingest,
+  nextIdleDeadlineMs,
+  type OptionChange,
+  openMinutes,
+  restoreAggregator,
+  type SourceView,
+  snapshotAggregator,
+  sourcesOf,
+} from "../windows/partition-aggregator.js";
+import { maxProgressOf } from "../windows/watermark.js";
+import {
+  encodeAggregate,
+  LATE_CLICKS_SEQ_HEADER,
+  LATE_REASON_HEADER,
+  lateMsgId,
+  type MinuteRevision,
+  minuteMsgId,
+  progressMsgId,
+  TICK_HEADER,
+  tickMsgId,
+} from "../wire/aggregate-messages.js";
+import { type ClickMessage, decodeClickMessage, encodeBatch } from "../wire/batch-codec.js";
+
+/**
+ * The aggregator of one partition as pure state and pure steps: a batch of the partition's
+ * messages (clicks.<p> and the sources' progress marks, in stream order) goes in, the
+ * publications it makes come out — closed minutes, amendments, late clicks, progress with
+ * completeness — with deterministic message IDs. No I/O and no clock: processing time is the
+ * stream timestamp of each message, so a restore from a snapshot (state + last sequence)
+ * followed by a replay makes exactly the same publications under the same IDs (JetStream drops
+ * them as duplicates, the sink upserts the same values). The aggregator actor
+ * (actors/aggregator.ts) owns one of these and performs the effects.
+ */
+
+/** A message of the partition's input as the core needs it (the consumer maps JetStream's). */
+export interface StreamMessage {
+  seq: number;
+  /** The stream's stored timestamp: the same on every replay of the message. */
+  timestampMs: number;
+  /** An idle tick the aggregator published into its own partition (no clicks). */
+  tick: boolean;
+  data: Uint8Array;
+}
+
+/** Something to publish, in order, before the batch counts as done. */
+export interface Publication {
+  subject: string;
+  msgId: string;
+  payload: Uint8Array;
+  events: number;
+  headers?: Record<string, string>;
+}
+
+export interface AggregatorStatus {
+  partition: number;
+  lastSeq: number;
+  watermarkMs: number;
+  closedThroughMs: number;
+  /** Every minute ending at or before this is complete: no active source is behind it. */
+  completeThroughMs: number;
+  events: number;
+  duplicates: number;
+  amended: number;
+  late: number;
+  minutesEmitted: number;
+  amendments: number;
+  lastSnapshotAtMs: number;
+  snapshotBytes: number;
+  /** Every source this partition knows, slowest first. */
+  sources: SourceView[];
+  /** The most advanced event time any click or source reached here. */
+  maxProgressMs: number;
+  /** Event time the watermark is held behind the most advanced source, now, and by which. */
+  heldMs: number;
+  heldBy: { source: string; progressMs: number } | null;
+  /** Holds so far (a slower source holding the watermark back), and the longest (stream time). */
+  holds: number;
+  longestHoldMs: number;
+  /** Settings the configuration changed against the restored snapshot (applied). */
+  configChanges: OptionChange[];
+}
+
+/** A minute as the live view gives it to queries. */
+export type LiveMinuteView = Omit<ClosedMinute, "version"> & {
+  closed: boolean;
+  /** 0 while never emitted. */
+  version: number;
+  /** Every click of the minute in the partition's messages up to this sequence is counted. */
+  throughSeq: number;
+};
+
+/** What an aggregator snapshot holds besides the operator state. */
+export interface AggregatorSnapshotState {
+  agg: AggregatorSnapshot;
+  /** Processing time of the last message read (stream timestamps: part of the replayable log). */
+  lastEventAtMs: number | null;
+  closedThroughMs: number;
+  /** The last progress report's key (see reportProgress); absent in older snapshots. */
+  reportedKey?: string;
+}
+
+export interface AggregatorCore {
+  partition: number;
+  state: AggregatorState;
+  status: AggregatorStatus;
+  /** The last progress report's content, so an unchanged one is not sent again. */
+  reportedKey: string;
+  /** Stream time the current hold started (null: not held). */
+  holdStartedAtMs: number | null;
+  /** Emitted minutes the store may not have yet (see liveMinutes), with their positions. */
+  recentlyEmitted: Map<number, MinuteRevision & { throughSeq: number }>;
+}
+
+/** What a batch did, besides its publications: for metrics and logs. */
+export interface BatchOutcome {
+  publications: Publication[];
+  counted: number;
+  duplicates: number;
+  amended: number;
+  lateHorizon: number;
+  lateDropped: number;
+  /** Minutes emitted, first emissions and amendments. */
+  emitted: { minuteStartMs: number; kind: "closed" | "correction" }[];
+  /** Holds that ended in this batch, their lengths in stream time. */
+  holdsEndedMs: number[];
+}
+
+const RECENT_MINUTES_KEPT = 10;
+
+export function aggregatorSnapshotKey(partition: number): string {
+  return `agg.${partition}`;
+}
+
+function emptyStatus(partition: number): AggregatorStatus {
+  return {
+    partition,
+    lastSeq: 0,
+    watermarkMs: Number.NEGATIVE_INFINITY,
+    closedThroughMs: Number.NEGATIVE_INFINITY,
+    completeThroughMs: Number.NEGATIVE_INFINITY,
+    events: 0,
+    duplicates: 0,
+    amended: 0,
+    late: 0,
+    minutesEmitted: 0,
+    amendments: 0,
+    lastSnapshotAtMs: 0,
+    snapshotBytes: 0,
+    sources: [],
+    maxProgressMs: Number.NEGATIVE_INFINITY,
+    heldMs: 0,
+    heldBy: null,
+    holds: 0,
+    longestHoldMs: 0,
+    configChanges: [],
+  };
+}
+
+/**
+ * A core from its saved snapshot (or a fresh one). The configuration is authoritative: what
+ * it changed against the snapshot is applied and listed in `status.configChanges`.
+ */
+export function restoreCore(
+  options: AggregatorOptions,
+  stored?: { state: AggregatorSnapshotState; streamSeq: number; takenAtMs: number },
+): AggregatorCore {
+  const core: AggregatorCore = {
+    partition: options.partition,
+    state: createAggregatorState(options),
+    status: emptyStatus(options.partition),
+    reportedKey: "",
+    holdStartedAtMs: null,
+    recentlyEmitted: new Map(),
+  };
+  if (stored) {
+    const s = stored.state;
+    core.state = restoreAggregator(s.agg, options, s.lastEventAtMs);
+    core.status.configChanges = checkRestorable(s.agg, options);
+    core.status.closedThroughMs = s.closedThroughMs;
+    core.status.lastSeq = stored.streamSeq;
+    core.status.lastSnapshotAtMs = stored.takenAtMs;
+    core.reportedKey = s.reportedKey ?? "";
+  }
+  refreshStatus(core);
+  return core;
+}
+
+/** The state to save with the position `core.status.lastSeq`. */
+export function snapshotStateOf(core: AggregatorCore): AggregatorSnapshotState {
+  const nowMs = core.state.watermark.nowMs;
+  return {
+    agg: snapshotAggregator(core.state),
+    lastEventAtMs: Number.isFinite(nowMs) ? nowMs : null,
+    closedThroughMs: core.status.closedThroughMs,
+    reportedKey: core.reportedKey,
+  };
+}
+
+function decode(data: Uint8Array): ClickMessage | undefined {
+  try {
+    return decodeClickMessage(data);
+  } catch {
+    return undefined; // poison: the raw writer terminates it; nothing to count here
+  }
+}
+
+/**
+ * Processes one batch in stream order. Amendments of a minute within one batch are
+ * coalesced: only its newest revision is published. The version counter is part of the
+ * state (one increment per message that changed the minute), so the newest revision's
+ * content and position are the same however a replay happens to batch the messages.
+ */
+export function stepBatch(core: AggregatorCore, msgs: readonly StreamMessage[]): BatchOutcome {
+  const out: BatchOutcome = {
+    publications: [],
+    counted: 0,
+    duplicates: 0,
+    amended: 0,
+    lateHorizon: 0,
+    lateDropped: 0,
+    emitted: [],
+    holdsEndedMs: [],
+  };
+  const p = core.partition;
+  const corrections = new Map<number, MinuteRevision & { throughSeq: number }>();
+  for (const m of msgs) {
+    const nowMs = m.timestampMs;
+    const message = m.tick ? undefined : decode(m.data);
+    if (message) {
+      const r = ingest(core.state, message.events, nowMs, message);
+      core.status.events += r.accepted + r.amended;
+      core.status.duplicates += r.duplicates;
+      core.status.amended += r.amended;
+      core.status.late += r.late.length;
+      out.counted += r.accepted;
+      out.duplicates += r.duplicates;
+      out.amended += r.amended;
+      if (r.lateReason === "drop") out.lateDropped += r.late.length;
+      else out.lateHorizon += r.late.length;
+      if (r.late.length > 0) {
+        out.publications.push({
+          subject: SUBJECTS.late(p),
+          msgId: lateMsgId(p, m.seq),
+          payload: encodeBatch(r.late),
+          events: r.late.length,
+          headers: {
+            [LATE_REASON_HEADER]: r.lateReason,
+            [LATE_CLICKS_SEQ_HEADER]: String(m.seq),
+          },
+        });
+      }
+      for (const c of r.corrections) corrections.set(c.minuteStartMs, { ...c, throughSeq: m.seq });
+    }
+    for (const c of advance(core.state, nowMs))
+      emit(core, out, { ...c, throughSeq: m.seq }, "closed");
+    reportProgress(core, out, m.seq);
+    trackHold(core, out, nowMs);
+    core.status.lastSeq = m.seq;
+  }
+  for (const minute of [...corrections.keys()].sort((x, y) => x - y)) {
+    emit(
+      core,
+      out,
+      corrections.get(minute) as MinuteRevision & { throughSeq: number },
+      "correction",
+    );
+  }
+  refreshStatus(core);
+  return out;
+}
+
+function emit(
+  core: AggregatorCore,
+  out: BatchOutcome,
+  c: MinuteRevision & { throughSeq: number },
+  kind: "closed" | "correction",
+): void {
+  out.publications.push({
+    subject: SUBJECTS.minuteAggregates(core.partition),
+    msgId: minuteMsgId(core.partition, c.minuteStartMs, c.version),
+    payload: encodeAggregate({ kind: "minute", ...c }),
+    events: c.eventCount,
+  });
+  out.emitted.push({ minuteStartMs: c.minuteStartMs, kind });
+  core.status.minutesEmitted++;
+  if (kind === "correction") core.status.amendments++;
+  core.recentlyEmitted.set(c.minuteStartMs, c);
+  if (core.recentlyEmitted.size > RECENT_MINUTES_KEPT) {
+    core.recentlyEmitted.delete(Math.min(...core.recentlyEmitted.keys()));
+  }
+}
+
+/**
+ * Tells the reducer and the store how far the partition is closed and complete, and which
+ * sources are behind, whenever that changes (to the minute): "every minute ending at or
+ * before closedThrough is closed here; every one ending at or before completeThrough has
+ * every active source past it".
+ */
+function reportProgress(core: AggregatorCore, out: BatchOutcome, seq: number): void {
+  const c = completeness(core.state);
+  if (!Number.isFinite(c.watermarkMs)) return;
+  // To the minute: a report per minute a watermark or a lagging source moves, not per click.
+  const toMinute = (t: number) =>
+    Number.isFinite(t) ? Math.floor(t / ONE_MINUTE_MS) * ONE_MINUTE_MS : null;
+  const closedThrough = toMinute(c.watermarkMs) as number;
+  // null: a lagging source has no progress at all, so no minute is complete.
+  const completeThrough = toMinute(c.completeThroughMs);
+  const behind = c.behind.map((b) => ({ source: b.source, progressMs: toMinute(b.progressMs) }));
+  const key = `${closedThrough}|${completeThrough}|${behind.map((b) => `${b.source}@${b.progressMs}`).join(",")}`;
+  if (key === core.reportedKey) return;
+  core.reportedKey = key;
+  core.status.closedThroughMs = closedThrough;
+  out.publications.push({
+    subject: SUBJECTS.minuteAggregates(core.partition),
+    msgId: progressMsgId(core.partition, seq),
+    payload: encodeAggregate({
+      kind: "progress",
+      partition: core.partition,
+      closedThroughMs: closedThrough,
+      completeThroughMs: completeThrough,
+      behind,
+      seq,
+    }),
+    events: 0,
+  });
+}
+
+/** Event time the watermark is held behind the most advanced source (0: not held). */
+function heldMs(core: AggregatorCore): number {
+  const w = core.state.watermark;
+  const max = maxProgressOf(w);
+  if (!Number.isFinite(max) || !Number.isFinite(w.watermarkMs)) return 0;
+  return Math.max(0, max - w.allowedLatenessMs - w.watermarkMs);
+}
+
+/** Starts or ends a hold episode at stream time `nowMs`. */
+function trackHold(core: AggregatorCore, out: BatchOutcome, nowMs: number): void {
+  const held = Number.isFinite(core.state.watermark.watermarkMs) && heldMs(core) > 0;
+  if (held && core.holdStartedAtMs === null) {
+    core.holdStartedAtMs = nowMs;
+    core.status.holds++;
+  } else if (!held && core.holdStartedAtMs !== null) {
+    const ms = Math.max(0, nowMs - core.holdStartedAtMs);
+    out.holdsEndedMs.push(ms);
+    if (ms > core.status.longestHoldMs) core.status.longestHoldMs = ms;
+    core.holdStartedAtMs = null;
+  }
+  if (core.holdStartedAtMs !== null) {
+    const ms = nowMs - core.holdStartedAtMs;
+    if (ms > core.status.longestHoldMs) core.status.longestHoldMs = ms;
+  }
+}
+
+function refreshStatus(core: AggregatorCore): void {
+  const c = completeness(core.state);
+  core.status.watermarkMs = c.watermarkMs;
+  core.status.completeThroughMs = c.completeThroughMs;
+  core.status.sources = sourcesOf(core.state);
+  core.status.maxProgressMs = maxProgressOf(core.state.watermark);
+  core.status.heldMs = heldMs(core);
+  core.status.heldBy = holdingSource(core.state);
+}
+
+/**
+ * The partition's minutes in [fromMs, toMs) that queries cannot read from the store yet:
+ * open ones (counts so far) and the last few emitted ones (the aggregate writer may not have
+ * stored them yet). Ascending by minute.
+ */
+export function liveMinutes(core: AggregatorCore, fromMs: number, toMs: number): LiveMinuteView[] {
+  const byMinute = new Map<number, LiveMinuteView>();
+  for (const c of core.recentlyEmitted.values()) {
+    if (c.minuteStartMs >= fromMs && c.minuteStartMs < toMs)
+      byMinute.set(c.minuteStartMs, { ...c, closed: true });
+  }
+  for (const m of openMinutes(core.state)) {
+    if (m.minuteStartMs >= fromMs && m.minuteStartMs < toMs)
+      byMinute.set(m.minuteStartMs, { ...m, version: 0, throughSeq: core.status.lastSeq });
+  }
+  return [...byMinute.values()].sort((a, b) => a.minuteStartMs - b.minuteStartMs);
+}
+
+/** The answer to a live query. */
+export function answerLiveQuery(core: AggregatorCore, r: LiveRequest): LiveReply {
+  return answerLive(
+    core.partition,
+    { minutes: liveMinutes(core, r.fromMs, r.toMs), throughSeq: core.status.lastSeq },
+    r,
+  );
+}
+
+/** Whether a source still holds minutes open that an idle tick would let close. */
+export function idleTickWanted(core: AggregatorCore): boolean {
+  return nextIdleDeadlineMs(core.state) !== null;
+}
+
+/**
+ * The idle tick: published into the partition when input stopped while a source still holds
+ * minutes open; sources go idle when it is read back, at a recorded position of the log.
+ * `bucket` (wall time / idle timeout) makes one tick per idle period.
+ */
+export function idleTick(core: AggregatorCore, bucket: number): Publication {
+  return {
+    subject: SUBJECTS.clicks(core.partition),
+    msgId: tickMsgId(core.partition, core.status.lastSeq, bucket),
+    payload: new Uint8Array(0),
+    events: 0,
+    headers: { [TICK_HEADER]: "idle" },
+  };
+}
