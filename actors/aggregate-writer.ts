@@ -10,14 +10,14 @@ import { type StageChildOptions, stageLogic } from "./stage.js";
  */
 export function aggregateWriterChild(
   deps: { js: JetStreamClient; store: AggregateStore },
-  o: StageChildOptions,
+  o: StageChildOptions & { retryBaseMs?: number; retryMaxMs?: number },
 ): ChildSpec {
   return {
     id: o.id,
     kind: "aggregate-writer",
     restart: "permanent",
     shutdownMs: o.shutdownMs,
-    logic: stageLogic(deps.js, () => new AggregateWriter(deps, { id: o.id })),
+    logic: stageLogic(deps.js, () => new AggregateWriter(deps, o)),
     input: { id: o.id, now: o.now },
   };
 }

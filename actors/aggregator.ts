@@ -26,7 +26,7 @@ import {
   stepBatch,
 } from "../src/aggregate/aggregator-core.js";
 import { reportSources } from "../src/aggregate/source-metrics.js";
-import { ActorKilledError } from "../src/errors.js";
+import { ActorKilledError, type AdclickErrorCode, errorCodeOf, messageOf } from "../src/errors.js";
 import { BatchPublisher } from "../src/ingest/batch-publisher.js";
 import type { Lease, PartitionLeases } from "../src/leases/partition-lease.js";
 import { registry } from "../src/metrics/registry.js";
@@ -119,6 +119,8 @@ export type SnapshotDone = {
   id: string;
   ok: boolean;
   error?: string;
+  /** The error's catalogue code (e.g. SNAPSHOT_CONFLICT: another aggregator saved since). */
+  code?: AdclickErrorCode;
 };
 /** A reply to LIVE_QUERY; `reply` is undefined where the partition is not aggregated (standby). */
 export type LiveAnswer = { type: "LIVE_ANSWER"; requestId: string; reply?: LiveReply };
@@ -312,7 +314,8 @@ export const aggregatorMachine = setup({
           requestId: w.requestId ?? "",
           id: context.id,
           ok: params.error === undefined,
-          ...(params.error !== undefined ? { error: String(params.error) } : {}),
+          ...(params.error !== undefined ? { error: messageOf(params.error) } : {}),
+          ...(errorCodeOf(params.error) ? { code: errorCodeOf(params.error) } : {}),
         };
         enqueue.sendTo(w.replyTo, done);
       }

@@ -33,7 +33,13 @@ interface StageContext {
   error?: unknown;
 }
 
-const notProvided = fromPromise<{ handler: StageHandler; consumer: ConsumerPlan }>(() =>
+/** What preparing a stage yields: its handler, and where its consumer reads. */
+export interface StagePrepared {
+  handler: StageHandler;
+  consumer: ConsumerPlan;
+}
+
+const notProvided = fromPromise<StagePrepared>(() =>
   Promise.reject(new Error("no stage handler provided")),
 );
 

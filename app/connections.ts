@@ -8,7 +8,6 @@ import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { KV_BUCKETS } from "../nats/layout.js";
 import type { AdclickConfig } from "../src/config.js";
-import { AdclickError } from "../src/errors.js";
 import { connectNats } from "../src/nats/connect.js";
 import {
   type CassandraClient,
@@ -16,23 +15,11 @@ import {
   ensureKeyspace,
 } from "../src/storage/cassandra-client.js";
 import { ensureLayout } from "./cli/layout.js";
+import { withDeadline } from "./shutdown.js";
 
 /** A NATS connection with the configuration's servers and credentials: the one way we connect. */
 export function natsFor(c: AdclickConfig, name: string): Promise<NatsConnection> {
   return connectNats({ servers: c.natsServers, name, user: c.natsUser, pass: c.natsPassword });
-}
-
-/** Resolves `p`, or rejects with SHUTDOWN_TIMEOUT after `ms` (the work itself is left behind). */
-export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new AdclickError("SHUTDOWN_TIMEOUT", `${what} did not finish within ${ms} ms`)),
-      ms,
-    );
-    timer.unref?.();
-  });
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 /**
@@ -47,6 +34,24 @@ export interface Connections {
   cql: CassandraClient;
   kv: { snapshots: KV; leases: KV };
   close(withinMs?: number): Promise<void>;
+}
+
+/**
+ * Lets go of NATS (drained where the server answers, closed outright where it does not: a
+ * failed drain leaves the client reconnecting forever) and of Cassandra, at once, each within
+ * `withinMs`.
+ */
+export async function closeNats(nc: NatsConnection, withinMs = 1500): Promise<void> {
+  await withDeadline(nc.drain(), withinMs, "draining the NATS connection").catch(() =>
+    nc.close().catch(() => {}),
+  );
+}
+
+async function closeBoth(nc: NatsConnection, cql: CassandraClient, withinMs: number) {
+  await Promise.allSettled([
+    closeNats(nc, withinMs),
+    withDeadline(cql.shutdown(), withinMs, "closing the Cassandra client"),
+  ]);
 }
 
 export async function openConnections(c: AdclickConfig, name: string): Promise<Connections> {
@@ -75,13 +80,7 @@ export async function openConnections(c: AdclickConfig, name: string): Promise<C
       jsm,
       cql: client,
       kv,
-      async close(withinMs = 3000) {
-        // Drain where the server answers; close outright where it does not.
-        await within(nc.drain(), withinMs, "draining the NATS connection").catch(() =>
-          nc.close().catch(() => {}),
-        );
-        await within(client.shutdown(), withinMs, "closing the Cassandra client").catch(() => {});
-      },
+      close: (withinMs = 1500) => closeBoth(nc, client, withinMs),
     };
   } catch (err) {
     await cql?.shutdown().catch(() => {});

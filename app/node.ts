@@ -9,7 +9,8 @@ import {
   type SupervisorStatusReply,
   supervisorMachine,
 } from "../supervisor/supervisor.js";
-import { type Connections, openConnections, within } from "./connections.js";
+import { type Connections, openConnections } from "./connections.js";
+import { withDeadline } from "./shutdown.js";
 import { prepareStores, type WorkerRoles, workerChildren, workerNameOf } from "./worker.js";
 
 const actorFailures = new Counter({
@@ -177,9 +178,11 @@ export async function startNode(
         supervisor.send({ type: "STOP" });
         // The supervisor stops every child within its shutdown time; this bound only guards
         // against the supervisor itself.
-        await within(stopped(supervisor), c.actorShutdownMs + 1000, "stopping the actors").catch(
-          (e: unknown) => log(String(e)),
-        );
+        await withDeadline(
+          stopped(supervisor),
+          c.actorShutdownMs + 1000,
+          "stopping the actors",
+        ).catch((e: unknown) => log(String(e)));
         supervisor.stop();
         await metrics?.close();
         await conn.close();

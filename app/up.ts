@@ -5,6 +5,7 @@ import { registry } from "../src/metrics/registry.js";
 import { parseTopRequest } from "../src/query/request.js";
 import { ensureLocalStack } from "./infra/local-stack.js";
 import { type Node, startNode } from "./node.js";
+import { onShutdownSignals } from "./shutdown.js";
 import { allRoles } from "./worker.js";
 
 export interface UpOptions {
@@ -65,9 +66,11 @@ export async function runUp(c: AdclickConfig, o: UpOptions): Promise<void> {
   let node: Node | undefined;
   let generator: ReturnType<typeof startLiveGenerator> | undefined;
   let closing: Promise<void> | undefined;
+  let view: ReturnType<typeof setInterval> | undefined;
   const shutdown = (why: string) => {
     closing ??= (async () => {
       log(`${why}: stopping`);
+      clearInterval(view);
       await generator?.stop();
       await node?.stop();
       await stack.stop();
@@ -75,10 +78,19 @@ export async function runUp(c: AdclickConfig, o: UpOptions): Promise<void> {
     })();
     return closing;
   };
+  // Ctrl-C or SIGTERM: the orderly stop above, bounded: whatever NATS and Cassandra do, the
+  // process ends within 10 s, killing the servers it started if it must force its exit.
+  const signals = onShutdownSignals(shutdown, {
+    exit: (code) => {
+      stack.killNow();
+      process.exit(code);
+    },
+  });
   try {
     node = await startNode(c, allRoles(c), log);
   } catch (err) {
     await shutdown("start-up failed");
+    signals.dispose();
     throw err;
   }
   const rs = await node.cql.execute("SELECT release_version FROM system.local");
@@ -89,6 +101,7 @@ export async function runUp(c: AdclickConfig, o: UpOptions): Promise<void> {
   );
   if (o.once) {
     await shutdown("--once");
+    signals.dispose();
     return;
   }
   if (o.generate > 0) {
@@ -99,7 +112,7 @@ export async function runUp(c: AdclickConfig, o: UpOptions): Promise<void> {
     log(`generating ~${o.generate} clicks/s`);
   }
   const prev = { events: 0, atMs: Date.now() };
-  const view = setInterval(() => {
+  view = setInterval(() => {
     if (!node) return;
     void liveView(node, c, prev)
       .then((text) => {
@@ -108,16 +121,12 @@ export async function runUp(c: AdclickConfig, o: UpOptions): Promise<void> {
       })
       .catch((e) => log(`live view: ${e}`));
   }, o.refreshSeconds * 1000);
-  const reason = await Promise.race([
-    new Promise<string>((resolve) => {
-      process.once("SIGINT", () => resolve("SIGINT"));
-      process.once("SIGTERM", () => resolve("SIGTERM"));
-    }),
-    node.escalated.then((r) => `supervisor escalation (${r})`),
-  ]);
-  clearInterval(view);
-  await shutdown(reason);
-  if (reason.startsWith("supervisor")) process.exitCode = 1;
+  void node.escalated.then((r) => {
+    process.exitCode = 1;
+    void signals.trigger(`supervisor escalation (${r})`);
+  });
+  await signals.requested;
+  await shutdown("stop");
 }
 
 /** `adclick worker`: actors and services only, against already running NATS and Cassandra. */
@@ -127,14 +136,16 @@ export async function runWorker(c: AdclickConfig): Promise<void> {
   log(
     `running ${(await node.worker.status()).children.length} actors as ${node.worker.name} (roles: ${c.roles.join(",")})`,
   );
-  const reason = await Promise.race([
-    new Promise<string>((resolve) => {
-      process.once("SIGINT", () => resolve("SIGINT"));
-      process.once("SIGTERM", () => resolve("SIGTERM"));
-    }),
-    node.escalated.then((r) => `supervisor escalation (${r})`),
-  ]);
-  log(`${reason}: stopping`);
+  const stop = (why: string) => {
+    log(`${why}: stopping`);
+    return node.stop();
+  };
+  const signals = onShutdownSignals(stop);
+  void node.escalated.then((r) => {
+    process.exitCode = 1;
+    void signals.trigger(`supervisor escalation (${r})`);
+  });
+  await signals.requested;
   await node.stop();
-  if (reason.startsWith("supervisor")) process.exitCode = 1;
+  log("stopped");
 }

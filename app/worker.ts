@@ -87,14 +87,9 @@ export interface Stores {
   leases: PartitionLeases;
 }
 
-/** Builds the stores and prepares what the roles need (schemas, durable consumers). */
-export async function prepareStores(
-  conn: Connections,
-  c: AdclickConfig,
-  roles: WorkerRoles,
-  workerName: string,
-): Promise<Stores> {
-  const stores: Stores = {
+/** The stores over a process's connections. */
+export function storesOf(conn: Connections, workerName: string): Stores {
+  return {
     raw: new RawStore(conn.cql),
     aggregates: new AggregateStore(conn.cql),
     eraser: new CassandraAggregateEraser(conn.cql),
@@ -102,6 +97,16 @@ export async function prepareStores(
     recalcVersions: new KvRecalcProgressStore(conn.kv.snapshots),
     leases: new PartitionLeases(conn.kv.leases, workerName, LEASE_TTL_MS),
   };
+}
+
+/** Builds the stores and prepares what the roles need (schemas, durable consumers). */
+export async function prepareStores(
+  conn: Connections,
+  c: AdclickConfig,
+  roles: WorkerRoles,
+  workerName: string,
+): Promise<Stores> {
+  const stores = storesOf(conn, workerName);
   await stores.raw.createSchema();
   if (c.rawRetentionDays > 0) await applyRawRetention(conn.cql, c.rawRetentionDays);
   await stores.aggregates.createSchema();

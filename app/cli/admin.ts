@@ -1,8 +1,8 @@
 import type { ActorRow } from "../../actors/admin-service.js";
 import { mergeSourceSummaries, type SourceSummary } from "../../src/aggregate/source-metrics.js";
 import type { AdclickConfig } from "../../src/config.js";
-import { connectNats } from "../../src/nats/connect.js";
 import { serviceErrorOf, serviceErrorText } from "../../src/wire/service-errors.js";
+import { natsFor } from "../connections.js";
 
 type Command = "status" | "actors" | "kill" | "pause" | "resume" | "snapshot";
 
@@ -13,12 +13,7 @@ export async function runAdmin(
   id: string | undefined,
   json: boolean,
 ): Promise<number> {
-  const nc = await connectNats({
-    servers: c.natsServers,
-    name: "adclick-admin-cli",
-    user: c.natsUser,
-    pass: c.natsPassword,
-  });
+  const nc = await natsFor(c, "adclick-admin-cli");
   try {
     const replies: unknown[] = [];
     const it = await nc.requestMany(`adclick.admin.${cmd}`, JSON.stringify(id ? { id } : {}), {
@@ -145,12 +140,7 @@ export async function runAdminJob(
   body: Record<string, unknown>,
   timeoutMs: number,
 ): Promise<number> {
-  const nc = await connectNats({
-    servers: c.natsServers,
-    name: "adclick-admin-cli",
-    user: c.natsUser,
-    pass: c.natsPassword,
-  });
+  const nc = await natsFor(c, "adclick-admin-cli");
   try {
     const m = await nc.request(`adclick.admin.${kind}`, JSON.stringify(body), {
       timeout: timeoutMs,

@@ -4,7 +4,7 @@ import type { AdclickConfig } from "../../src/config.js";
 import { DEFAULT_GEN, type GenOptions, generateClickLog } from "../../src/gen/click-log.js";
 import { startLiveGenerator } from "../../src/gen/live-generator.js";
 import { ClickProducer } from "../../src/ingest/click-producer.js";
-import { connectNats } from "../../src/nats/connect.js";
+import { closeNats, natsFor } from "../connections.js";
 
 export interface GenCliOptions {
   lines: number;
@@ -37,12 +37,7 @@ function ratio(name: string, v: number | undefined): number | undefined {
  */
 export async function runGen(c: AdclickConfig, o: GenCliOptions): Promise<void> {
   if (o.rate !== undefined) {
-    const nc = await connectNats({
-      servers: c.natsServers,
-      name: "adclick-gen",
-      user: c.natsUser,
-      pass: c.natsPassword,
-    });
+    const nc = await natsFor(c, "adclick-gen");
     const g = startLiveGenerator(jetstream(nc), {
       ratePerSecond: o.rate,
       partitions: c.partitions,
@@ -54,7 +49,7 @@ export async function runGen(c: AdclickConfig, o: GenCliOptions): Promise<void> 
       process.once("SIGTERM", () => resolve());
     });
     await g.stop();
-    await nc.drain();
+    await closeNats(nc);
     console.error(`published ${g.sent()} clicks at ~${o.rate}/s`);
     return;
   }
@@ -89,12 +84,7 @@ export async function runGen(c: AdclickConfig, o: GenCliOptions): Promise<void> 
     spanMinutes: (opts.spanMs ?? DEFAULT_GEN.spanMs) / 60_000,
   };
   if (o.publish) {
-    const nc = await connectNats({
-      servers: c.natsServers,
-      name: "adclick-gen",
-      user: c.natsUser,
-      pass: c.natsPassword,
-    });
+    const nc = await natsFor(c, "adclick-gen");
     try {
       const producer = new ClickProducer(jetstream(nc), {
         partitions: c.partitions,
@@ -121,7 +111,7 @@ export async function runGen(c: AdclickConfig, o: GenCliOptions): Promise<void> 
         );
       }
     } finally {
-      await nc.drain();
+      await closeNats(nc);
     }
     console.error(`published ${JSON.stringify(summary)}`);
   } else if (o.out) {

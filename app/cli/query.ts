@@ -1,6 +1,6 @@
 import type { AdclickConfig } from "../../src/config.js";
-import { connectNats } from "../../src/nats/connect.js";
 import { serviceErrorOf, serviceErrorText } from "../../src/wire/service-errors.js";
+import { natsFor } from "../connections.js";
 
 export interface QueryCliOptions {
   ad?: string;
@@ -82,12 +82,7 @@ export async function runQuery(
   kind: "count" | "top" | "series",
   o: QueryCliOptions,
 ): Promise<number> {
-  const nc = await connectNats({
-    servers: c.natsServers,
-    name: "adclick-query-cli",
-    user: c.natsUser,
-    pass: c.natsPassword,
-  });
+  const nc = await natsFor(c, "adclick-query-cli");
   try {
     const body = JSON.stringify(requestBody(kind, o));
     const deadline = Date.now() + (o.timeout ?? 120) * 1000;

@@ -1,12 +1,8 @@
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { KV_BUCKETS } from "../../nats/layout.js";
 import type { AdclickConfig } from "../../src/config.js";
 import { AdclickError } from "../../src/errors.js";
 import { ONE_MINUTE_MS } from "../../src/model.js";
-import { connectNats } from "../../src/nats/connect.js";
-import { KvRecalcProgressStore } from "../../src/recalc/progress.js";
+import type { KvRecalcProgressStore } from "../../src/recalc/progress.js";
 import {
   formatReconcileReport,
   type LateEventsLoader,
@@ -16,15 +12,15 @@ import {
 import { indexLateEvents } from "../../src/recalc/recount.js";
 import {
   type AggregateEraser,
-  CassandraAggregateEraser,
   type ReplayProgressInfo,
   type ReplayResult,
   replayRange,
 } from "../../src/recalc/replay.js";
-import { AggregateStore } from "../../src/storage/aggregate-store.js";
-import { type CassandraClient, createCassandraClient } from "../../src/storage/cassandra-client.js";
-import { RawStore } from "../../src/storage/raw-store.js";
-import { ensureLayout } from "./layout.js";
+import type { AggregateStore } from "../../src/storage/aggregate-store.js";
+import type { CassandraClient } from "../../src/storage/cassandra-client.js";
+import type { RawStore } from "../../src/storage/raw-store.js";
+import { openConnections } from "../connections.js";
+import { storesOf } from "../worker.js";
 import { ProgressBar } from "./progress.js";
 
 const ISO_RE =
@@ -69,36 +65,18 @@ export interface RecalcDeps {
 }
 
 export async function openRecalcDeps(c: AdclickConfig, name: string): Promise<RecalcDeps> {
-  const nc = await connectNats({
-    servers: c.natsServers,
-    name,
-    user: c.natsUser,
-    pass: c.natsPassword,
-  });
-  const cql = createCassandraClient(c, c.cassandraKeyspace);
-  try {
-    await ensureLayout(nc, c);
-    const js = jetstream(nc);
-    const jsm = await jetstreamManager(nc);
-    const kv = await new Kvm(js).open(KV_BUCKETS.snapshots);
-    return {
-      nc,
-      cql,
-      rawStore: new RawStore(cql),
-      aggregateStore: new AggregateStore(cql),
-      eraser: new CassandraAggregateEraser(cql),
-      progressStore: new KvRecalcProgressStore(kv),
-      lateEvents: natsLateEvents(js, jsm),
-      async close() {
-        await cql.shutdown().catch(() => {});
-        await nc.drain().catch(() => {});
-      },
-    };
-  } catch (err) {
-    await cql.shutdown().catch(() => {});
-    await nc.close().catch(() => {});
-    throw err;
-  }
+  const conn = await openConnections(c, name);
+  const stores = storesOf(conn, name);
+  return {
+    nc: conn.nc,
+    cql: conn.cql,
+    rawStore: stores.raw,
+    aggregateStore: stores.aggregates,
+    eraser: stores.eraser,
+    progressStore: stores.recalcVersions,
+    lateEvents: natsLateEvents(conn.js, conn.jsm),
+    close: () => conn.close(),
+  };
 }
 
 /** Draws replay progress on the terminal's progress bar. */

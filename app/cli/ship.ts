@@ -7,7 +7,8 @@ import type { AdclickConfig } from "../../src/config.js";
 import { BatchPublisher } from "../../src/ingest/batch-publisher.js";
 import { KvCheckpointStore } from "../../src/ingest/checkpoint-store.js";
 import { LogShipper, type ShipSummary } from "../../src/ingest/shipper.js";
-import { connectNats } from "../../src/nats/connect.js";
+import { closeNats, natsFor } from "../connections.js";
+import { onShutdownSignals } from "../shutdown.js";
 import { ensureLayout } from "./layout.js";
 import { formatBytes, ProgressBar } from "./progress.js";
 
@@ -29,12 +30,7 @@ export async function runShip(
   o: ShipOptions,
 ): Promise<ShipSummary> {
   const source = o.source ?? hostname();
-  const nc = await connectNats({
-    servers: c.natsServers,
-    name: `adclick-ship-${source}`,
-    user: c.natsUser,
-    pass: c.natsPassword,
-  });
+  const nc = await natsFor(c, `adclick-ship-${source}`);
   try {
     await ensureLayout(nc, c);
     const js = jetstream(nc);
@@ -75,10 +71,15 @@ export async function runShip(
     );
     let summary: ShipSummary;
     if (o.follow) {
-      const stop = () => shipper.stop();
-      process.once("SIGINT", stop);
-      process.once("SIGTERM", stop);
-      summary = await shipper.follow(files);
+      // Until SIGINT / SIGTERM: the shipper finishes its chunk and returns; bounded, so that a
+      // NATS that is gone (publishes that cannot be acknowledged) cannot keep it running.
+      const following = shipper.follow(files);
+      const signals = onShutdownSignals(async () => {
+        shipper.stop();
+        await following.catch(() => {});
+      });
+      summary = await following;
+      signals.dispose();
     } else {
       summary = await shipper.shipFiles(files);
     }
@@ -98,6 +99,6 @@ export async function runShip(
     }
     return summary;
   } finally {
-    await nc.drain().catch(() => {});
+    await closeNats(nc);
   }
 }

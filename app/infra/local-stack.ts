@@ -4,7 +4,7 @@ import { join, resolve } from "node:path";
 import type { AdclickConfig } from "../../src/config.js";
 import { InfraError } from "../../src/errors.js";
 import { type CassandraNodeHandle, cqlAnswers, startCassandraNode } from "./cassandra-node.js";
-import { isListening } from "./free-port.js";
+import { canBind, isListening } from "./free-port.js";
 import { type NatsServerHandle, startNatsServer } from "./nats-server.js";
 import { infraPaths, projectRoot } from "./paths.js";
 
@@ -14,6 +14,8 @@ export interface LocalStack {
   nats?: NatsServerHandle;
   cassandra?: CassandraNodeHandle;
   stop(): Promise<void>;
+  /** SIGKILLs what this call started, synchronously (a forced exit). */
+  killNow(): void;
 }
 
 function hostPort(addr: string, defaultPort: number): { host: string; port: number } {
@@ -54,6 +56,10 @@ export async function ensureLocalStack(
   ensureProvisioned(log);
   const stack: LocalStack = {
     started: [],
+    killNow() {
+      stack.nats?.process.killNow();
+      stack.cassandra?.process.killNow();
+    },
     async stop() {
       await Promise.allSettled([stack.nats?.stop(), stack.cassandra?.stop()]);
     },
@@ -68,7 +74,8 @@ export async function ensureLocalStack(
       log(`NATS: nothing at ${nats.host}:${nats.port}, starting nats-server there`);
       stack.nats = await startNatsServer({
         port: nats.port,
-        httpPort: 8222,
+        // The usual monitoring port where it is free (another local stack may hold it).
+        ...((await canBind("127.0.0.1", 8222)) ? { httpPort: 8222 } : {}),
         storeDir: join(dataRoot, "nats"),
       });
       stack.started.push("nats-server");

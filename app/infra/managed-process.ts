@@ -83,6 +83,11 @@ export class ManagedProcess {
     return this.child.pid;
   }
 
+  /** SIGKILL now, synchronously (a process about to exit cannot wait for an orderly stop). */
+  killNow(): void {
+    if (this.running) this.signal("SIGKILL");
+  }
+
   get running(): boolean {
     return this.exitCode === undefined;
   }

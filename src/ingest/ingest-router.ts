@@ -57,7 +57,7 @@ export class IngestRouter implements StageHandler {
   private readonly progress = new Map<string, number>();
 
   constructor(
-    private readonly js: JetStreamClient,
+    js: JetStreamClient,
     private readonly o: { id: string; partitions: number; maxBatchEvents?: number },
   ) {
     this.clicks = new BatchPublisher(js, { label: "clicks" });

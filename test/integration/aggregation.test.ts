@@ -5,8 +5,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { afterAll, describe, expect, it } from "vitest";
 import { aggregateWriterChild } from "../../actors/aggregate-writer.js";
-import { aggregatorChild } from "../../actors/aggregator.js";
-import { startStandalone } from "../../actors/loop-machine.js";
+import { aggregatorChild, aggregatorLogic } from "../../actors/aggregator.js";
 import { reducerChild } from "../../actors/reducer.js";
 import { ensureLayout } from "../../app/cli/layout.js";
 import { KV_BUCKETS, STREAMS } from "../../nats/layout.js";
@@ -22,6 +21,7 @@ import { SnapshotStore } from "../../src/snapshots/snapshot-store.js";
 import { AggregateStore } from "../../src/storage/aggregate-store.js";
 import { decodeBatch } from "../../src/wire/batch-codec.js";
 import { useKeyspace, useNatsServer } from "../harness/servers.js";
+import { CHILD, runActor } from "../support/actors.js";
 import { countedUnderDrop, eventKey, expectedAggregates } from "../support/oracle.js";
 import { readStream } from "../support/streams.js";
 
@@ -98,30 +98,29 @@ for (const policy of ["amend", "drop"] as const) {
       const snapshots = new SnapshotStore(await new Kvm(js).open(KV_BUCKETS.snapshots));
       const actors = [
         ...Array.from({ length: PARTITIONS }, (_, p) =>
-          aggregatorChild(
-            { js, snapshots },
-            {
-              id: `aggregator-${p}`,
-              partition: p,
-              aggregator: {
-                allowedLatenessMs: LATENESS_MS,
-                idleTimeoutMs: IDLE_MS,
-                dimensions: ["country"],
-                topK: TOP_N,
-                latePolicy: policy,
-              },
+          aggregatorChild(aggregatorLogic({ js, snapshots }), {
+            ...CHILD,
+            id: `aggregator-${p}`,
+            partition: p,
+            aggregator: {
+              allowedLatenessMs: LATENESS_MS,
+              idleTimeoutMs: IDLE_MS,
+              dimensions: ["country"],
+              topK: TOP_N,
+              latePolicy: policy,
             },
-          ),
+          }),
         ),
         reducerChild(js, {
+          ...CHILD,
           id: "reducer",
           partitions: PARTITIONS,
           n: TOP_N,
           replayMs: 3_600_000,
           overdueAfterMs: 600_000,
         }),
-        aggregateWriterChild({ js, store }, { id: "aggregate-writer" }),
-      ].map((spec) => startStandalone(spec).actor);
+        aggregateWriterChild({ js, store }, { ...CHILD, id: "aggregate-writer" }),
+      ].map((spec) => runActor(spec).actor);
 
       const minutes = new Set(
         [...a.truth, ...b.truth].flatMap((t) =>

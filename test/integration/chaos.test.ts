@@ -105,8 +105,11 @@ const ENABLED: readonly FaultKind[] = (() => {
 const PARTITIONS = 4;
 /** The default ADCLICK_TOP_K: the reducer's global top N per minute. */
 const TOP_N = 1000;
-/** Actors of one worker: map, raw writer, reducer, aggregate writer, late repair, one aggregator a partition. */
-const ACTORS = 5 + PARTITIONS;
+/**
+ * Actors of one worker: map, raw writer, reducer, aggregate writer, late repair, one aggregator
+ * a partition; and the services: live server, query service, admin service.
+ */
+const ACTORS = 5 + PARTITIONS + 3;
 const LINES_PER_FILE = LARGE ? 100_000 : 20_000;
 const FILES = Math.max(1, Math.ceil(EVENTS / LINES_PER_FILE));
 /** Each file holds the next slice of event time: ≤ 40 minutes in all (within the retention). */

@@ -12,6 +12,7 @@ import { type AdclickConfig, loadConfig } from "../../src/config.js";
 import { ConfigError } from "../../src/errors.js";
 import { ClickProducer } from "../../src/ingest/click-producer.js";
 import { uniqueName, useNatsServer } from "../harness/servers.js";
+import { runningAggregators } from "../support/actors.js";
 import { until } from "../support/chaos.js";
 
 const T0 = Date.UTC(2024, 6, 9, 8, 0, 0);
@@ -53,11 +54,8 @@ describe("restarting with a changed configuration", () => {
     );
     await until(
       "every click counted",
-      () =>
-        [...first.worker.aggregators.values()].reduce(
-          (n, r) => n + (r()?.status.events ?? 0),
-          0,
-        ) === 3,
+      async () =>
+        runningAggregators(await first.worker.status()).reduce((n, s) => n + s.events, 0) === 3,
       60_000,
       100,
     );
@@ -83,12 +81,11 @@ describe("restarting with a changed configuration", () => {
     });
     await until(
       "every aggregator restored",
-      () => [...second.worker.aggregators.values()].every((r) => r() !== undefined),
+      async () => runningAggregators(await second.worker.status()).length === 2,
       60_000,
       100,
     );
-    for (const runner of second.worker.aggregators.values()) {
-      const s = runner()?.status;
+    for (const s of runningAggregators(await second.worker.status())) {
       expect(s?.configChanges.map((c) => c.option).sort()).toEqual([
         "allowedLatenessMs",
         "latePolicy",

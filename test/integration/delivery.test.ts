@@ -9,23 +9,21 @@ import { type KV, Kvm } from "@nats-io/kv";
 import { headers } from "@nats-io/nats-core";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { beforeAll, describe, expect, it } from "vitest";
-import { ActorKilledError, crashable } from "../../actors/loop-machine.js";
+import { aggregateWriterChild } from "../../actors/aggregate-writer.js";
+import { aggregatorChild, aggregatorLogic } from "../../actors/aggregator.js";
+import { rawWriterChild } from "../../actors/raw-writer.js";
+import { reducerChild } from "../../actors/reducer.js";
 import { ensureLayout } from "../../app/cli/layout.js";
 import { KV_BUCKETS, STREAMS, SUBJECTS } from "../../nats/layout.js";
 import {
   AGGREGATE_WRITER_DURABLE,
-  AggregateWriter,
   aggregateWriterConsumer,
 } from "../../src/aggregate/aggregate-writer.js";
-import {
-  AggregatorRunner,
-  type AggregatorRunnerOptions,
-  aggregatorSnapshotKey,
-} from "../../src/aggregate/aggregator-runner.js";
-import { Reducer } from "../../src/aggregate/reducer.js";
+import { aggregatorSnapshotKey } from "../../src/aggregate/aggregator-core.js";
 import { loadConfig } from "../../src/config.js";
+import { ActorKilledError } from "../../src/errors.js";
 import { BatchPublisher } from "../../src/ingest/batch-publisher.js";
-import { RAW_WRITER_DURABLE, RawWriter, rawWriterConsumer } from "../../src/ingest/raw-writer.js";
+import { RAW_WRITER_DURABLE, rawWriterConsumer } from "../../src/ingest/raw-writer.js";
 import { type ClickEvent, ONE_MINUTE_MS } from "../../src/model.js";
 import { ensureDurable } from "../../src/nats/durable-consumer.js";
 import { partitionOf } from "../../src/partition.js";
@@ -37,6 +35,7 @@ import type { ClosedMinute } from "../../src/windows/partition-aggregator.js";
 import { encodeAggregate, minuteMsgId } from "../../src/wire/aggregate-messages.js";
 import { encodeBatch } from "../../src/wire/batch-codec.js";
 import { uniqueName, useKeyspace, useNatsServer } from "../harness/servers.js";
+import { CHILD, type RunningActor, runActor } from "../support/actors.js";
 
 // Lost acknowledgements, redeliveries and publish retries, one mechanism at a time, against a
 // real nats-server and Cassandra. Each describe has its own server (its own streams and
@@ -149,8 +148,12 @@ async function drained(jsm: JetStreamManager, stream: string, durable: string): 
   return info.num_pending === 0 && info.num_ack_pending === 0;
 }
 
-function runnerOptions(p: number, over: Partial<AggregatorRunnerOptions> = {}) {
+function runnerOptions(
+  p: number,
+  over: { snapshotEveryMs?: number; maxBatchMessages?: number } = {},
+) {
   return {
+    ...CHILD,
     id: `aggregator-${p}`,
     partition: p,
     aggregator: {
@@ -164,27 +167,23 @@ function runnerOptions(p: number, over: Partial<AggregatorRunnerOptions> = {}) {
     snapshotEveryMs: 0,
     maxBatchMessages: 1,
     ...over,
-  } satisfies AggregatorRunnerOptions;
-}
-
-/** A runner started on its own; `stop()` is orderly, `kill()` a crash (no final snapshot). */
-function start(runner: AggregatorRunner) {
-  const ac = new AbortController();
-  const done = runner.run(ac.signal);
-  done.catch(() => {});
-  return {
-    runner,
-    done,
-    stop: async () => {
-      ac.abort();
-      await done;
-    },
-    kill: async () => {
-      ac.abort(new ActorKilledError("killed by the test"));
-      await done;
-    },
   };
 }
+
+/** An aggregator actor started on its own; `stop()` is orderly, `kill()` a crash (no final snapshot). */
+function startAggregator(
+  deps: { js: JetStreamClient; snapshots: SnapshotStore },
+  o: ReturnType<typeof runnerOptions>,
+): RunningActor {
+  return runActor(aggregatorChild(aggregatorLogic(deps), o));
+}
+
+/** The stream sequence an aggregator actor has read up to. */
+const lastSeqOf = (a: RunningActor) => Number(a.status().lastSeq ?? 0);
+
+/** A stage actor started on its own. */
+const writerOf = (store: AggregateStore, js: JetStreamClient) =>
+  runActor(aggregateWriterChild({ js, store }, { ...CHILD, id: "aggregate-writer" }));
 
 /** A JetStream client whose consumers cannot be created until `gate` resolves: a frozen process. */
 function frozenUntil(js: JetStreamClient, gate: Promise<void>): JetStreamClient {
@@ -311,20 +310,21 @@ describe("a raw writer that dies after writing a batch but before acknowledging 
     await publishClicks(js, 0, events, "s:raw:0");
 
     // The first writer stores its batch, then its process dies before the acks go out.
-    let work: ReturnType<typeof crashable> | undefined;
+    let first: RunningActor | undefined;
     class DiesAfterWriting extends RawStore {
       override async write(b: readonly RawBatch[]): Promise<number> {
         await super.write(b);
-        work?.crash?.();
+        first?.actor.send({ type: "KILL" });
         throw new Error("process died before acknowledging");
       }
     }
-    const first = new RawWriter(
-      { js, store: new DiesAfterWriting(client) },
-      { id: "raw-writer", retryBaseMs: 10 },
+    first = runActor(
+      rawWriterChild(
+        { js, store: new DiesAfterWriting(client) },
+        { ...CHILD, id: "raw-writer", retryBaseMs: 10 },
+      ),
     );
-    work = crashable((s) => first.run(s));
-    await expect(work.run(new AbortController().signal)).rejects.toBeInstanceOf(ActorKilledError);
+    await expect(first.done).rejects.toBeInstanceOf(ActorKilledError);
     const rowsQuery =
       "SELECT batch_id, stream_seq, event_count FROM raw_blocks WHERE partition = ? AND minute = ?";
     const written = (await client.execute(rowsQuery, [0, new Date(minute)], { prepare: true }))
@@ -334,19 +334,15 @@ describe("a raw writer that dies after writing a batch but before acknowledging 
     expect(unacked.num_ack_pending).toBe(1);
 
     // The replacement gets the same messages again after ack_wait and writes the same rows.
-    const second = new RawWriter({ js, store: raw }, { id: "raw-writer" });
-    const replacement = crashable((s) => second.run(s));
-    const ac = new AbortController();
-    const running = replacement.run(ac.signal);
+    const second = runActor(rawWriterChild({ js, store: raw }, { ...CHILD, id: "raw-writer" }));
     await until("the redelivered batch is acknowledged", () =>
       drained(jsm, STREAMS.clicks, RAW_WRITER_DURABLE),
     );
-    ac.abort();
-    await running;
+    await second.stop();
     const info = await jsm.consumers.info(STREAMS.clicks, RAW_WRITER_DURABLE);
     // One message, delivered twice: to the writer that died, then to its replacement.
     expect(info.delivered.consumer_seq).toBe(2);
-    expect(second.status.messages).toBe(1);
+    expect(second.status().messages).toBe(1);
     const again = (await client.execute(rowsQuery, [0, new Date(minute)], { prepare: true })).rows;
     expect(again.map((r) => [r.get("batch_id"), Number(r.get("stream_seq"))])).toEqual(
       written.map((r) => [r.get("batch_id"), Number(r.get("stream_seq"))]),
@@ -379,37 +375,28 @@ describe("an aggregate writer that dies after writing but before acknowledging",
       msgID: minuteMsgId(0, minute, 1),
     });
 
-    let work: ReturnType<typeof crashable> | undefined;
+    let first: RunningActor | undefined;
     let written = 0;
     class DiesAfterWriting extends AggregateStore {
       override async writeMinute(c: ClosedMinute): Promise<number> {
         written = await super.writeMinute(c);
-        work?.crash?.();
+        first?.actor.send({ type: "KILL" });
         throw new Error("process died before acknowledging");
       }
     }
-    const first = new AggregateWriter(
-      { js, store: new DiesAfterWriting(client) },
-      { id: "aggregate-writer", retryBaseMs: 10 },
-    );
-    work = crashable((s) => first.run(s));
-    await expect(work.run(new AbortController().signal)).rejects.toBeInstanceOf(ActorKilledError);
+    first = writerOf(new DiesAfterWriting(client), js);
+    await expect(first.done).rejects.toBeInstanceOf(ActorKilledError);
     expect(written).toBe(1 + ads.length);
     const afterCrash = await storedAdMinute(client, ads, minute);
     expect(
       (await jsm.consumers.info(STREAMS.aggregates, AGGREGATE_WRITER_DURABLE)).num_ack_pending,
     ).toBe(1);
 
-    const second = crashable((s) =>
-      new AggregateWriter({ js, store: aggregates }, { id: "aggregate-writer" }).run(s),
-    );
-    const ac = new AbortController();
-    const running = second.run(ac.signal);
+    const second = writerOf(aggregates, js);
     await until("the redelivered minute is acknowledged", () =>
       drained(jsm, STREAMS.aggregates, AGGREGATE_WRITER_DURABLE),
     );
-    ac.abort();
-    await running;
+    await second.stop();
     const info = await jsm.consumers.info(STREAMS.aggregates, AGGREGATE_WRITER_DURABLE);
     expect(info.delivered.consumer_seq).toBe(2);
     const final = await storedAdMinute(client, ads, minute);
@@ -444,19 +431,15 @@ describe("an aggregate writer that dies with minutes it never wrote", () => {
 
     // The first writer gets the minute and dies before writing it: it stays unacknowledged,
     // to be redelivered after ack_wait.
-    let work: ReturnType<typeof crashable> | undefined;
+    let first: RunningActor | undefined;
     class DiesBeforeWriting extends AggregateStore {
       override async writeMinute(): Promise<number> {
-        work?.crash?.();
+        first?.actor.send({ type: "KILL" });
         throw new Error("process died");
       }
     }
-    const first = new AggregateWriter(
-      { js, store: new DiesBeforeWriting(client) },
-      { id: "aggregate-writer" },
-    );
-    work = crashable((s) => first.run(s));
-    await expect(work.run(new AbortController().signal)).rejects.toBeInstanceOf(ActorKilledError);
+    first = writerOf(new DiesBeforeWriting(client), js);
+    await expect(first.done).rejects.toBeInstanceOf(ActorKilledError);
 
     // The aggregator reports the minute closed; the replacement gets that report first.
     await js.publish(
@@ -464,11 +447,7 @@ describe("an aggregate writer that dies with minutes it never wrote", () => {
       encodeAggregate({ kind: "progress", partition: 0, closedThroughMs: minute + ONE_MINUTE_MS }),
       { msgID: `prog:0:${minute + ONE_MINUTE_MS}` },
     );
-    const second = crashable((s) =>
-      new AggregateWriter({ js, store: aggregates }, { id: "aggregate-writer" }).run(s),
-    );
-    const ac = new AbortController();
-    const running = second.run(ac.signal);
+    const second = writerOf(aggregates, js);
     // "Closed through" in the store must imply the minute is stored, at every moment.
     const seen: string[] = [];
     await until(
@@ -482,8 +461,7 @@ describe("an aggregate writer that dies with minutes it never wrote", () => {
       },
       30_000,
     );
-    ac.abort();
-    await running;
+    await second.stop();
     expect(seen).toEqual([`progress stored with ${ads.length} of ${ads.length} ads of the minute`]);
     expect(
       new Map([...(await storedAdMinute(client, ads, minute))].map(([ad, v]) => [ad, v.clicks])),
@@ -508,7 +486,7 @@ describe("an aggregator restored from a snapshot older than what it already emit
           clicks(ads, day + k * ONE_MINUTE_MS + 20_000, 40, 1000, `rs-${window}-${k}`),
         );
         const seqs: number[] = [];
-        const a = start(new AggregatorRunner({ js, snapshots }, runnerOptions(0)));
+        const a = startAggregator({ js, snapshots }, runnerOptions(0));
         seqs.push((await publishClicks(js, 0, input[0] as ClickEvent[], `rs:${window}:0`)).seq);
         await until("the first message is snapshotted", async () => {
           const s = await snapshots.load(aggregatorSnapshotKey(0));
@@ -517,22 +495,21 @@ describe("an aggregator restored from a snapshot older than what it already emit
         // From here on the aggregator emits without snapshotting (as between two periodic
         // snapshots), then crashes: its last snapshot is older than its outputs.
         await a.stop();
-        const c = start(
-          new AggregatorRunner({ js, snapshots }, runnerOptions(0, { snapshotEveryMs: 3_600_000 })),
+        const c = startAggregator(
+          { js, snapshots },
+          runnerOptions(0, { snapshotEveryMs: 3_600_000 }),
         );
         for (let k = 1; k < 4; k++)
           seqs.push(
             (await publishClicks(js, 0, input[k] as ClickEvent[], `rs:${window}:${k}`)).seq,
           );
-        await until("every message is aggregated", () => c.runner.status.lastSeq === seqs[3]);
+        await until("every message is aggregated", () => lastSeqOf(c) === seqs[3]);
         await c.kill();
         const emitted = await msgIds(jsm, STREAMS.aggregates);
         expect(emitted.filter((id) => id.startsWith("min:"))).toEqual(
           [0, 1, 2].map((k) => minuteMsgId(0, day + k * ONE_MINUTE_MS, 1)),
         );
-        const writer = new AggregateWriter({ js, store: aggregates }, { id: "aggregate-writer" });
-        const ac = new AbortController();
-        const writing = writer.run(ac.signal);
+        const writer = writerOf(aggregates, js);
         await until("the aggregates are stored", () =>
           drained(jsm, STREAMS.aggregates, AGGREGATE_WRITER_DURABLE),
         );
@@ -544,8 +521,8 @@ describe("an aggregator restored from a snapshot older than what it already emit
         // Restored from the snapshot of the first message: the replay re-makes minutes 0..2.
         const restored = await snapshots.load(aggregatorSnapshotKey(0));
         expect(restored?.snapshot.streamSeq).toBe(seqs[0]);
-        const d = start(new AggregatorRunner({ js, snapshots }, runnerOptions(0)));
-        await until("the replay is done", () => d.runner.status.lastSeq === seqs[3]);
+        const d = startAggregator({ js, snapshots }, runnerOptions(0));
+        await until("the replay is done", () => lastSeqOf(d) === seqs[3]);
         await d.stop();
         const replayed = await msgIds(jsm, STREAMS.aggregates);
         const minuteIds = replayed.filter((id) => id.startsWith("min:"));
@@ -561,8 +538,7 @@ describe("an aggregator restored from a snapshot older than what it already emit
         await until("the replayed aggregates are stored", () =>
           drained(jsm, STREAMS.aggregates, AGGREGATE_WRITER_DURABLE),
         );
-        ac.abort();
-        await writing;
+        await writer.stop();
         const after = await Promise.all(
           [0, 1, 2].map((k) => storedAdMinute(client, ads, day + k * ONE_MINUTE_MS)),
         );
@@ -593,18 +569,18 @@ describe("a nats-server crash and restart (file store)", () => {
     const day = dayStart(8);
     const ads = [adsOf(0, 3, "nr"), adsOf(1, 3, "nr")];
     const aggregators = [0, 1].map((p) =>
-      start(new AggregatorRunner({ js, snapshots }, runnerOptions(p, { maxBatchMessages: 64 }))),
+      startAggregator({ js, snapshots }, runnerOptions(p, { maxBatchMessages: 64 })),
     );
-    const reducer = new Reducer(js, {
-      id: "reducer",
-      partitions: PARTITIONS,
-      n: 10,
-      replayMs: 3_600_000,
-      overdueAfterMs: 3_600_000,
-    });
-    const ac = new AbortController();
-    const reducing = reducer.run(ac.signal);
-    reducing.catch(() => {});
+    const reducer = runActor(
+      reducerChild(js, {
+        ...CHILD,
+        id: "reducer",
+        partitions: PARTITIONS,
+        n: 10,
+        replayMs: 3_600_000,
+        overdueAfterMs: 3_600_000,
+      }),
+    );
     const topsOf = async () =>
       (await msgIds(jsm, STREAMS.aggregates)).filter((id) => id.startsWith("top:"));
     /** Clicks of minute k in both partitions, and a click two minutes later that closes it. */
@@ -639,8 +615,7 @@ describe("a nats-server crash and restart (file store)", () => {
       async () => (await topsOf()).length === 2,
       30_000,
     );
-    ac.abort();
-    await reducing;
+    await reducer.stop();
     for (const a of aggregators) await a.stop();
   });
 });
@@ -737,8 +712,8 @@ describe("fencing: an aggregator paused past its replacement's start", () => {
     const m4 = clicks(ads, m + 150_000, 2, 1000, "f4"); // closes minute m+1
 
     const seq1 = (await publishClicks(js, 0, m1, "f:1")).seq;
-    const first = start(new AggregatorRunner({ js, snapshots }, runnerOptions(0)));
-    await until("the first message is aggregated", () => first.runner.status.lastSeq === seq1);
+    const first = startAggregator({ js, snapshots }, runnerOptions(0));
+    await until("the first message is aggregated", () => lastSeqOf(first) === seq1);
     await first.stop();
 
     // The old aggregator restores that snapshot, then freezes (SIGSTOP, a long GC pause)...
@@ -746,21 +721,17 @@ describe("fencing: an aggregator paused past its replacement's start", () => {
     const frozen = new Promise<void>((r) => {
       thaw = r;
     });
-    const stale = start(
-      new AggregatorRunner({ js: frozenUntil(js, frozen), snapshots }, runnerOptions(0)),
-    );
-    await until("the stale aggregator has restored", () => stale.runner.status.lastSeq === seq1);
+    const stale = startAggregator({ js: frozenUntil(js, frozen), snapshots }, runnerOptions(0));
+    await until("the stale aggregator has restored", () => lastSeqOf(stale) === seq1);
     const seq2 = (await publishClicks(js, 0, m2, "f:2")).seq;
     await publishClicks(js, 0, m3, "f:3");
     await publishClicks(js, 0, m4, "f:4");
 
     // ...while its replacement restores the same snapshot and goes on: m v1, m v2, m+1 v1.
-    const replacement = start(new AggregatorRunner({ js, snapshots }, runnerOptions(0)));
-    const writer = new AggregateWriter({ js, store: aggregates }, { id: "aggregate-writer" });
-    const ac = new AbortController();
-    const writing = writer.run(ac.signal);
+    const replacement = startAggregator({ js, snapshots }, runnerOptions(0));
+    const writer = writerOf(aggregates, js);
     await until("the replacement is done", async () => {
-      if (replacement.runner.status.lastSeq < seq2 + 2) return false;
+      if (lastSeqOf(replacement) < seq2 + 2) return false;
       const s = await snapshots.load(aggregatorSnapshotKey(0));
       return s?.snapshot.streamSeq === seq2 + 2;
     });
@@ -776,14 +747,13 @@ describe("fencing: an aggregator paused past its replacement's start", () => {
     // again in the stream), then its snapshot loses the compare-and-set and it stops.
     thaw();
     await expect(stale.done).rejects.toBeInstanceOf(SnapshotConflictError);
-    expect(stale.runner.status.lastSeq).toBe(seq2);
+    expect(lastSeqOf(stale)).toBe(seq2);
     const ids = await msgIds(jsm, STREAMS.aggregates);
     expect(ids.filter((id) => id === minuteMsgId(0, m, 1))).toHaveLength(2);
     await until("the stale aggregator's late output is consumed", () =>
       drained(jsm, STREAMS.aggregates, AGGREGATE_WRITER_DURABLE),
     );
-    ac.abort();
-    await writing;
+    await writer.stop();
     await replacement.stop();
 
     // The newer results and the newer snapshot stand.
@@ -803,14 +773,14 @@ describe("fencing: an aggregator paused past its replacement's start", () => {
     const seq1 = (await publishClicks(js, 1, clicks(ads, m + 1000, 10, 1000, "n1"), "n:1")).seq;
     // No periodic snapshots: only the on-demand one can tell the old aggregator it is stale.
     const opts = runnerOptions(1, { snapshotEveryMs: 3_600_000 });
-    const old = start(new AggregatorRunner({ js, snapshots }, opts));
-    await until("the old aggregator is caught up", () => old.runner.status.lastSeq === seq1);
-    await old.runner.snapshotNow();
-    const replacement = start(new AggregatorRunner({ js, snapshots }, opts));
-    await until("the replacement is caught up", () => replacement.runner.status.lastSeq === seq1);
-    await replacement.runner.snapshotNow();
+    const old = startAggregator({ js, snapshots }, opts);
+    await until("the old aggregator is caught up", () => lastSeqOf(old) === seq1);
+    await old.snapshotNow();
+    const replacement = startAggregator({ js, snapshots }, opts);
+    await until("the replacement is caught up", () => lastSeqOf(replacement) === seq1);
+    await replacement.snapshotNow();
 
-    await expect(old.runner.snapshotNow()).rejects.toBeInstanceOf(SnapshotConflictError);
+    await expect(old.snapshotNow()).rejects.toMatchObject({ code: "SNAPSHOT_CONFLICT" });
     const settled = await Promise.race([
       old.done.then(
         () => "stopped without an error",
@@ -821,8 +791,8 @@ describe("fencing: an aggregator paused past its replacement's start", () => {
     expect(settled).toBe("failed: conflict");
     // Input after the conflict is not processed by the stale aggregator.
     const seq2 = (await publishClicks(js, 1, clicks(ads, m + 70_000, 5, 1000, "n2"), "n:2")).seq;
-    await until("the replacement goes on", () => replacement.runner.status.lastSeq === seq2);
-    expect(old.runner.status.lastSeq).toBe(seq1);
+    await until("the replacement goes on", () => lastSeqOf(replacement) === seq2);
+    expect(lastSeqOf(old)).toBe(seq1);
     await replacement.stop();
   });
 });

@@ -203,14 +203,18 @@ describe("the adclick CLI end to end: up, ship, query", () => {
       const rows = JSON.parse(actors.stdout) as { id: string; state: string }[];
       expect(rows.map((r) => r.id).sort()).toEqual(
         [
+          "admin-service",
           "aggregate-writer",
           "aggregator-0",
           "aggregator-1",
           "aggregator-2",
           "aggregator-3",
           "late-repair",
+          "live-server",
           "map",
+          "query-service",
           "raw-writer",
+          "reconcile-schedule",
           "reducer",
         ].sort(),
       );

@@ -11,7 +11,6 @@ import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { afterAll, beforeEach, describe, expect, it } from "vitest";
-import { startStandalone } from "../../actors/loop-machine.js";
 import { mapChild } from "../../actors/map.js";
 import { ensureLayout } from "../../app/cli/layout.js";
 import { KV_BUCKETS, STREAMS, SUBJECTS } from "../../nats/layout.js";
@@ -24,6 +23,7 @@ import { mapConsumer } from "../../src/ingest/ingest-router.js";
 import { LogShipper } from "../../src/ingest/shipper.js";
 import { ensureDurable } from "../../src/nats/durable-consumer.js";
 import { useNatsServer } from "../harness/servers.js";
+import { runActor } from "../support/actors.js";
 import { clickKey, eventKey, sortedKeys, uniqueClicks } from "../support/oracle.js";
 import { readStream, uniqueStreamEvents } from "../support/streams.js";
 
@@ -134,7 +134,9 @@ describe("ingest from a followed log, the ingest subject and the library call", 
     });
     await js.publish(SUBJECTS.ingest, "{not json");
 
-    const { actor } = startStandalone(mapChild(js, { id: "map-test", partitions: PARTITIONS }));
+    const { actor } = runActor(
+      mapChild(js, { id: "map-test", partitions: PARTITIONS, shutdownMs: 5000, now: Date.now }),
+    );
     const jsm = await jetstreamManager(nc);
     await until(async () => {
       const info = await jsm.consumers.info(STREAMS.ingest, "map");

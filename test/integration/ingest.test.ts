@@ -5,13 +5,14 @@ import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { afterAll, describe, expect, it } from "vitest";
+import { rawWriterChild } from "../../actors/raw-writer.js";
 import { ensureLayout } from "../../app/cli/layout.js";
 import { KV_BUCKETS, STREAMS } from "../../nats/layout.js";
 import { loadConfig } from "../../src/config.js";
 import { generateClickLog, type TruthLine } from "../../src/gen/click-log.js";
 import { BatchPublisher } from "../../src/ingest/batch-publisher.js";
 import { KvCheckpointStore } from "../../src/ingest/checkpoint-store.js";
-import { RawWriter, rawWriterConsumer } from "../../src/ingest/raw-writer.js";
+import { rawWriterConsumer } from "../../src/ingest/raw-writer.js";
 import { LogShipper } from "../../src/ingest/shipper.js";
 import { ONE_MINUTE_MS } from "../../src/model.js";
 import { ensureDurable } from "../../src/nats/durable-consumer.js";
@@ -19,6 +20,7 @@ import type { MalformedLine } from "../../src/parse/click-line.js";
 import { formatClickLine } from "../../src/parse/click-line.js";
 import { RawStore } from "../../src/storage/raw-store.js";
 import { useKeyspace, useNatsServer } from "../harness/servers.js";
+import { CHILD, runActor } from "../support/actors.js";
 import { clickKey, eventKey, sortedKeys, uniqueClicks } from "../support/oracle.js";
 
 const PARTITIONS = 4;
@@ -167,16 +169,13 @@ describe("ingest: log files → shipper → raw-click stream → raw store", () 
     await store.createSchema();
     const jsm = await jetstreamManager(nc);
     await ensureDurable(jsm, rawWriterConsumer());
-    const writer = new RawWriter({ js, store }, { id: "raw-writer-test" });
-    const abort = new AbortController();
-    const running = writer.run(abort.signal);
+    const writer = runActor(rawWriterChild({ js, store }, { ...CHILD, id: "raw-writer-test" }));
     for (let i = 0; i < 2400; i++) {
       const info = await jsm.consumers.info(STREAMS.clicks, "raw-writer");
       if (info.num_pending === 0 && info.num_ack_pending === 0) break;
       await new Promise((r) => setTimeout(r, 100));
     }
-    abort.abort();
-    await running;
+    await writer.stop();
 
     // 4. Row for row: the raw store's unique events equal the recount of the input.
     const stored = [];

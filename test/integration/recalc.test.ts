@@ -5,8 +5,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { aggregateWriterChild } from "../../actors/aggregate-writer.js";
-import { aggregatorChild } from "../../actors/aggregator.js";
-import { startStandalone } from "../../actors/loop-machine.js";
+import { aggregatorChild, aggregatorLogic } from "../../actors/aggregator.js";
 import { rawWriterChild } from "../../actors/raw-writer.js";
 import { reducerChild } from "../../actors/reducer.js";
 import { ensureLayout } from "../../app/cli/layout.js";
@@ -45,6 +44,7 @@ import type { ClosedMinute } from "../../src/windows/partition-aggregator.js";
 import { topK } from "../../src/windows/topk.js";
 import { decodeBatch } from "../../src/wire/batch-codec.js";
 import { useKeyspace, useNatsServer } from "../harness/servers.js";
+import { CHILD, runActor } from "../support/actors.js";
 import {
   countedUnderDrop,
   type ExpectedAggregates,
@@ -277,8 +277,9 @@ for (const policy of ["amend", "drop"] as const) {
 
       const snapshots = new SnapshotStore(await new Kvm(js).open(KV_BUCKETS.snapshots));
       const actors = [
-        aggregateWriterChild({ js, store }, { id: "aggregate-writer" }),
+        aggregateWriterChild({ js, store }, { ...CHILD, id: "aggregate-writer" }),
         reducerChild(js, {
+          ...CHILD,
           id: "reducer",
           partitions: PARTITIONS,
           n: TOP_N,
@@ -286,23 +287,21 @@ for (const policy of ["amend", "drop"] as const) {
           overdueAfterMs: 600_000,
         }),
         ...Array.from({ length: PARTITIONS }, (_, p) =>
-          aggregatorChild(
-            { js, snapshots },
-            {
-              id: `aggregator-${p}`,
-              partition: p,
-              aggregator: {
-                allowedLatenessMs: LATENESS_MS,
-                idleTimeoutMs: IDLE_MS,
-                dimensions: ["country"],
-                topK: TOP_N,
-                latePolicy: policy,
-              },
+          aggregatorChild(aggregatorLogic({ js, snapshots }), {
+            ...CHILD,
+            id: `aggregator-${p}`,
+            partition: p,
+            aggregator: {
+              allowedLatenessMs: LATENESS_MS,
+              idleTimeoutMs: IDLE_MS,
+              dimensions: ["country"],
+              topK: TOP_N,
+              latePolicy: policy,
             },
-          ),
+          }),
         ),
-        rawWriterChild({ js, store: rawStore }, { id: "raw-writer" }),
-      ].map((spec) => startStandalone(spec).actor);
+        rawWriterChild({ js, store: rawStore }, { ...CHILD, id: "raw-writer" }),
+      ].map((spec) => runActor(spec).actor);
 
       const drained = async (stream: string, durable: string) => {
         const info = await jsm.consumers.info(stream, durable);

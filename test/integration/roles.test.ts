@@ -49,7 +49,7 @@ describe("worker roles (ADCLICK_ROLES): aggregation workers and a query-only pro
     );
     const worker = await startNode(aggRoles, allRoles(aggRoles), () => {});
     nodes.push(worker);
-    expect(worker.worker.aggregators.size).toBe(2);
+    expect(worker.worker.partitions).toHaveLength(2);
     // No query role anywhere yet: nobody answers adclick.query.*.
     await expect(ask("top", { minutes: 1 })).rejects.toThrow();
 
@@ -61,7 +61,7 @@ describe("worker roles (ADCLICK_ROLES): aggregation workers and a query-only pro
     const queryOnly = loadConfig({ ADCLICK_ROLES: "query" }, base);
     const query = await startNode(queryOnly, allRoles(queryOnly), () => {});
     nodes.push(query);
-    expect(query.worker.aggregators.size).toBe(0);
+    expect(query.worker.partitions).toHaveLength(0);
 
     let body: Record<string, unknown> = {};
     for (let i = 0; i < 150 && body.final !== true; i++) {

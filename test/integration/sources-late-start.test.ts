@@ -55,7 +55,7 @@ scenario(
     const late = ship(c.natsUrl, ["--source", "web-3", logs.files[3] as string]);
     expect(await exitCode(late)).toBe(0);
     await until("the pipeline to converge", () => converged(c.node, c.jsm), 180_000, 500);
-    const f = report("one shipper five minutes late", c.node);
+    const f = await report("one shipper five minutes late", c.node);
     expect(f.amendedClicks).toBeGreaterThan(0);
     await expectStoreEqualsRecount(c.node.cql, c.partitions, c.topN, logs);
     await expectQueriesEqualRecount(c.ask, logs);

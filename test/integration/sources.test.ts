@@ -35,7 +35,7 @@ scenario("(a) four servers' logs shipped by one command", 240_000, async (c) => 
   const p = ship(c.natsUrl, ["--source", "web", ...logs.files]);
   expect(await exitCode(p)).toBe(0);
   await until("the pipeline to converge", () => converged(c.node, c.jsm), 180_000, 500);
-  const f = report("one command", c.node);
+  const f = await report("one command", c.node);
   // Announced up front and shipped in turns by event time: no click of any file is late.
   expect(f.amendedClicks).toBe(0);
   expect(f.lateClicks).toBe(0);
@@ -54,7 +54,7 @@ scenario("(b) four servers' logs shipped by four shippers at once", 240_000, asy
   const ps = logs.files.map((f, i) => ship(c.natsUrl, ["--source", `web-${i}`, f]));
   for (const p of ps) expect(await exitCode(p)).toBe(0);
   await until("the pipeline to converge", () => converged(c.node, c.jsm), 180_000, 500);
-  report("four shippers at once", c.node);
+  await report("four shippers at once", c.node);
   await expectStoreEqualsRecount(c.node.cql, c.partitions, c.topN, logs);
   await expectQueriesEqualRecount(c.ask, logs);
 });
@@ -114,7 +114,7 @@ scenario(
     agent.kill("SIGINT");
     expect(await exitCode(agent)).toBe(0);
     await until("the pipeline to converge", () => converged(c.node, c.jsm), 180_000, 500);
-    const f = report("one agent frozen for two minutes", c.node);
+    const f = await report("one agent frozen for two minutes", c.node);
     // The frozen agent's second half came after its minutes were final: amendments.
     expect(f.amendedClicks).toBeGreaterThan(0);
     await expectStoreEqualsRecount(c.node.cql, c.partitions, c.topN, logs);

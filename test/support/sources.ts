@@ -14,7 +14,7 @@ import { type Node, startNode } from "../../app/node.js";
 import { allRoles } from "../../app/worker.js";
 import { KV_BUCKETS, STREAMS, SUBJECTS } from "../../nats/layout.js";
 import { AGGREGATE_WRITER_DURABLE } from "../../src/aggregate/aggregate-writer.js";
-import type { AggregatorStatus } from "../../src/aggregate/aggregator-runner.js";
+import type { AggregatorStatus } from "../../src/aggregate/aggregator-core.js";
 import { loadConfig } from "../../src/config.js";
 import { generateClickLog, type TruthClick, type TruthLine } from "../../src/gen/click-log.js";
 import { KvCheckpointStore } from "../../src/ingest/checkpoint-store.js";
@@ -24,6 +24,7 @@ import { LATE_REPAIR_DURABLE } from "../../src/recalc/late-repair.js";
 import { AggregateStore } from "../../src/storage/aggregate-store.js";
 import type { CassandraClient } from "../../src/storage/cassandra-client.js";
 import { uniqueName, useNatsServer } from "../harness/servers.js";
+import { runningAggregators } from "./actors.js";
 import { diffCounts, diffSize, until } from "./chaos.js";
 import { adclick } from "./cli.js";
 import { uniqueClicks } from "./oracle.js";
@@ -122,8 +123,8 @@ export function scenario(title: string, timeoutMs: number, body: (c: Scenario) =
 }
 
 /** Prints what the aggregators did in a scenario (the figures the issue asks for). */
-export function report(what: string, node: Node): ReturnType<typeof figures> {
-  const f = figures(node);
+export async function report(what: string, node: Node): ReturnType<typeof figures> {
+  const f = await figures(node);
   console.log(
     `[sources] ${what}: ${f.counted} clicks counted, ${f.amendedClicks} of them amending a closed minute (${f.amendments} revisions), ` +
       `${f.lateClicks} left to the late repair; ${f.holds} holds, the longest ${(f.longestHoldMs / 1000).toFixed(1)} s`,
@@ -156,12 +157,9 @@ export function exitCode(p: ChildProcessWithoutNullStreams): Promise<number | nu
   return new Promise((r) => p.once("exit", (code) => r(code)));
 }
 
-/** The aggregators' status objects (in process: the test looks, it does not steer). */
-export function aggregatorStatuses(node: Node): AggregatorStatus[] {
-  return [...node.worker.aggregators.values()].flatMap((runner) => {
-    const r = runner();
-    return r ? [r.status] : [];
-  });
+/** The running aggregators' status (asked of the supervisor, as `admin actors` does). */
+export async function aggregatorStatuses(node: Node): Promise<AggregatorStatus[]> {
+  return runningAggregators(await node.worker.status());
 }
 
 /**
@@ -169,8 +167,8 @@ export function aggregatorStatuses(node: Node): AggregatorStatus[] {
  * past the last minute, and no source still holds minutes open.
  */
 export async function converged(node: Node, jsm: JetStreamManager): Promise<boolean> {
-  const statuses = aggregatorStatuses(node);
-  if (statuses.length !== node.worker.aggregators.size) return false;
+  const statuses = await aggregatorStatuses(node);
+  if (statuses.length !== node.worker.partitions.length) return false;
   const progressSeq =
     (
       await jsm.streams
@@ -199,14 +197,14 @@ export async function converged(node: Node, jsm: JetStreamManager): Promise<bool
   const progress = await new AggregateStore(node.cql).progress();
   const lastMinute = START_MS + SPAN_MS - MIN;
   return (
-    progress.size === node.worker.aggregators.size &&
+    progress.size === node.worker.partitions.length &&
     [...progress.values()].every((t) => t >= lastMinute + MIN)
   );
 }
 
 /** What the aggregators did: clicks amended or left to the late repair, holds. */
-export function figures(node: Node) {
-  const s = aggregatorStatuses(node);
+export async function figures(node: Node) {
+  const s = await aggregatorStatuses(node);
   const sum = (f: (x: AggregatorStatus) => number) => s.reduce((n, x) => n + f(x), 0);
   return {
     counted: sum((x) => x.events),

@@ -1,7 +1,8 @@
 import { headers } from "@nats-io/nats-core";
 import { ServiceErrorCodeHeader, ServiceErrorHeader } from "@nats-io/services";
 import { describe, expect, it } from "vitest";
-import { ActorKilledError as ActorKilledFromActors, crashable } from "../../actors/loop-machine.js";
+import { createActor, fromPromise } from "xstate";
+import { type StagePrepared, stageMachine } from "../../actors/stage.js";
 import {
   ActorKilledError,
   AdclickError,
@@ -84,10 +85,6 @@ describe("the error classes", () => {
     expect(isAdclickError(err, code)).toBe(true);
   });
 
-  it("keeps ActorKilledError importable from actors/loop-machine (the same class)", () => {
-    expect(ActorKilledFromActors).toBe(ActorKilledError);
-  });
-
   it("keeps QueryError's queryCode and status", () => {
     const e = new QueryError("RANGE_TOO_LARGE", "long");
     expect(e.queryCode).toBe("RANGE_TOO_LARGE");
@@ -142,21 +139,18 @@ describe("errorCodeOf / isAdclickError", () => {
     expect(errorCodeOf(new AbortController().signal)).toBeUndefined(); // not aborted
   });
 
-  it("sees a crashable's kill as ACTOR_KILLED on the signal its run gets", async () => {
-    let seen: AdclickErrorCode | undefined;
-    const work = crashable(
-      (signal) =>
-        new Promise<void>((resolve) =>
-          signal.addEventListener("abort", () => {
-            seen = errorCodeOf(signal);
-            resolve();
-          }),
-        ),
-    );
-    const run = work.run(new AbortController().signal);
-    work.crash?.();
-    await expect(run).rejects.toBeInstanceOf(ActorKilledError);
-    expect(seen).toBe("ACTOR_KILLED");
+  it("ends a killed actor failed with ActorKilledError (code ACTOR_KILLED) in its output", () => {
+    const actor = createActor(
+      stageMachine.provide({
+        actors: { prepare: fromPromise(() => new Promise<StagePrepared>(() => {})) },
+      }),
+      { input: { id: "stage", now: () => 0 } },
+    ).start();
+    actor.send({ type: "KILL", reason: "killed by the test" });
+    const out = actor.getSnapshot().output;
+    expect(out?.failed).toBe(true);
+    expect(out?.error).toBeInstanceOf(ActorKilledError);
+    expect(errorCodeOf(out?.error)).toBe("ACTOR_KILLED");
   });
 
   it("isAdclickError checks the code when given", () => {

@@ -8,7 +8,7 @@ await Promise.all([
   import("../../src/ingest/batch-publisher.js"),
   import("../../src/ingest/raw-writer.js"),
   import("../../src/ingest/ingest-router.js"),
-  import("../../src/aggregate/aggregator-runner.js"),
+  import("../../actors/aggregator.js"),
   import("../../src/aggregate/source-metrics.js"),
   import("../../src/recalc/late-repair.js"),
   import("../../src/aggregate/aggregate-writer.js"),
