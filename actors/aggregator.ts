@@ -306,27 +306,20 @@ export const aggregatorMachine = setup({
       };
       enqueue.sendTo(event.replyTo, done);
     }),
-    answerWaiters: enqueueActions(({ context, enqueue }, params: { error?: unknown }) => {
-      for (const w of context.waiters) {
-        if (!w.replyTo) continue;
-        const done: SnapshotDone = {
-          type: "SNAPSHOT_DONE",
-          requestId: w.requestId ?? "",
-          id: context.id,
-          ok: params.error === undefined,
-          ...(params.error !== undefined ? { error: messageOf(params.error) } : {}),
-          ...(errorCodeOf(params.error) ? { code: errorCodeOf(params.error) } : {}),
-        };
-        enqueue.sendTo(w.replyTo, done);
-      }
-      enqueue.assign({ waiters: [] });
-    }),
-    recordSnapshot: ({ context }, saved: SnapshotSaved) => {
+    /** A snapshot is saved: the next one compares against its revision; SNAPSHOT_NOW is answered. */
+    snapshotSaved: enqueueActions(({ context, enqueue }, saved: SnapshotSaved) => {
       const core = context.core as AggregatorCore;
       core.status.lastSnapshotAtMs = saved.takenAtMs;
       core.status.snapshotBytes = saved.bytes;
       snapshotBytes.set({ actor: context.id }, saved.bytes);
-    },
+      for (const [to, done] of snapshotReplies(context)) enqueue.sendTo(to, done);
+      enqueue.assign({ snapshotRevision: saved.revision, waiters: [] });
+    }),
+    /** A snapshot failed (e.g. SNAPSHOT_CONFLICT): SNAPSHOT_NOW is answered, and the actor fails. */
+    snapshotFailed: enqueueActions(({ context, enqueue }, params: { error: unknown }) => {
+      for (const [to, done] of snapshotReplies(context, params.error)) enqueue.sendTo(to, done);
+      enqueue.assign({ error: params.error, waiters: [] });
+    }),
   },
 }).createMachine({
   id: "aggregator",
@@ -466,18 +459,14 @@ export const aggregatorMachine = setup({
                 input: ({ context }) => snapshotInput(context),
                 onDone: {
                   target: "waiting",
-                  actions: [
-                    assign({ snapshotRevision: ({ event }) => event.output.revision }),
-                    { type: "recordSnapshot", params: ({ event }) => event.output },
-                    { type: "answerWaiters", params: {} },
-                  ],
+                  actions: { type: "snapshotSaved", params: ({ event }) => event.output },
                 },
                 onError: {
                   target: "#aggregator.releasing",
-                  actions: [
-                    { type: "answerWaiters", params: ({ event }) => ({ error: event.error }) },
-                    assign({ error: ({ event }) => event.error }),
-                  ],
+                  actions: {
+                    type: "snapshotFailed",
+                    params: ({ event }) => ({ error: event.error }),
+                  },
                 },
               },
             },
@@ -515,17 +504,11 @@ export const aggregatorMachine = setup({
             input: ({ context }) => snapshotInput(context),
             onDone: {
               target: "#aggregator.releasing",
-              actions: [
-                { type: "recordSnapshot", params: ({ event }) => event.output },
-                { type: "answerWaiters", params: {} },
-              ],
+              actions: { type: "snapshotSaved", params: ({ event }) => event.output },
             },
             onError: {
               target: "#aggregator.releasing",
-              actions: [
-                { type: "answerWaiters", params: ({ event }) => ({ error: event.error }) },
-                assign({ error: ({ event }) => event.error }),
-              ],
+              actions: { type: "snapshotFailed", params: ({ event }) => ({ error: event.error }) },
             },
           },
         },
@@ -549,6 +532,26 @@ export const aggregatorMachine = setup({
     ...(context.error !== undefined ? { error: context.error } : {}),
   }),
 });
+
+/** The answers to the SNAPSHOT_NOW requests waiting for this snapshot. */
+function snapshotReplies(
+  context: AggregatorContext,
+  error?: unknown,
+): [AnyActorRef, SnapshotDone][] {
+  return context.waiters.flatMap((w) => {
+    if (!w.replyTo) return [];
+    const code = errorCodeOf(error);
+    const done: SnapshotDone = {
+      type: "SNAPSHOT_DONE",
+      requestId: w.requestId ?? "",
+      id: context.id,
+      ok: error === undefined,
+      ...(error !== undefined ? { error: messageOf(error) } : {}),
+      ...(code ? { code } : {}),
+    };
+    return [[w.replyTo, done]];
+  });
+}
 
 function snapshotInput(context: AggregatorContext) {
   const core = context.core as AggregatorCore;

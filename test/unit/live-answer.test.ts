@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { LiveMinuteView } from "../../src/aggregate/aggregator-runner.js";
+import type { LiveMinuteView } from "../../src/aggregate/aggregator-core.js";
 import { answerLive, type LiveRequest } from "../../src/query/live.js";
 
 const M = Date.UTC(2024, 6, 9, 10);
