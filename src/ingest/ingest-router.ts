@@ -6,6 +6,7 @@ import type { ClickEvent } from "../model.js";
 import type { DurableSpec } from "../nats/durable-consumer.js";
 import type { ConsumerPlan, StageHandler } from "../nats/stage-handler.js";
 import { type MalformedLine, parseClickObject } from "../parse/click-line.js";
+import { SOURCE_HEADER } from "../wire/batch-codec.js";
 import { BatchPublisher } from "./batch-publisher.js";
 import { publishDeadLetters, publishPartitioned } from "./route.js";
 
@@ -18,11 +19,6 @@ const routed = new Counter({
 
 export const MAP_DURABLE = "map";
 export const INGEST_SOURCE = "ingest";
-/**
- * Header naming the source of an ingest message's clicks (a program, a server): its own clock
- * for the aggregators' event time. Without it, the source is "ingest".
- */
-export const SOURCE_HEADER = "Adclick-Source";
 const MAX_SOURCES_TRACKED = 10_000;
 
 /** The source of an ingest message: its header when it is a sensible name, else "ingest". */

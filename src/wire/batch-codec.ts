@@ -20,6 +20,12 @@ import type { ClickEvent } from "../model.js";
  */
 export const BATCH_FORMAT_VERSION = 2;
 
+/**
+ * Header naming the source of an ingest message's clicks (a program, a server): its own clock
+ * for the aggregators' event time. Without it, the source is "ingest".
+ */
+export const SOURCE_HEADER = "Adclick-Source";
+
 type EventTuple = [string, number, string, string, string, string];
 
 // useRecords off: tuples already carry no keys, and record structures would make a payload

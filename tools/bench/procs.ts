@@ -13,12 +13,12 @@ import { projectRoot } from "../../app/infra/paths.js";
 export function adclickCommand(): { command: string; args: string[] } {
   const root = projectRoot();
   const fromSources = fileURLToPath(import.meta.url).endsWith(".ts");
-  if (!fromSources && existsSync(join(root, "dist", "supervisor", "run.js"))) {
-    return { command: process.execPath, args: [join(root, "dist", "supervisor", "run.js")] };
+  if (!fromSources && existsSync(join(root, "dist", "app", "run.js"))) {
+    return { command: process.execPath, args: [join(root, "dist", "app", "run.js")] };
   }
   return {
     command: process.execPath,
-    args: ["--import", "tsx", join(root, "supervisor", "run.ts")],
+    args: ["--import", "tsx", join(root, "app", "run.ts")],
   };
 }
 
