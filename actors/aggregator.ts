@@ -173,8 +173,19 @@ export interface SnapshotSaved {
   takenAtMs: number;
 }
 
-const notProvided = (what: string) =>
-  fromPromise<never, unknown>(() => Promise.reject(new Error(`${what} is not provided`)));
+/** What saving a snapshot is given. */
+export interface SnapshotToSave {
+  partition: number;
+  streamSeq: number;
+  state: AggregatorSnapshotState;
+  /** The revision the last save left (compare-and-set); none for the first. */
+  revision?: number;
+  nowMs: number;
+}
+
+/** A stand-in until the composition root provides the effect (see aggregatorLogic). */
+const unprovided = <O, I>(what: string) =>
+  fromPromise<O, I>(() => Promise.reject(new Error(`${what} is not provided`)));
 
 const toStreamMessage = (m: JsMsg): StreamMessage => ({
   seq: m.seq,
@@ -219,25 +230,10 @@ export const aggregatorMachine = setup({
     releaseLease: fromPromise<void, { lease: Lease | null }>(async ({ input }) => {
       await input.lease?.release();
     }),
-    restore: notProvided("restore") as unknown as ReturnType<
-      typeof fromPromise<Restored, { options: AggregatorOptions }>
-    >,
+    restore: unprovided<Restored, { options: AggregatorOptions }>("restore"),
     consumer: unprovidedConsumer,
-    publish: notProvided("publish") as unknown as ReturnType<
-      typeof fromPromise<void, { publications: Publication[] }>
-    >,
-    saveSnapshot: notProvided("saveSnapshot") as unknown as ReturnType<
-      typeof fromPromise<
-        SnapshotSaved,
-        {
-          partition: number;
-          streamSeq: number;
-          state: AggregatorSnapshotState;
-          revision?: number;
-          nowMs: number;
-        }
-      >
-    >,
+    publish: unprovided<void, { publications: Publication[] }>("publish"),
+    saveSnapshot: unprovided<SnapshotSaved, SnapshotToSave>("saveSnapshot"),
   },
   delays: {
     idle: ({ context }) => context.options.idleTimeoutMs,
@@ -553,7 +549,7 @@ function snapshotReplies(
   });
 }
 
-function snapshotInput(context: AggregatorContext) {
+function snapshotInput(context: AggregatorContext): SnapshotToSave {
   const core = context.core as AggregatorCore;
   return {
     partition: core.partition,
@@ -630,16 +626,7 @@ export function aggregatorLogic(deps: AggregatorDeps) {
         }
         await publisher.flush();
       }),
-      saveSnapshot: fromPromise<
-        SnapshotSaved,
-        {
-          partition: number;
-          streamSeq: number;
-          state: AggregatorSnapshotState;
-          revision?: number;
-          nowMs: number;
-        }
-      >(async ({ input }) => {
+      saveSnapshot: fromPromise<SnapshotSaved, SnapshotToSave>(async ({ input }) => {
         const started = performance.now();
         const saved = await deps.snapshots.save<AggregatorSnapshotState>(
           aggregatorSnapshotKey(input.partition),

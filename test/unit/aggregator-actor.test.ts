@@ -1,0 +1,248 @@
+import type { JsMsg } from "@nats-io/jetstream";
+import { describe, expect, it } from "vitest";
+import { createActor, fromCallback, fromPromise, SimulatedClock } from "xstate";
+import {
+  type AggregatorActorInput,
+  aggregatorMachine,
+  type LiveAnswer,
+  type SnapshotDone,
+  type SnapshotSaved,
+  type SnapshotToSave,
+} from "../../actors/aggregator.js";
+import type { ConsumerEvent, PullEvent } from "../../actors/stream-consumer.js";
+import { type Publication, restoreCore } from "../../src/aggregate/aggregator-core.js";
+import { ActorKilledError } from "../../src/errors.js";
+import type { ClickEvent } from "../../src/model.js";
+import type { ConsumerPlan } from "../../src/nats/stage-handler.js";
+import { encodeClickMessage } from "../../src/wire/batch-codec.js";
+
+// The aggregator actor with its effects replaced by recorders and a simulated clock: what it
+// does between batches (snapshots, stop, kill, live queries, idle ticks) is decided by the
+// machine alone, so it is tested here without NATS.
+
+const T0 = Date.UTC(2024, 6, 9, 10, 0, 0);
+const IDLE_MS = 10_000;
+
+function click(i: number, atMs: number): ClickEvent {
+  return {
+    adId: `ad${i % 3}`,
+    timestampMs: atMs,
+    userId: "u",
+    ip: "1.1.1.1",
+    country: "USA",
+    eventId: `c${i}`,
+  };
+}
+
+let seq = 0;
+/** A message of the partition as the consumer would hand it over. */
+function msg(events: ClickEvent[], atMs: number): JsMsg {
+  return {
+    seq: ++seq,
+    info: { timestampNanos: atMs * 1e6 },
+    data: encodeClickMessage({ source: "web", progressMs: atMs, events }),
+  } as unknown as JsMsg;
+}
+
+/** A promise and its resolver (an effect the test completes when it wants). */
+function deferred() {
+  let resolve: () => void = () => {};
+  const promise = new Promise<void>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+function start(o: { snapshotEveryMs?: number; holdPublish?: boolean } = {}) {
+  const clock = new SimulatedClock();
+  clock.set(T0 + 3_600_000);
+  const published: Publication[][] = [];
+  const saved: SnapshotToSave[] = [];
+  const pulls: number[] = [];
+  let feed: (e: ConsumerEvent) => void = () => {};
+  let publishGate = deferred();
+  if (!o.holdPublish) publishGate.resolve();
+  const logic = aggregatorMachine.provide({
+    actors: {
+      restore: fromPromise(async ({ input }) => ({ core: restoreCore(input.options) })),
+      consumer: fromCallback<PullEvent, ConsumerPlan, ConsumerEvent>(({ sendBack, receive }) => {
+        feed = sendBack;
+        receive(() => pulls.push(seq));
+      }),
+      publish: fromPromise(async ({ input }) => {
+        await publishGate.promise;
+        published.push(input.publications);
+      }),
+      saveSnapshot: fromPromise<SnapshotSaved, SnapshotToSave>(async ({ input }) => {
+        saved.push(input);
+        return { revision: saved.length, bytes: 100, takenAtMs: input.nowMs };
+      }),
+    },
+  });
+  const input: AggregatorActorInput = {
+    id: "aggregator-0",
+    partition: 0,
+    aggregator: {
+      allowedLatenessMs: 15_000,
+      idleTimeoutMs: IDLE_MS,
+      dimensions: ["country"],
+      topK: 10,
+      latePolicy: "amend",
+    },
+    snapshotEveryMs: o.snapshotEveryMs ?? 3_600_000,
+    maxBatchMessages: 64,
+    now: () => clock.now(),
+  };
+  const actor = createActor(logic, { clock, input }).start();
+  const settle = () => new Promise((r) => setTimeout(r, 0));
+  return {
+    actor,
+    clock,
+    published,
+    saved,
+    pulls,
+    settle,
+    batch: async (msgs: JsMsg[]) => {
+      feed({ type: "BATCH", msgs });
+      await settle();
+    },
+    holdPublishes: () => {
+      publishGate = deferred();
+    },
+    releasePublishes: async () => {
+      publishGate.resolve();
+      await settle();
+    },
+    state: () => JSON.stringify(actor.getSnapshot().value),
+  };
+}
+
+/** A reply inbox: an actor that records what it is sent. */
+function inbox() {
+  const got: unknown[] = [];
+  const ref = createActor(
+    fromCallback(({ receive }) => {
+      receive((e) => got.push(e));
+    }),
+  ).start();
+  return { ref, got };
+}
+
+describe("the aggregator actor", () => {
+  it("restores, then counts a batch, publishes what it made, and pulls the next batch", async () => {
+    const a = start();
+    await a.settle();
+    expect(a.state()).toBe('{"leased":{"running":"waiting"}}');
+    await a.batch([msg([click(1, T0), click(2, T0 + 1000)], T0 + 1000)]);
+    // Progress reported; nothing closed yet.
+    expect(a.published).toHaveLength(1);
+    expect(a.pulls).toHaveLength(1);
+    await a.batch([msg([click(3, T0 + 90_000)], T0 + 90_000)]);
+    const subjects = a.published.flat().map((p) => p.msgId);
+    expect(subjects).toContain(`min:0:${T0}:1`);
+    expect(a.actor.getSnapshot().context.status).toMatchObject({ events: 3, lastSeq: seq });
+  });
+
+  it("answers live queries between steps from its context", async () => {
+    const a = start();
+    await a.settle();
+    await a.batch([msg([click(1, T0), click(2, T0 + 1000)], T0 + 1000)]);
+    const box = inbox();
+    a.actor.send({
+      type: "LIVE_QUERY",
+      request: { fromMs: T0, toMs: T0 + 60_000 },
+      replyTo: box.ref,
+      requestId: "q1",
+    });
+    const answer = box.got[0] as LiveAnswer;
+    expect(answer.requestId).toBe("q1");
+    expect(answer.reply?.minutes).toHaveLength(1);
+    expect(answer.reply?.minutes[0]?.ads.reduce((n, [, c]) => n + c, 0)).toBe(2);
+  });
+
+  it("takes SNAPSHOT_NOW after the batch being published, never in the middle of one", async () => {
+    const a = start({ holdPublish: true });
+    await a.settle();
+    await a.batch([msg([click(1, T0)], T0)]);
+    expect(a.state()).toBe('{"leased":{"running":"publishing"}}');
+    const box = inbox();
+    a.actor.send({ type: "SNAPSHOT_NOW", replyTo: box.ref, requestId: "s1" });
+    await a.settle();
+    expect(a.saved).toHaveLength(0);
+    await a.releasePublishes();
+    expect(a.saved).toHaveLength(1);
+    expect(a.saved[0]?.streamSeq).toBe(seq);
+    expect(box.got).toEqual([
+      { type: "SNAPSHOT_DONE", requestId: "s1", id: "aggregator-0", ok: true },
+    ] satisfies SnapshotDone[]);
+  });
+
+  it("on STOP finishes the batch, takes a final snapshot and stops", async () => {
+    const a = start({ holdPublish: true });
+    await a.settle();
+    await a.batch([msg([click(1, T0)], T0)]);
+    a.actor.send({ type: "STOP" });
+    await a.settle();
+    expect(a.actor.getSnapshot().status).toBe("active");
+    const savedBefore = a.saved.length;
+    await a.releasePublishes();
+    // (A first start snapshots after its first batch anyway; the final one comes last.)
+    expect(a.saved.length).toBeGreaterThan(savedBefore);
+    expect(a.saved.at(-1)?.streamSeq).toBe(seq);
+    expect(a.actor.getSnapshot().status).toBe("done");
+    expect(a.actor.getSnapshot().output).toEqual({ failed: false });
+  });
+
+  it("on KILL stops at once, without a final snapshot, failed with ACTOR_KILLED", async () => {
+    const a = start({ holdPublish: true });
+    await a.settle();
+    await a.batch([msg([click(1, T0)], T0)]);
+    a.actor.send({ type: "KILL", reason: "test" });
+    await a.settle();
+    expect(a.saved).toHaveLength(0);
+    const out = a.actor.getSnapshot().output;
+    expect(out?.failed).toBe(true);
+    expect(out?.error).toBeInstanceOf(ActorKilledError);
+  });
+
+  it("pauses between batches and goes on from where it was when resumed", async () => {
+    const a = start();
+    await a.settle();
+    await a.batch([msg([click(1, T0)], T0)]);
+    a.actor.send({ type: "PAUSE" });
+    await a.settle();
+    expect(a.state()).toBe('{"leased":"paused"}');
+    a.actor.send({ type: "RESUME" });
+    await a.settle();
+    expect(a.state()).toBe('{"leased":{"running":"waiting"}}');
+    await a.batch([msg([click(2, T0 + 1000)], T0 + 1000)]);
+    expect(a.actor.getSnapshot().context.status).toMatchObject({ events: 2 });
+  });
+
+  it("publishes an idle tick once input stopped for the idle timeout while a minute is held open", async () => {
+    const a = start();
+    await a.settle();
+    await a.batch([msg([click(1, T0)], T0)]);
+    const before = a.published.length;
+    a.clock.increment(IDLE_MS - 1);
+    await a.settle();
+    expect(a.published).toHaveLength(before);
+    a.clock.increment(1);
+    await a.settle();
+    const tick = a.published.at(-1)?.[0];
+    expect(tick?.headers).toEqual({ "Adclick-Tick": "idle" });
+    expect(tick?.subject).toBe("clicks.0");
+  });
+
+  it("snapshots periodically, by its injected clock", async () => {
+    const a = start({ snapshotEveryMs: 10_000 });
+    await a.settle();
+    await a.batch([msg([click(1, T0)], T0)]);
+    expect(a.saved).toHaveLength(1); // the first batch: never snapshotted before
+    await a.batch([msg([click(2, T0 + 1000)], T0 + 1000)]);
+    expect(a.saved).toHaveLength(1);
+    a.clock.increment(10_000);
+    await a.batch([msg([click(3, T0 + 2000)], T0 + 2000)]);
+    expect(a.saved).toHaveLength(2);
+  });
+});
