@@ -3,15 +3,6 @@ import { fromCallback } from "xstate";
 import { consumeInBatches, consumeOrdered } from "../src/nats/durable-consumer.js";
 import type { ConsumerPlan } from "../src/nats/stage-handler.js";
 
-/**
- * The consumer actor: reads a JetStream stream in batches and feeds them into its parent's
- * mailbox, one batch per PULL it is sent (credit-based flow control: the parent asks for the
- * next batch when it can take it, so a slow stage slows its consumer and nothing piles up).
- * It starts with one credit. Stopping it (its parent leaving the state that invoked it) stops
- * the consumer; a batch in hand then is dropped unacknowledged (redelivered or replayed).
- */
-export type StreamConsumerInput = ConsumerPlan;
-
 /** Sent to the consumer: the parent can take one more batch. */
 export type PullEvent = { type: "PULL" };
 
@@ -20,9 +11,16 @@ export type ConsumerEvent =
   | { type: "BATCH"; msgs: JsMsg[] }
   | { type: "CONSUMER_FAILED"; error: unknown };
 
-/** The consumer actor's logic, reading through `js`. */
+/**
+ * The consumer actor: reads a JetStream stream in batches and feeds them into its parent's
+ * mailbox, one batch per PULL it is sent (credit-based flow control: the parent asks for the
+ * next batch when it can take it, so a slow stage slows its consumer and nothing piles up).
+ * It starts with one credit. Stopping it (its parent leaving the state that invoked it) stops
+ * the consumer; a batch in hand then is dropped unacknowledged (redelivered or replayed).
+ * Its logic reads through `js`.
+ */
 export const streamConsumer = (js: JetStreamClient) =>
-  fromCallback<PullEvent, StreamConsumerInput, ConsumerEvent>(({ input, sendBack, receive }) => {
+  fromCallback<PullEvent, ConsumerPlan, ConsumerEvent>(({ input, sendBack, receive }) => {
     const stop = new AbortController();
     let credit = 1;
     let wake: (() => void) | undefined;
@@ -59,7 +57,7 @@ export const streamConsumer = (js: JetStreamClient) =>
   });
 
 /** A stand-in until the composition root provides a real consumer: fails at once. */
-export const unprovidedConsumer = fromCallback<PullEvent, StreamConsumerInput, ConsumerEvent>(
+export const unprovidedConsumer = fromCallback<PullEvent, ConsumerPlan, ConsumerEvent>(
   ({ sendBack }) => {
     sendBack({ type: "CONSUMER_FAILED", error: new Error("no stream consumer provided") });
   },
