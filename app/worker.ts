@@ -23,6 +23,7 @@ import type { QueryEngine } from "../src/query/engine.js";
 import { startQueryService } from "../src/query/service.js";
 import { lateRepairConsumer } from "../src/recalc/late-repair.js";
 import { KvRecalcProgressStore } from "../src/recalc/progress.js";
+import { parseRange } from "../src/recalc/range.js";
 import { natsLateEvents, reconcileRange, startReconcileSchedule } from "../src/recalc/reconcile.js";
 import { CassandraAggregateEraser, replayRange } from "../src/recalc/replay.js";
 import { SnapshotStore } from "../src/snapshots/snapshot-store.js";
@@ -31,7 +32,6 @@ import { applyRawRetention } from "../src/storage/raw-retention.js";
 import { RawStore } from "../src/storage/raw-store.js";
 import { type AggregatorOptions, checkRestorable } from "../src/windows/partition-aggregator.js";
 import type { ChildSpec } from "../supervisor/supervisor.js";
-import { parseRange } from "./cli/replay.js";
 import type { Connections } from "./connections.js";
 
 export interface WorkerRoles {

@@ -1,11 +1,12 @@
 import type { AdclickConfig } from "../../src/config.js";
+import { parseRange } from "../../src/recalc/range.js";
 import {
   formatReconcileReport,
   type ReconcileReport,
   reconcileRange,
 } from "../../src/recalc/reconcile.js";
 import { ProgressBar } from "./progress.js";
-import { abortOnSignals, openRecalcDeps, parseRange, progressDrawer } from "./replay.js";
+import { abortOnSignals, openRecalcDeps, progressDrawer } from "./replay.js";
 
 export interface ReconcileCliOptions {
   from: string;

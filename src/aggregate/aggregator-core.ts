@@ -1,12 +1,19 @@
 import { SUBJECTS } from "../../nats/layout.js";
 import { ONE_MINUTE_MS } from "../model.js";
-import { answerLive, type LiveReply, type LiveRequest } from "../query/live.js";
+import {
+  answerLive,
+  type LiveMinuteView,
+  type LiveReply,
+  type LiveRequest,
+} from "../query/live.js";
+
+export type { LiveMinuteView };
+
 import {
   type AggregatorOptions,
   type AggregatorSnapshot,
   type AggregatorState,
   advance,
-  type ClosedMinute,
   checkRestorable,
   completeness,
   createAggregatorState,
@@ -92,15 +99,6 @@ export interface AggregatorStatus {
   /** Settings the configuration changed against the restored snapshot (applied). */
   configChanges: OptionChange[];
 }
-
-/** A minute as the live view gives it to queries. */
-export type LiveMinuteView = Omit<ClosedMinute, "version"> & {
-  closed: boolean;
-  /** 0 while never emitted. */
-  version: number;
-  /** Every click of the minute in the partition's messages up to this sequence is counted. */
-  throughSeq: number;
-};
 
 /** What an aggregator snapshot holds besides the operator state. */
 export interface AggregatorSnapshotState {

@@ -1,11 +1,12 @@
-import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import type { LiveMinuteView } from "../aggregate/aggregator-core.js";
+import type { NatsConnection } from "@nats-io/transport-node";
 import type { Dimension } from "../model.js";
+import type { ClosedMinute } from "../windows/partition-aggregator.js";
 
 /**
- * Live minutes over NATS: each worker answers, for the partitions it aggregates, with the
- * minutes the store does not have yet (open ones and just-emitted ones), so that a query
- * service anywhere can include them. Internal subjects: adclick.live.<p>.
+ * Live minutes over NATS: each worker answers (its live server, actors/live-server.ts), for
+ * the partitions it aggregates, with the minutes the store does not have yet (open ones and
+ * just-emitted ones), so that a query service anywhere can include them. Internal subjects:
+ * adclick.live.<p>.
  */
 export const liveSubject = (p: number) => `adclick.live.${p}`;
 
@@ -40,6 +41,15 @@ export interface LiveReply {
   minutes: LiveMinuteReply[];
   error?: string;
 }
+
+/** A minute as the live view gives it to queries. */
+export type LiveMinuteView = Omit<ClosedMinute, "version"> & {
+  closed: boolean;
+  /** 0 while never emitted. */
+  version: number;
+  /** Every click of the minute in the partition's messages up to this sequence is counted. */
+  throughSeq: number;
+};
 
 /** What a partition's aggregator shows queries: its live minutes and how far it has read. */
 export interface LiveView {
@@ -78,43 +88,6 @@ export function answerLive(partition: number, view: LiveView, r: LiveRequest): L
     });
   }
   return out;
-}
-
-/**
- * Serves adclick.live.<p> for the given partitions. No queue group: every worker offering a
- * partition hears the request, and only the one whose aggregator runs it (the lease holder)
- * answers; standbys stay silent.
- */
-export function serveLive(
-  nc: NatsConnection,
-  partitions: number[],
-  viewOf: (p: number, fromMs: number, toMs: number) => LiveView | undefined,
-): { close(): void } {
-  const subs: Subscription[] = [];
-  for (const p of partitions) {
-    subs.push(
-      nc.subscribe(liveSubject(p), {
-        callback: (err, msg) => {
-          if (err) return;
-          let reply: LiveReply;
-          try {
-            const r = msg.json<LiveRequest>();
-            const view = viewOf(p, r.fromMs, r.toMs);
-            if (!view) return; // not running here: the lease holder answers
-            reply = answerLive(p, view, r);
-          } catch (e) {
-            reply = { partition: p, throughSeq: 0, minutes: [], error: String(e) };
-          }
-          msg.respond(JSON.stringify(reply));
-        },
-      }),
-    );
-  }
-  return {
-    close() {
-      for (const s of subs) s.unsubscribe();
-    },
-  };
 }
 
 /** Asks partition p's aggregator; undefined when none answers in time. */

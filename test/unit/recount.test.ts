@@ -1,5 +1,4 @@
 import { describe, expect, it } from "vitest";
-import { parseInstant, parseRange } from "../../app/cli/replay.js";
 import { AdclickError, ConfigError } from "../../src/errors.js";
 import type { ClickEvent, Dimension } from "../../src/model.js";
 import {
@@ -8,6 +7,7 @@ import {
   RECALC_VERSION_BASE,
   recalcVersionFloor,
 } from "../../src/recalc/progress.js";
+import { parseInstant, parseRange } from "../../src/recalc/range.js";
 import { formatReconcileReport, reportOf, scheduledWindow } from "../../src/recalc/reconcile.js";
 import {
   CAUSE_TEXT,
