@@ -26,7 +26,7 @@ import {
   stepBatch,
 } from "../src/aggregate/aggregator-core.js";
 import { reportSources } from "../src/aggregate/source-metrics.js";
-import { ActorKilledError, type AdclickErrorCode, errorCodeOf, messageOf } from "../src/errors.js";
+import { type AdclickErrorCode, errorCodeOf, messageOf } from "../src/errors.js";
 import { BatchPublisher } from "../src/ingest/batch-publisher.js";
 import type { Lease, PartitionLeases } from "../src/leases/partition-lease.js";
 import { registry } from "../src/metrics/registry.js";
@@ -35,7 +35,13 @@ import type { LiveReply, LiveRequest } from "../src/query/live.js";
 import type { SnapshotStore } from "../src/snapshots/snapshot-store.js";
 import type { AggregatorOptions } from "../src/windows/partition-aggregator.js";
 import { TICK_HEADER } from "../src/wire/aggregate-messages.js";
-import type { ChildCommand, ChildOutput, ChildSpec } from "../supervisor/supervisor.js";
+import {
+  type ChildCommand,
+  type ChildOutput,
+  type ChildSpec,
+  childOutput,
+  killError,
+} from "../supervisor/supervisor.js";
 import {
   type ConsumerEvent,
   type PullEvent,
@@ -338,8 +344,7 @@ export const aggregatorMachine = setup({
     KILL: {
       target: ".releasing",
       actions: assign({
-        error: ({ event }) =>
-          new ActorKilledError(event.type === "KILL" ? (event.reason ?? "killed") : "killed"),
+        error: ({ event }) => killError(event),
       }),
     },
   },
@@ -523,10 +528,7 @@ export const aggregatorMachine = setup({
     stopped: { type: "final" },
     failed: { type: "final" },
   },
-  output: ({ context }) => ({
-    failed: context.error !== undefined,
-    ...(context.error !== undefined ? { error: context.error } : {}),
-  }),
+  output: ({ context }) => childOutput(context.error),
 });
 
 /** The answers to the SNAPSHOT_NOW requests waiting for this snapshot. */

@@ -1,6 +1,10 @@
 import { assign, type CallbackActorLogic, type EventObject, fromCallback, setup } from "xstate";
-import { ActorKilledError } from "../src/errors.js";
-import type { ChildCommand, ChildOutput } from "../supervisor/supervisor.js";
+import {
+  type ChildCommand,
+  type ChildOutput,
+  childOutput,
+  killError,
+} from "../supervisor/supervisor.js";
 
 /** Sent by a service's callback: its endpoints are up, or the service itself broke. */
 export type ServiceReport = { type: "SERVICE_READY" } | { type: "SERVICE_FAILED"; error: unknown };
@@ -37,8 +41,7 @@ export const serviceMachine = setup({
         KILL: {
           target: "failed",
           actions: assign({
-            error: ({ event }) =>
-              new ActorKilledError(event.type === "KILL" ? (event.reason ?? "killed") : "killed"),
+            error: ({ event }) => killError(event),
           }),
         },
         SERVICE_FAILED: {
@@ -50,10 +53,7 @@ export const serviceMachine = setup({
     stopped: { type: "final" },
     failed: { type: "final" },
   },
-  output: ({ context }) => ({
-    failed: context.error !== undefined,
-    ...(context.error !== undefined ? { error: context.error } : {}),
-  }),
+  output: ({ context }) => childOutput(context.error),
 });
 
 /** A service actor running the given callback logic. */

@@ -1,8 +1,12 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import { assign, enqueueActions, fromPromise, setup } from "xstate";
-import { ActorKilledError } from "../src/errors.js";
 import type { ConsumerPlan, StageHandler } from "../src/nats/stage-handler.js";
-import type { ChildCommand, ChildOutput } from "../supervisor/supervisor.js";
+import {
+  type ChildCommand,
+  type ChildOutput,
+  childOutput,
+  killError,
+} from "../supervisor/supervisor.js";
 import {
   type ConsumerEvent,
   type PullEvent,
@@ -101,8 +105,7 @@ export const stageMachine = setup({
     KILL: {
       target: ".failed",
       actions: assign({
-        error: ({ event }) =>
-          new ActorKilledError(event.type === "KILL" ? (event.reason ?? "killed") : "killed"),
+        error: ({ event }) => killError(event),
       }),
     },
   },
@@ -202,10 +205,7 @@ export const stageMachine = setup({
     stopped: { type: "final" },
     failed: { type: "final" },
   },
-  output: ({ context }) => ({
-    failed: context.error !== undefined,
-    ...(context.error !== undefined ? { error: context.error } : {}),
-  }),
+  output: ({ context }) => childOutput(context.error),
 });
 
 /** A stage actor whose handler `make` builds afresh on every start, reading through `js`. */

@@ -5,6 +5,7 @@ import {
   enqueueActions,
   setup,
 } from "xstate";
+import { ActorKilledError } from "../src/errors.js";
 import {
   admitRestart,
   backoffMs,
@@ -43,6 +44,16 @@ export type ChildCommand =
 export interface ChildOutput {
   failed: boolean;
   error?: unknown;
+}
+
+/** A child's final output from the error it ended with (none: an orderly stop). */
+export function childOutput(error: unknown): ChildOutput {
+  return error === undefined ? { failed: false } : { failed: true, error };
+}
+
+/** The error a child ends with when it takes a KILL (a crash: no orderly stop). */
+export function killError(event: { type: string; reason?: string }): ActorKilledError {
+  return new ActorKilledError(event.type === "KILL" ? (event.reason ?? "killed") : "killed");
 }
 
 export type ChildState =
@@ -225,6 +236,13 @@ export const supervisorMachine = setup({
       });
       enqueue.raise({ type: "RESTART", id }, { delay, id: `restart:${id}` });
     }),
+    // A child ended while stopping: it is stopped (or failed); its shutdown timer is off.
+    childStopped: enqueueActions(({ event, enqueue }) => {
+      const id = childIdOf(event.type);
+      const exit = exitOf(event);
+      enqueue.cancel(shutdownTimer(id));
+      enqueue.assign({ children: ({ context: c }) => exitedChildren(c.children, id, exit) });
+    }),
     answerStatus: enqueueActions(({ context, event, self, enqueue }) => {
       if (event.type !== "STATUS") return;
       const value = self.getSnapshot().value as string;
@@ -364,25 +382,8 @@ export const supervisorMachine = setup({
             enqueue.emit({ type: "child_killed", id: event.id, afterMs });
           }),
         },
-        "xstate.done.actor.*": {
-          actions: enqueueActions(({ event, enqueue }) => {
-            const id = childIdOf(event.type);
-            const exit = exitOf(event);
-            enqueue.cancel(shutdownTimer(id));
-            enqueue.assign({
-              children: ({ context: c }) => exitedChildren(c.children, id, exit),
-            });
-          }),
-        },
-        "xstate.error.actor.*": {
-          actions: enqueueActions(({ event, enqueue }) => {
-            const id = childIdOf(event.type);
-            enqueue.cancel(shutdownTimer(id));
-            enqueue.assign({
-              children: ({ context: c }) => exitedChildren(c.children, id, exitOf(event)),
-            });
-          }),
-        },
+        "xstate.done.actor.*": { actions: "childStopped" },
+        "xstate.error.actor.*": { actions: "childStopped" },
       },
     },
     escalating: { always: { target: "stopping" } },
