@@ -257,7 +257,7 @@ export const supervisorMachine = setup({
         type: "SUPERVISOR_STATUS",
         requestId: event.requestId,
         status: {
-          state: value === "escalating" ? "stopping" : (value as SupervisorStatus["state"]),
+          state: value as SupervisorStatus["state"],
           ...(context.escalation ? { escalation: context.escalation } : {}),
           children,
         },
@@ -386,7 +386,6 @@ export const supervisorMachine = setup({
         "xstate.error.actor.*": { actions: "childStopped" },
       },
     },
-    escalating: { always: { target: "stopping" } },
     stopped: { type: "final" },
     escalated: { type: "final" },
   },

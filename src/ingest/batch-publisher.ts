@@ -1,5 +1,10 @@
 import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
-import type { MsgHdrs } from "@nats-io/nats-core";
+import {
+  ClosedConnectionError,
+  InvalidArgumentError,
+  InvalidSubjectError,
+  type MsgHdrs,
+} from "@nats-io/nats-core";
 import { Counter, Histogram } from "prom-client";
 import { jitteredBackoffMs, sleep } from "../backoff.js";
 import { registry } from "../metrics/registry.js";
@@ -161,10 +166,9 @@ export class BatchPublisher {
 
 /** Errors no retry can fix: the connection is closed for good, or the request is invalid. */
 function isFinal(err: unknown): boolean {
-  const name = (err as { name?: string })?.name ?? "";
   return (
-    name === "ClosedConnectionError" ||
-    name === "InvalidSubjectError" ||
-    name === "InvalidArgumentError"
+    err instanceof ClosedConnectionError ||
+    err instanceof InvalidSubjectError ||
+    err instanceof InvalidArgumentError
   );
 }

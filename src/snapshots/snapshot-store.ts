@@ -60,7 +60,10 @@ export class SnapshotStore {
     for (let i = 0; i < m.chunks; i++) {
       const c = await this.kv.get(`${key}.${m.generation}.${i}`);
       if (c?.operation !== "PUT")
-        throw new Error(`snapshot ${key}: chunk ${i} of generation ${m.generation} is missing`);
+        throw new AdclickError(
+          "INTERNAL",
+          `snapshot ${key}: chunk ${i} of generation ${m.generation} is missing`,
+        );
       parts.push(c.value);
     }
     const data = Buffer.concat(parts);

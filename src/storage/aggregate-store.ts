@@ -137,17 +137,22 @@ export class AggregateStore {
   async createSchema(): Promise<void> {
     for (const cql of AGGREGATE_SCHEMA) await this.client.execute(cql);
     for (const [table, column, type] of ADDED_COLUMNS) {
-      const rs = await this.client.execute(
-        "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? AND column_name = ?",
-        [this.client.keyspace, table, column],
-        { prepare: true },
-      );
-      if (rs.rows.length === 0)
-        await this.client.execute(`ALTER TABLE ${table} ADD ${column} ${type}`).catch((err) => {
-          // Another process added it meanwhile.
-          if (!/already exist|conflicts with an existing column/i.test(String(err))) throw err;
-        });
+      if (await this.hasColumn(table, column)) continue;
+      await this.client.execute(`ALTER TABLE ${table} ADD ${column} ${type}`).catch(async (err) => {
+        // Another process may have added it meanwhile: then all is well (asked of the schema,
+        // not read from the error's text).
+        if (!(await this.hasColumn(table, column))) throw err;
+      });
     }
+  }
+
+  private async hasColumn(table: string, column: string): Promise<boolean> {
+    const rs = await this.client.execute(
+      "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? AND column_name = ?",
+      [this.client.keyspace, table, column],
+      { prepare: true },
+    );
+    return rs.rows.length > 0;
   }
 
   /**
