@@ -16,7 +16,8 @@ export type ConsumerEvent =
  * mailbox, one batch per PULL it is sent (credit-based flow control: the parent asks for the
  * next batch when it can take it, so a slow stage slows its consumer and nothing piles up).
  * It starts with one credit. Stopping it (its parent leaving the state that invoked it) stops
- * the consumer; a batch in hand then is dropped unacknowledged (redelivered or replayed).
+ * the consumer; a batch it holds then is handed back (nak: redelivered at once), what its
+ * client had buffered is redelivered after ack_wait (ordered consumers replay by position).
  * Its logic reads through `js`.
  */
 export const streamConsumer = (js: JetStreamClient) =>
@@ -36,7 +37,12 @@ export const streamConsumer = (js: JetStreamClient) =>
           wake = resolve;
         });
       }
-      if (stop.signal.aborted) return;
+      if (stop.signal.aborted) {
+        // Stopped with a batch its parent never took: hand it back to the durable at once
+        // (redelivered now, not after ack_wait). Ordered consumers replay by position.
+        if (input.kind === "durable") for (const m of msgs) m.nak();
+        return;
+      }
       credit--;
       sendBack({ type: "BATCH", msgs });
     };

@@ -15,6 +15,7 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import { Counter, Histogram } from "prom-client";
 import { STREAMS, SUBJECTS } from "../../nats/layout.js";
+import { sleep } from "../backoff.js";
 import { BatchPublisher } from "../ingest/batch-publisher.js";
 import { RAW_WRITER_DURABLE } from "../ingest/raw-writer.js";
 import { registry } from "../metrics/registry.js";
@@ -76,6 +77,8 @@ export interface LateRepairOptions {
   topK: number;
   /** How often to look whether the raw writer has stored what a repair needs. */
   pollMs?: number;
+  /** The wall clock (recalculation versions, repair delays); the actor's. */
+  now?: () => number;
 }
 
 /** What one batch of late messages asks for (pure). */
@@ -155,7 +158,7 @@ export class LateRepair implements StageHandler {
     private readonly deps: LateRepairDeps,
     opts: LateRepairOptions,
   ) {
-    this.o = { pollMs: 500, ...opts };
+    this.o = { pollMs: 500, now: Date.now, ...opts };
     this.publisher = new BatchPublisher(deps.js, { label: "repairs" });
   }
 
@@ -189,12 +192,11 @@ export class LateRepair implements StageHandler {
       // The raw store must hold the late clicks (and everything before them) first.
       let floor = await this.rawFloor();
       while (floor < plan.maxClicksSeq) {
-        if (signal.aborted) return; // unacknowledged: redelivered
         keepAlive(msgs);
-        await new Promise((r) => setTimeout(r, this.o.pollMs));
+        if (!(await sleep(this.o.pollMs, signal))) return; // unacknowledged: redelivered
         floor = await this.rawFloor();
       }
-      const version = await this.deps.versions.allocateVersion(Date.now());
+      const version = await this.deps.versions.allocateVersion(this.o.now());
       for (const [p, minutes] of plan.minutes) {
         for (const m of [...minutes].sort((a, b) => a - b)) {
           if (signal.aborted) return;
@@ -206,12 +208,13 @@ export class LateRepair implements StageHandler {
       for (const [p, minutes] of plan.minutes)
         for (const m of minutes) partitionsOf.set(m, [...(partitionsOf.get(m) ?? []), p]);
       for (const [m, ps] of [...partitionsOf].sort((a, b) => a[0] - b[0]))
-        await this.repairTop(m, ps, version);
+        await this.repairTop(m, ps, version, signal);
+      if (signal.aborted) return; // stopping: unacknowledged, repaired again (idempotent)
       repairedClicks.inc(labels, plan.clicks);
       this.counts.clicks += plan.clicks;
-      this.counts.lastRepairAtMs = Date.now();
+      this.counts.lastRepairAtMs = this.o.now();
       for (const msg of msgs)
-        repairDelay.observe(labels, (Date.now() - msg.info.timestampNanos / 1e6) / 1000);
+        repairDelay.observe(labels, (this.o.now() - msg.info.timestampNanos / 1e6) / 1000);
     }
     for (const m of msgs) m.ack();
   }
@@ -247,14 +250,19 @@ export class LateRepair implements StageHandler {
    * the version the reducer would give it (the sum of the partitions' versions): the reducer
    * forgets old minutes, and where it still has the minute both write the same row.
    */
-  private async repairTop(m: number, repaired: readonly number[], version: number): Promise<void> {
-    const deadline = Date.now() + 60_000;
+  private async repairTop(
+    m: number,
+    repaired: readonly number[],
+    version: number,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const deadline = this.o.now() + 60_000;
     for (const p of repaired) {
       for (;;) {
         const stored = await this.deps.aggregates.partitionMinuteVersions(p, m, m + ONE_MINUTE_MS);
         if ((stored.get(m) ?? 0) >= version) break;
-        if (Date.now() > deadline) return; // the writer is behind: the reducer has the last word
-        await new Promise((r) => setTimeout(r, this.o.pollMs));
+        if (this.o.now() > deadline) return; // the writer is behind: the reducer has the last word
+        if (!(await sleep(this.o.pollMs, signal))) return;
       }
     }
     const minutes = await this.deps.aggregates.partitionMinutes(
