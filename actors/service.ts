@@ -44,6 +44,7 @@ export const serviceMachine = setup({
             error: ({ event }) => killError(event),
           }),
         },
+        SERVICE_READY: { actions: assign({ status: { ready: true } }) },
         SERVICE_FAILED: {
           target: "failed",
           actions: assign({ error: ({ event }) => event.error }),
