@@ -222,7 +222,7 @@ export function workerChildren(
     );
   if (roles.query) {
     specs.push(
-      serviceChild("query-service", c, () =>
+      serviceChild("query-service", "service", c, () =>
         startQueryService(
           nc,
           o.engine,
@@ -242,12 +242,11 @@ export function workerChildren(
   };
   const lateEvents = natsLateEvents(js, conn.jsm);
   if (roles.reducer && c.reconcileEveryMs > 0) {
-    specs.push({
-      id: "reconcile-schedule",
-      kind: "schedule",
-      restart: "permanent",
-      shutdownMs: c.actorShutdownMs,
-      logic: resourceService(
+    specs.push(
+      serviceChild(
+        "reconcile-schedule",
+        "schedule",
+        c,
         async () =>
           startReconcileSchedule({
             ...recalc,
@@ -265,8 +264,7 @@ export function workerChildren(
           }),
         (s) => s.close(),
       ),
-      input: { id: "reconcile-schedule" },
-    });
+    );
   }
   const actorIds = specs.map((s) => s.id);
   specs.push(
@@ -291,18 +289,21 @@ export function workerChildren(
   return specs;
 }
 
-/** A supervised NATS micro service (started by `start`, stopped by its stop()). */
-function serviceChild(
+/** A supervised service: started by `start`, stopped by `stop` (a NATS micro service, a schedule). */
+function serviceChild<R>(
   id: string,
+  kind: string,
   c: AdclickConfig,
-  start: () => Promise<{ stop(): Promise<unknown> }>,
+  start: () => Promise<R>,
+  stop: (resource: R) => Promise<unknown> | unknown = (r) =>
+    (r as { stop(): Promise<unknown> }).stop(),
 ): ChildSpec {
   return {
     id,
-    kind: "service",
+    kind,
     restart: "permanent",
     shutdownMs: c.actorShutdownMs,
-    logic: resourceService(start, (s) => s.stop()),
+    logic: resourceService(start, stop),
     input: { id },
   };
 }
