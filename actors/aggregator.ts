@@ -1,15 +1,7 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/nats-core";
 import { Counter, Gauge, Histogram } from "prom-client";
-import {
-  type AnyActorRef,
-  assign,
-  enqueueActions,
-  fromCallback,
-  fromPromise,
-  type SnapshotFrom,
-  setup,
-} from "xstate";
+import { type AnyActorRef, assign, enqueueActions, fromCallback, fromPromise, setup } from "xstate";
 import { STREAMS, SUBJECTS } from "../nats/layout.js";
 import {
   type AggregatorCore,
@@ -561,8 +553,6 @@ function snapshotInput(context: AggregatorContext): SnapshotToSave {
     nowMs: context.now(),
   };
 }
-
-export type AggregatorSnapshot = SnapshotFrom<typeof aggregatorMachine>;
 
 /** The effects the aggregator needs, from the composition root. */
 export interface AggregatorDeps {

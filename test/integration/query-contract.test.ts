@@ -238,6 +238,11 @@ describe("the query service contract (adclick.query.*)", () => {
     }
     const { complete_through: _a, ...same } = before.body;
     expect(after?.body).toMatchObject(same);
+    // And equal to a recount of the input: ad "b"'s distinct clicks in minutes 0–1.
+    const recount = new Set(
+      CLICKS.filter((k) => k.ad_id === "b" && k.timestamp < at(2)).map((k) => k.click_id),
+    ).size;
+    expect(after?.body.count).toBe(recount);
     const live = await ask("count", { ad_id: "z", from: iso(at(3)), to: iso(at(4)) });
     expect(live.body.count).toBe(1); // minute 3: live from its aggregator, or stored once closed
   });
