@@ -112,7 +112,10 @@ export async function prepareStores(
   await stores.aggregates.createSchema();
   if (roles.map) await ensureDurable(conn.jsm, mapConsumer());
   if (roles.rawWriter) await ensureDurable(conn.jsm, rawWriterConsumer());
-  if (roles.aggregateWriter) await ensureDurable(conn.jsm, aggregateWriterConsumer());
+  if (roles.aggregateWriter) {
+    await ensureDurable(conn.jsm, aggregateWriterConsumer("minutes"));
+    await ensureDurable(conn.jsm, aggregateWriterConsumer("ad-rows"));
+  }
   if (roles.lateRepair) await ensureDurable(conn.jsm, lateRepairConsumer());
   await checkSnapshots(stores.snapshots, roles.partitions, aggregatorOptionsOf(c));
   return stores;
@@ -163,10 +166,13 @@ export function workerChildren(
   const { js, nc } = conn;
   const base = { shutdownMs: c.actorShutdownMs, now: o.now };
   const specs: ChildSpec[] = [];
-  if (roles.aggregateWriter)
+  if (roles.aggregateWriter) {
+    const deps = { js, store: stores.aggregates };
     specs.push(
-      aggregateWriterChild({ js, store: stores.aggregates }, { ...base, id: "aggregate-writer" }),
+      aggregateWriterChild(deps, { ...base, id: "aggregate-writer" }),
+      aggregateWriterChild(deps, { ...base, id: "ad-rows-writer", target: "ad-rows" }),
     );
+  }
   if (roles.reducer) {
     specs.push(
       reducerChild(js, {

@@ -6,7 +6,12 @@ import { registry } from "../metrics/registry.js";
 import { type DurableSpec, keepAlive } from "../nats/durable-consumer.js";
 import type { ConsumerPlan, StageHandler } from "../nats/stage-handler.js";
 import type { AggregateStore } from "../storage/aggregate-store.js";
-import { type AggregateMessage, decodeAggregate } from "../wire/aggregate-messages.js";
+import {
+  type AggregateMessage,
+  decodeAggregate,
+  type MinuteRevision,
+  type ProgressReport,
+} from "../wire/aggregate-messages.js";
 
 const rowsWritten = new Counter({
   name: "adclick_aggregate_rows_written_total",
@@ -34,30 +39,53 @@ const writerLag = new Gauge({
 });
 
 export const AGGREGATE_WRITER_DURABLE = "aggregate-writer";
+export const AD_ROWS_WRITER_DURABLE = "ad-rows-writer";
 
-export function aggregateWriterConsumer(): DurableSpec {
-  return {
-    stream: STREAMS.aggregates,
-    durable: AGGREGATE_WRITER_DURABLE,
-    filterSubjects: [SUBJECTS.minuteAggregatesAll, SUBJECTS.topAggregates],
-    ackWaitMs: 60_000,
-    maxAckPending: 5_000,
-    description: "aggregates -> Cassandra aggregate store",
-  };
+/**
+ * What a writer stores: `minutes` — partition-minute rows, global top N, progress and
+ * completeness (the critical path: `final` follows it); `ad-rows` — the per-ad tables derived
+ * from the same minutes, and how far they are stored (behind, on a durable of its own).
+ */
+export type AggregateWriterTarget = "minutes" | "ad-rows";
+
+export function aggregateWriterConsumer(target: AggregateWriterTarget = "minutes"): DurableSpec {
+  return target === "minutes"
+    ? {
+        stream: STREAMS.aggregates,
+        durable: AGGREGATE_WRITER_DURABLE,
+        filterSubjects: [SUBJECTS.minuteAggregatesAll, SUBJECTS.topAggregates],
+        ackWaitMs: 60_000,
+        maxAckPending: 5_000,
+        description: "aggregates -> Cassandra partition minutes, top N, progress",
+      }
+    : {
+        stream: STREAMS.aggregates,
+        durable: AD_ROWS_WRITER_DURABLE,
+        // The top N too, though it stores none: a progress report is ready when every stream
+        // sequence before it is acknowledged (readyProgress), which a filtered-out message
+        // never is.
+        filterSubjects: [SUBJECTS.minuteAggregatesAll, SUBJECTS.topAggregates],
+        ackWaitMs: 60_000,
+        maxAckPending: 5_000,
+        description: "aggregates -> Cassandra per-ad tables (behind the partition minutes)",
+      };
 }
 
 /**
- * Aggregates stream → Cassandra: closed minutes, global top N, progress and completeness. Upserts of absolute
- * values at their version (see AggregateStore), so a redelivered or re-emitted message
- * converges to the same rows. "Closed through T" in the store implies the minutes it covers
- * are stored: a progress report is written only once every message before it in the stream
- * is (see readyProgress).
+ * Aggregates stream → Cassandra, one of two targets (AggregateWriterTarget): closed minutes,
+ * global top N, progress and completeness; or the per-ad rows of the same minutes and their
+ * own progress. Upserts of absolute values at their version (see AggregateStore), so a
+ * redelivered or re-emitted message converges to the same rows. "Closed through T" (or "ad
+ * rows through T") in the store implies the minutes it covers are stored: a progress report
+ * is written only once every message before it in the stream is (see readyProgress).
  */
 export class AggregateWriter implements StageHandler {
   constructor(
     private readonly deps: { js: JetStreamClient; store: AggregateStore },
     private readonly o: {
       id: string;
+      /** Default `minutes`. */
+      target?: AggregateWriterTarget;
       retryBaseMs?: number;
       retryMaxMs?: number;
       /** How long a progress report waits before it is tried again (see readyProgress). */
@@ -65,13 +93,12 @@ export class AggregateWriter implements StageHandler {
     },
   ) {}
 
+  private get durable(): string {
+    return aggregateWriterConsumer(this.o.target).durable;
+  }
+
   async prepare(): Promise<ConsumerPlan> {
-    return {
-      kind: "durable",
-      stream: STREAMS.aggregates,
-      durable: AGGREGATE_WRITER_DURABLE,
-      maxBatch: 64,
-    };
+    return { kind: "durable", stream: STREAMS.aggregates, durable: this.durable, maxBatch: 64 };
   }
 
   status(): Record<string, unknown> {
@@ -97,7 +124,7 @@ export class AggregateWriter implements StageHandler {
     const ready = new Set<JsMsg>();
     if (progress.length === 0) return ready;
     const info = await this.deps.js.consumers
-      .get(STREAMS.aggregates, AGGREGATE_WRITER_DURABLE)
+      .get(STREAMS.aggregates, this.durable)
       .then((c) => c.info(true))
       .catch(() => undefined);
     if (!info) return ready; // cannot tell: try again later
@@ -114,10 +141,72 @@ export class AggregateWriter implements StageHandler {
     return ready;
   }
 
+  /** Partition-minute rows and global top N, then the reports that may be written. */
+  private async writeMinutes(
+    decoded: readonly AggregateMessage[],
+    isReady: (p: ProgressReport) => boolean,
+  ): Promise<number> {
+    const store = this.deps.store;
+    await Promise.all(
+      decoded.map((a) =>
+        a.kind === "minute"
+          ? store.writePartitionMinute(a)
+          : a.kind === "top"
+            ? store.writeTop(a.minuteStartMs, a.version, a.n, a.ads)
+            : undefined,
+      ),
+    );
+    let rows = decoded.filter((a) => a.kind !== "progress").length;
+    for (const a of decoded) {
+      if (a.kind !== "progress" || !isReady(a)) continue;
+      await store.writeProgress(a.partition, a.closedThroughMs);
+      rows++;
+      if (a.seq !== undefined) {
+        await store.writeCompleteness(
+          a.partition,
+          {
+            completeThroughMs:
+              a.completeThroughMs === undefined ? a.closedThroughMs : a.completeThroughMs,
+            behind: a.behind ?? [],
+          },
+          a.seq,
+        );
+        rows++;
+      }
+    }
+    return rows;
+  }
+
+  /**
+   * Per-ad rows of the batch's minutes — only the newest revision of each partition-minute in
+   * the batch (an older one is shadowed by its version anyway) — then the reports that may be
+   * written.
+   */
+  private async writeAdRows(
+    decoded: readonly AggregateMessage[],
+    isReady: (p: ProgressReport) => boolean,
+  ): Promise<number> {
+    const newest = new Map<string, MinuteRevision>();
+    for (const a of decoded) {
+      if (a.kind !== "minute") continue;
+      const key = `${a.partition}:${a.minuteStartMs}`;
+      const have = newest.get(key);
+      if (!have || a.version > have.version) newest.set(key, a);
+    }
+    let rows = 0;
+    for (const m of newest.values()) rows += await this.deps.store.writeAdRows(m);
+    for (const a of decoded) {
+      if (a.kind !== "progress" || !isReady(a)) continue;
+      await this.deps.store.writeAdRowsProgress(a.partition, a.closedThroughMs);
+      rows++;
+    }
+    return rows;
+  }
+
   async handle(msgs: JsMsg[], signal: AbortSignal): Promise<void> {
     const decoded: AggregateMessage[] = [];
     const progressMsgs: JsMsg[] = [];
-    const progressOf = new Map<AggregateMessage, JsMsg>();
+    const progressOf = new Map<ProgressReport, JsMsg>();
     for (const m of msgs) {
       try {
         const a = decodeAggregate(m.data);
@@ -133,32 +222,10 @@ export class AggregateWriter implements StageHandler {
     const ready = await this.readyProgress(msgs, progressMsgs);
     for (let attempt = 1; ; attempt++) {
       try {
-        let rows = 0;
-        for (const a of decoded) {
-          if (a.kind === "minute") rows += await this.deps.store.writeMinute(a);
-          else if (a.kind === "top") {
-            await this.deps.store.writeTop(a.minuteStartMs, a.version, a.n, a.ads);
-            rows++;
-          }
-        }
-        for (const a of decoded) {
-          if (a.kind === "progress" && ready.has(progressOf.get(a) as JsMsg)) {
-            await this.deps.store.writeProgress(a.partition, a.closedThroughMs);
-            rows++;
-            if (a.seq !== undefined) {
-              await this.deps.store.writeCompleteness(
-                a.partition,
-                {
-                  completeThroughMs:
-                    a.completeThroughMs === undefined ? a.closedThroughMs : a.completeThroughMs,
-                  behind: a.behind ?? [],
-                },
-                a.seq,
-              );
-              rows++;
-            }
-          }
-        }
+        const rows =
+          this.o.target === "ad-rows"
+            ? await this.writeAdRows(decoded, (a) => ready.has(progressOf.get(a) as JsMsg))
+            : await this.writeMinutes(decoded, (a) => ready.has(progressOf.get(a) as JsMsg));
         rowsWritten.inc({ actor: this.o.id }, rows);
         break;
       } catch {

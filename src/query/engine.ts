@@ -204,7 +204,7 @@ export class QueryEngine {
       if (storedThrough > r.fromMs) {
         const series = useRollup
           ? (this.rollup as StoreRollup).series(p, r.adId, r.fromMs, storedThrough, dimFilter)
-          : await this.deps.aggregates.adSeries(r.adId, r.fromMs, storedThrough, dimFilter);
+          : await this.storedSeries(p, r.adId, r.fromMs, storedThrough, dimFilter);
         for (const [m, n] of series) perMinute.set(m, n);
       }
       for (const m of live?.minutes ?? []) {
@@ -238,6 +238,37 @@ export class QueryEngine {
       series,
       ...completionOf([progress], r.toMs, seen),
     };
+  }
+
+  /**
+   * One ad's stored per-minute counts in [fromMs, toMs) (all closed and stored): from the
+   * per-ad tables as far as their writer has stored them, from the partition-minute rows
+   * (what `final` follows; the per-ad rows trail them) for the minutes after.
+   */
+  private async storedSeries(
+    p: number,
+    adId: string,
+    fromMs: number,
+    toMs: number,
+    filter: { dim: Dimension; value: string } | undefined,
+  ): Promise<Map<number, number>> {
+    const adRowsThrough = Math.max(
+      fromMs,
+      Math.min(toMs, (await this.deps.aggregates.adRowsProgress()).get(p) ?? fromMs),
+    );
+    const out =
+      adRowsThrough > fromMs
+        ? await this.deps.aggregates.adSeries(adId, fromMs, adRowsThrough, filter)
+        : new Map<number, number>();
+    if (adRowsThrough < toMs) {
+      for await (const pm of this.deps.aggregates.eachPartitionMinute(p, adRowsThrough, toMs)) {
+        const n = filter
+          ? (pm.dimCounts[filter.dim] ?? []).find(([a, v]) => a === adId && v === filter.value)
+          : pm.adCounts.find(([a]) => a === adId);
+        if (n) out.set(pm.minuteStartMs, n[n.length - 1] as number);
+      }
+    }
+    return out;
   }
 
   async top(r: TopRequest): Promise<TopReply> {

@@ -11,6 +11,12 @@ import type { CassandraClient } from "./cassandra-client.js";
  * timestamp, so a re-emitted or delayed older version can never overwrite a newer one
  * (fencing without lightweight transactions), and rewriting the same version is a no-op.
  *
+ * The partition-minute row is the minute's record: one row per partition and minute holding
+ * every count (ads, dimension values, top k), written first. The chapter's per-ad tables are
+ * derived from it and written behind it by their own writer (see AggregateWriter's
+ * `ad-rows` target): ~1M rows at the book's peak minute, they no longer stand between a
+ * closed minute and `final`.
+ *
  * Tables, by the query they serve:
  *  ad_minute_counts ((ad_id, day), minute)                 clicks of an ad over a minute range
  *  ad_minute_dim_counts ((ad_id, day), dim, value, minute) the same, filtered by a dimension value
@@ -19,7 +25,10 @@ import type { CassandraClient } from "./cassandra-client.js";
  *                                                          any range, with or without a filter
  *  top_minutes ((day), minute)                             the reducer's global top N per minute
  *  partition_progress (partition)                          every minute ending at or before
- *                                                          closed_through is closed and stored
+ *                                                          closed_through is closed and its
+ *                                                          partition_minutes row stored (what
+ *                                                          `final` waits for); at or before
+ *                                                          ad_rows_through, its per-ad rows too
  *  partition_completeness (partition)                      every minute ending at or before
  *                                                          complete_through has every active
  *                                                          source past it; the sources behind
@@ -45,7 +54,10 @@ export const AGGREGATE_SCHEMA = [
 ] as const;
 
 /** Columns added after a table was first created: added to existing deployments at start-up. */
-const ADDED_COLUMNS = [["partition_minutes", "through_seq", "bigint"]] as const;
+const ADDED_COLUMNS = [
+  ["partition_minutes", "through_seq", "bigint"],
+  ["partition_progress", "ad_rows_through", "timestamp"],
+] as const;
 
 const packr = new Packr({ useRecords: false });
 const DAY_MS = 86_400_000;
@@ -129,10 +141,7 @@ function toStoredPartitionMinute(
 }
 
 export class AggregateStore {
-  constructor(
-    private readonly client: CassandraClient,
-    private readonly concurrency = 64,
-  ) {}
+  constructor(private readonly client: CassandraClient) {}
 
   async createSchema(): Promise<void> {
     for (const cql of AGGREGATE_SCHEMA) await this.client.execute(cql);
@@ -156,31 +165,48 @@ export class AggregateStore {
   }
 
   /**
-   * Upserts one closed minute of a partition (all its rows), at its version, with the stream
-   * position its counts reflect when known.
+   * Upserts one closed minute of a partition — its partition-minute row and its per-ad rows —
+   * at its version (recalculation, tests). The pipeline writes the two apart:
+   * writePartitionMinute on the critical path, writeAdRows behind it.
    */
   async writeMinute(c: ClosedMinute & { throughSeq?: number }): Promise<number> {
+    const [a, b] = await Promise.all([this.writePartitionMinute(c), this.writeAdRows(c)]);
+    return a + b;
+  }
+
+  /**
+   * Upserts a closed minute's partition-minute row (every count of the partition's minute in
+   * one row), at its version, with the stream position its counts reflect when known.
+   */
+  async writePartitionMinute(c: ClosedMinute & { throughSeq?: number }): Promise<number> {
+    await this.client.execute(
+      "INSERT INTO partition_minutes (partition, day, minute, version, event_count, ad_counts, dim_counts, top_k, through_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
+      [
+        c.partition,
+        cassandra.types.LocalDate.fromString(dayOf(c.minuteStartMs)),
+        new Date(c.minuteStartMs),
+        c.version,
+        BigInt(c.eventCount),
+        packr.pack(c.adCounts),
+        packr.pack(c.dimCounts),
+        packr.pack(c.topK),
+        c.throughSeq !== undefined ? BigInt(c.throughSeq) : null,
+        BigInt(c.version),
+      ],
+      { prepare: true },
+    );
+    return 1;
+  }
+
+  /**
+   * Upserts a closed minute's per-ad rows (ad_minute_counts, ad_minute_dim_counts) at its
+   * version. Returns the rows written.
+   */
+  async writeAdRows(c: ClosedMinute): Promise<number> {
     // The date once, as the driver's type: a string would be parsed again for every row.
     const day = cassandra.types.LocalDate.fromString(dayOf(c.minuteStartMs));
     const minute = new Date(c.minuteStartMs);
     const ts = BigInt(c.version);
-    const rows: [string, unknown[]][] = [
-      [
-        "INSERT INTO partition_minutes (partition, day, minute, version, event_count, ad_counts, dim_counts, top_k, through_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
-        [
-          c.partition,
-          day,
-          minute,
-          c.version,
-          BigInt(c.eventCount),
-          packr.pack(c.adCounts),
-          packr.pack(c.dimCounts),
-          packr.pack(c.topK),
-          c.throughSeq !== undefined ? BigInt(c.throughSeq) : null,
-          ts,
-        ],
-      ],
-    ];
     // Per-ad rows grouped by ad (its count, then its dimension values: all under the same
     // partition key (ad_id, day), hence the same replicas), written as unlogged batches.
     const dims = Object.entries(c.dimCounts) as [Dimension, [string, string, number][]][];
@@ -219,8 +245,8 @@ export class AggregateStore {
         }
       }
     }
-    await Promise.all([this.executeAll(rows), this.executeBatched(perAd)]);
-    return rows.length + perAd.length;
+    await this.executeBatched(perAd);
+    return perAd.length;
   }
 
   /** Upserts the global top N of a minute, at its version. */
@@ -249,6 +275,19 @@ export class AggregateStore {
     await this.client.execute(
       "INSERT INTO partition_progress (partition, closed_through) VALUES (?, ?) USING TIMESTAMP ?",
       [partition, new Date(closedThroughMs), BigInt(closedThroughMs)],
+      { prepare: true },
+    );
+  }
+
+  /**
+   * Records that partition p's per-ad rows of every minute ending at or before `throughMs`
+   * are stored (only ever moves forward; a column of its own, so independent of
+   * closed_through's writes).
+   */
+  async writeAdRowsProgress(partition: number, throughMs: number): Promise<void> {
+    await this.client.execute(
+      "UPDATE partition_progress USING TIMESTAMP ? SET ad_rows_through = ? WHERE partition = ?",
+      [BigInt(throughMs), new Date(throughMs), partition],
       { prepare: true },
     );
   }
@@ -346,12 +385,28 @@ export class AggregateStore {
       [],
       { prepare: true },
     );
-    return new Map(
-      rs.rows.map((r) => [
-        r.get("partition") as number,
-        (r.get("closed_through") as Date).getTime(),
-      ]),
+    const out = new Map<number, number>();
+    for (const r of rs.rows) {
+      // A row the per-ad writer made before any minute was closed has no closed_through.
+      const t = r.get("closed_through") as Date | null;
+      if (t !== null) out.set(r.get("partition") as number, t.getTime());
+    }
+    return out;
+  }
+
+  /** ad_rows_through per partition (partitions whose per-ad rows were never written are absent). */
+  async adRowsProgress(): Promise<Map<number, number>> {
+    const rs = await this.client.execute(
+      "SELECT partition, ad_rows_through FROM partition_progress",
+      [],
+      { prepare: true },
     );
+    const out = new Map<number, number>();
+    for (const r of rs.rows) {
+      const t = r.get("ad_rows_through") as Date | null;
+      if (t !== null) out.set(r.get("partition") as number, t.getTime());
+    }
+    return out;
   }
 
   /**
@@ -375,17 +430,6 @@ export class AggregateStore {
     };
     const lanes = Math.min(BATCHES_IN_FLIGHT, Math.ceil(rows.length / BATCH_STATEMENTS));
     await Promise.all(Array.from({ length: lanes }, worker));
-  }
-
-  private async executeAll(rows: [string, unknown[]][]): Promise<void> {
-    let next = 0;
-    const worker = async () => {
-      while (next < rows.length) {
-        const [q, params] = rows[next++] as [string, unknown[]];
-        await this.client.execute(q, params, { prepare: true });
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(this.concurrency, rows.length) }, worker));
   }
 
   // ---- reads (queries, reconciliation, tests) ----

@@ -31,7 +31,10 @@ import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest"
 import type { ActorRow } from "../../actors/admin-service.js";
 import { type CassandraNodeHandle, startCassandraNode } from "../../app/infra/cassandra-node.js";
 import { KV_BUCKETS, STREAMS, SUBJECTS } from "../../nats/layout.js";
-import { AGGREGATE_WRITER_DURABLE } from "../../src/aggregate/aggregate-writer.js";
+import {
+  AD_ROWS_WRITER_DURABLE,
+  AGGREGATE_WRITER_DURABLE,
+} from "../../src/aggregate/aggregate-writer.js";
 import { generateClickLog, prng } from "../../src/gen/click-log.js";
 import { KvCheckpointStore } from "../../src/ingest/checkpoint-store.js";
 import { RAW_WRITER_DURABLE } from "../../src/ingest/raw-writer.js";
@@ -72,6 +75,7 @@ const FAULT_KINDS = [
   "kill-reducer",
   "kill-raw-writer",
   "kill-aggregate-writer",
+  "kill-ad-rows-writer",
   "sigkill-worker",
   "stale-worker",
   "restart-nats",
@@ -85,6 +89,7 @@ const WEIGHTS: Record<FaultKind, number> = {
   "kill-reducer": 2,
   "kill-raw-writer": 2,
   "kill-aggregate-writer": 2,
+  "kill-ad-rows-writer": 1,
   "sigkill-worker": 2,
   "stale-worker": 1,
   "restart-nats": 1.5,
@@ -106,10 +111,10 @@ const PARTITIONS = 4;
 /** The default ADCLICK_TOP_K: the reducer's global top N per minute. */
 const TOP_N = 1000;
 /**
- * Actors of one worker: map, raw writer, reducer, aggregate writer, late repair, one aggregator
- * a partition; and the services: live server, query service, admin service.
+ * Actors of one worker: map, raw writer, reducer, aggregate writer, ad-rows writer, late repair,
+ * one aggregator a partition; and the services: live server, query service, admin service.
  */
-const ACTORS = 5 + PARTITIONS + 3;
+const ACTORS = 6 + PARTITIONS + 3;
 const LINES_PER_FILE = LARGE ? 100_000 : 20_000;
 const FILES = Math.max(1, Math.ceil(EVENTS / LINES_PER_FILE));
 /** Each file holds the next slice of event time: ≤ 40 minutes in all (within the retention). */
@@ -354,7 +359,9 @@ describe("chaos: exactly once while actors, workers, nats-server, Cassandra and 
               ? "raw-writer"
               : kind === "kill-aggregate-writer"
                 ? "aggregate-writer"
-                : undefined;
+                : kind === "kill-ad-rows-writer"
+                  ? "ad-rows-writer"
+                  : undefined;
       if (actor) {
         fault.target = actor;
         const rows = await request<ActorRow[]>("actors");
@@ -539,9 +546,11 @@ describe("chaos: exactly once while actors, workers, nats-server, Cassandra and 
       if (behind.length > 0) missing.push(`progress of partitions ${behind.join(",")}`);
       const raw = await jsm.consumers.info(STREAMS.clicks, RAW_WRITER_DURABLE);
       const agg = await jsm.consumers.info(STREAMS.aggregates, AGGREGATE_WRITER_DURABLE);
+      const adRows = await jsm.consumers.info(STREAMS.aggregates, AD_ROWS_WRITER_DURABLE);
       for (const [name, c] of [
         ["raw-writer", raw],
         ["aggregate-writer", agg],
+        ["ad-rows-writer", adRows],
       ] as const) {
         if (c.num_pending + c.num_ack_pending > 0)
           missing.push(

@@ -16,7 +16,8 @@ import { reducerChild } from "../../actors/reducer.js";
 import { ensureLayout } from "../../app/cli/layout.js";
 import { KV_BUCKETS, STREAMS, SUBJECTS } from "../../nats/layout.js";
 import {
-  AGGREGATE_WRITER_DURABLE,
+  AD_ROWS_WRITER_DURABLE,
+  type AggregateWriterTarget,
   aggregateWriterConsumer,
 } from "../../src/aggregate/aggregate-writer.js";
 import { aggregatorSnapshotKey } from "../../src/aggregate/aggregator-core.js";
@@ -181,9 +182,15 @@ function startAggregator(
 /** The stream sequence an aggregator actor has read up to. */
 const lastSeqOf = (a: RunningActor) => Number(a.status().lastSeq ?? 0);
 
-/** A stage actor started on its own. */
-const writerOf = (store: AggregateStore, js: JetStreamClient) =>
-  runActor(aggregateWriterChild({ js, store }, { ...CHILD, id: "aggregate-writer" }));
+/**
+ * A writer of the per-ad tables started on its own (their rows carry each cell's version and
+ * write time; the partition-minute writer shares its delivery code, see below).
+ */
+const writerOf = (
+  store: AggregateStore,
+  js: JetStreamClient,
+  target: AggregateWriterTarget = "ad-rows",
+) => runActor(aggregateWriterChild({ js, store }, { ...CHILD, id: `${target}-writer`, target }));
 
 /** A JetStream client whose consumers cannot be created until `gate` resolves: a frozen process. */
 function frozenUntil(js: JetStreamClient, gate: Promise<void>): JetStreamClient {
@@ -358,7 +365,7 @@ describe("an aggregate writer that dies after writing but before acknowledging",
   it("gets the minute redelivered, which rewrites the same rows at the same version", async () => {
     const { js, jsm } = env();
     const { client, aggregates } = stores();
-    await ensureDurable(jsm, { ...aggregateWriterConsumer(), ackWaitMs: 1500 });
+    await ensureDurable(jsm, { ...aggregateWriterConsumer("ad-rows"), ackWaitMs: 1500 });
     const minute = dayStart(2);
     const ads = adsOf(0, 5, "aw");
     const events = clicks(ads, minute, 60, 900, "aw");
@@ -378,26 +385,26 @@ describe("an aggregate writer that dies after writing but before acknowledging",
     let first: RunningActor | undefined;
     let written = 0;
     class DiesAfterWriting extends AggregateStore {
-      override async writeMinute(c: ClosedMinute): Promise<number> {
-        written = await super.writeMinute(c);
+      override async writeAdRows(c: ClosedMinute): Promise<number> {
+        written = await super.writeAdRows(c);
         first?.actor.send({ type: "KILL" });
         throw new Error("process died before acknowledging");
       }
     }
     first = writerOf(new DiesAfterWriting(client), js);
     await expect(first.done).rejects.toBeInstanceOf(ActorKilledError);
-    expect(written).toBe(1 + ads.length);
+    expect(written).toBe(ads.length);
     const afterCrash = await storedAdMinute(client, ads, minute);
     expect(
-      (await jsm.consumers.info(STREAMS.aggregates, AGGREGATE_WRITER_DURABLE)).num_ack_pending,
+      (await jsm.consumers.info(STREAMS.aggregates, AD_ROWS_WRITER_DURABLE)).num_ack_pending,
     ).toBe(1);
 
     const second = writerOf(aggregates, js);
     await until("the redelivered minute is acknowledged", () =>
-      drained(jsm, STREAMS.aggregates, AGGREGATE_WRITER_DURABLE),
+      drained(jsm, STREAMS.aggregates, AD_ROWS_WRITER_DURABLE),
     );
     await second.stop();
-    const info = await jsm.consumers.info(STREAMS.aggregates, AGGREGATE_WRITER_DURABLE);
+    const info = await jsm.consumers.info(STREAMS.aggregates, AD_ROWS_WRITER_DURABLE);
     expect(info.delivered.consumer_seq).toBe(2);
     const final = await storedAdMinute(client, ads, minute);
     expect(final).toEqual(afterCrash);
@@ -409,64 +416,91 @@ describe("an aggregate writer that dies after writing but before acknowledging",
 describe("an aggregate writer that dies with minutes it never wrote", () => {
   const env = useLayout();
 
-  it("leaves its replacement unable to store progress past those minutes until they are stored", async () => {
-    const { js, jsm } = env();
-    const { client, aggregates } = stores();
-    await ensureDurable(jsm, { ...aggregateWriterConsumer(), ackWaitMs: 3000 });
-    const minute = dayStart(7);
-    const ads = adsOf(0, 3, "pr");
-    const events = clicks(ads, minute, 30, 1000, "pr");
-    const closed: ClosedMinute = {
-      partition: 0,
-      minuteStartMs: minute,
-      version: 1,
-      adCounts: [...countByAd(events)].sort(([a], [b]) => (a < b ? -1 : 1)),
-      dimCounts: {},
-      topK: [],
-      eventCount: events.length,
-    };
-    await js.publish(SUBJECTS.minuteAggregates(0), encodeAggregate({ kind: "minute", ...closed }), {
-      msgID: minuteMsgId(0, minute, 1),
-    });
+  // Both writers: the partition-minute rows (`final` follows their progress) and the per-ad
+  // rows behind them (their own progress).
+  for (const target of ["minutes", "ad-rows"] as const) {
+    it(`leaves its replacement unable to store progress past those minutes until they are stored (${target})`, async () => {
+      const { js, jsm } = env();
+      const { client, aggregates } = stores();
+      const spec = aggregateWriterConsumer(target);
+      await ensureDurable(jsm, { ...spec, ackWaitMs: 3000 });
+      const minute = dayStart(target === "minutes" ? 9 : 7);
+      const ads = adsOf(0, 3, `pr-${target}`);
+      const events = clicks(ads, minute, 30, 1000, `pr-${target}`);
+      const closed: ClosedMinute = {
+        partition: 0,
+        minuteStartMs: minute,
+        version: 1,
+        adCounts: [...countByAd(events)].sort(([a], [b]) => (a < b ? -1 : 1)),
+        dimCounts: {},
+        topK: [],
+        eventCount: events.length,
+      };
+      await js.publish(
+        SUBJECTS.minuteAggregates(0),
+        encodeAggregate({ kind: "minute", ...closed }),
+        { msgID: minuteMsgId(0, minute, 1) },
+      );
+      /** ad → clicks of the minute as the target stores them. */
+      const storedCounts = async (): Promise<Map<string, number>> =>
+        target === "minutes"
+          ? new Map((await aggregates.partitionMinute(0, minute))?.adCounts ?? [])
+          : new Map(
+              [...(await storedAdMinute(client, ads, minute))].map(([a, v]) => [a, v.clicks]),
+            );
+      const progressOf = async () =>
+        (target === "minutes"
+          ? await aggregates.progress()
+          : await aggregates.adRowsProgress()
+        ).get(0) ?? 0;
 
-    // The first writer gets the minute and dies before writing it: it stays unacknowledged,
-    // to be redelivered after ack_wait.
-    let first: RunningActor | undefined;
-    class DiesBeforeWriting extends AggregateStore {
-      override async writeMinute(): Promise<number> {
-        first?.actor.send({ type: "KILL" });
-        throw new Error("process died");
+      // The first writer gets the minute and dies before writing it: it stays unacknowledged,
+      // to be redelivered after ack_wait.
+      let first: RunningActor | undefined;
+      class DiesBeforeWriting extends AggregateStore {
+        override async writePartitionMinute(): Promise<number> {
+          first?.actor.send({ type: "KILL" });
+          throw new Error("process died");
+        }
+        override async writeAdRows(): Promise<number> {
+          first?.actor.send({ type: "KILL" });
+          throw new Error("process died");
+        }
       }
-    }
-    first = writerOf(new DiesBeforeWriting(client), js);
-    await expect(first.done).rejects.toBeInstanceOf(ActorKilledError);
+      first = writerOf(new DiesBeforeWriting(client), js, target);
+      await expect(first.done).rejects.toBeInstanceOf(ActorKilledError);
 
-    // The aggregator reports the minute closed; the replacement gets that report first.
-    await js.publish(
-      SUBJECTS.minuteAggregates(0),
-      encodeAggregate({ kind: "progress", partition: 0, closedThroughMs: minute + ONE_MINUTE_MS }),
-      { msgID: `prog:0:${minute + ONE_MINUTE_MS}` },
-    );
-    const second = writerOf(aggregates, js);
-    // "Closed through" in the store must imply the minute is stored, at every moment.
-    const seen: string[] = [];
-    await until(
-      "the progress is stored",
-      async () => {
-        const progress = (await aggregates.progress()).get(0) ?? 0;
-        if (progress < minute + ONE_MINUTE_MS) return false;
-        const stored = await storedAdMinute(client, ads, minute);
-        seen.push(`progress stored with ${stored.size} of ${ads.length} ads of the minute`);
-        return true;
-      },
-      30_000,
-    );
-    await second.stop();
-    expect(seen).toEqual([`progress stored with ${ads.length} of ${ads.length} ads of the minute`]);
-    expect(
-      new Map([...(await storedAdMinute(client, ads, minute))].map(([ad, v]) => [ad, v.clicks])),
-    ).toEqual(countByAd(events));
-  });
+      // The aggregator reports the minute closed; the replacement gets that report first.
+      await js.publish(
+        SUBJECTS.minuteAggregates(0),
+        encodeAggregate({
+          kind: "progress",
+          partition: 0,
+          closedThroughMs: minute + ONE_MINUTE_MS,
+        }),
+        { msgID: `prog:0:${minute + ONE_MINUTE_MS}` },
+      );
+      const second = writerOf(aggregates, js, target);
+      // "Closed through" in the store must imply the minute is stored, at every moment.
+      const seen: string[] = [];
+      await until(
+        "the progress is stored",
+        async () => {
+          if ((await progressOf()) < minute + ONE_MINUTE_MS) return false;
+          const stored = await storedCounts();
+          seen.push(`progress stored with ${stored.size} of ${ads.length} ads of the minute`);
+          return true;
+        },
+        30_000,
+      );
+      await second.stop();
+      expect(seen).toEqual([
+        `progress stored with ${ads.length} of ${ads.length} ads of the minute`,
+      ]);
+      expect(await storedCounts()).toEqual(countByAd(events));
+      expect((await jsm.consumers.info(STREAMS.aggregates, spec.durable)).num_ack_pending).toBe(0);
+    });
+  }
 });
 
 describe("an aggregator restored from a snapshot older than what it already emitted", () => {
@@ -477,7 +511,7 @@ describe("an aggregator restored from a snapshot older than what it already emit
       it(`re-emits the same outputs under the same IDs (${window === "within" ? "dropped as duplicates" : "stored again"}) and the store converges to the same rows`, async () => {
         const { js, jsm, nc } = env();
         const { client, aggregates } = stores();
-        await ensureDurable(jsm, aggregateWriterConsumer());
+        await ensureDurable(jsm, aggregateWriterConsumer("ad-rows"));
         const snapshots = new SnapshotStore(await new Kvm(js).open(KV_BUCKETS.snapshots));
         const day = dayStart(window === "within" ? 3 : 4);
         const ads = adsOf(0, 6, `rs${window}`);
@@ -511,7 +545,7 @@ describe("an aggregator restored from a snapshot older than what it already emit
         );
         const writer = writerOf(aggregates, js);
         await until("the aggregates are stored", () =>
-          drained(jsm, STREAMS.aggregates, AGGREGATE_WRITER_DURABLE),
+          drained(jsm, STREAMS.aggregates, AD_ROWS_WRITER_DURABLE),
         );
         const before = await Promise.all(
           [0, 1, 2].map((k) => storedAdMinute(client, ads, day + k * ONE_MINUTE_MS)),
@@ -536,7 +570,7 @@ describe("an aggregator restored from a snapshot older than what it already emit
           ]);
         }
         await until("the replayed aggregates are stored", () =>
-          drained(jsm, STREAMS.aggregates, AGGREGATE_WRITER_DURABLE),
+          drained(jsm, STREAMS.aggregates, AD_ROWS_WRITER_DURABLE),
         );
         await writer.stop();
         const after = await Promise.all(
@@ -702,7 +736,7 @@ describe("fencing: an aggregator paused past its replacement's start", () => {
   it("cannot overwrite the newer snapshot (SnapshotConflictError stops it) nor the newer results (versions)", async () => {
     const { js, jsm } = env();
     const { client, aggregates } = stores();
-    await ensureDurable(jsm, aggregateWriterConsumer());
+    await ensureDurable(jsm, aggregateWriterConsumer("ad-rows"));
     const snapshots = new SnapshotStore(await new Kvm(js).open(KV_BUCKETS.snapshots));
     const m = dayStart(5);
     const ads = adsOf(0, 4, "fence");
@@ -736,7 +770,7 @@ describe("fencing: an aggregator paused past its replacement's start", () => {
       return s?.snapshot.streamSeq === seq2 + 2;
     });
     await until("the replacement's results are stored", () =>
-      drained(jsm, STREAMS.aggregates, AGGREGATE_WRITER_DURABLE),
+      drained(jsm, STREAMS.aggregates, AD_ROWS_WRITER_DURABLE),
     );
     const newer = await storedAdMinute(client, ads, m);
     expect([...newer.values()].reduce((n, v) => n + v.clicks, 0)).toBe(23);
@@ -751,7 +785,7 @@ describe("fencing: an aggregator paused past its replacement's start", () => {
     const ids = await msgIds(jsm, STREAMS.aggregates);
     expect(ids.filter((id) => id === minuteMsgId(0, m, 1))).toHaveLength(2);
     await until("the stale aggregator's late output is consumed", () =>
-      drained(jsm, STREAMS.aggregates, AGGREGATE_WRITER_DURABLE),
+      drained(jsm, STREAMS.aggregates, AD_ROWS_WRITER_DURABLE),
     );
     await writer.stop();
     await replacement.stop();

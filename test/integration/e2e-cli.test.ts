@@ -203,6 +203,7 @@ describe("the adclick CLI end to end: up, ship, query", () => {
       const rows = JSON.parse(actors.stdout) as { id: string; state: string }[];
       expect(rows.map((r) => r.id).sort()).toEqual(
         [
+          "ad-rows-writer",
           "admin-service",
           "aggregate-writer",
           "aggregator-0",

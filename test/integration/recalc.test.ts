@@ -13,6 +13,7 @@ import { runReconcile } from "../../app/cli/reconcile.js";
 import { runReplay } from "../../app/cli/replay.js";
 import { KV_BUCKETS, STREAMS } from "../../nats/layout.js";
 import {
+  AD_ROWS_WRITER_DURABLE,
   AGGREGATE_WRITER_DURABLE,
   aggregateWriterConsumer,
 } from "../../src/aggregate/aggregate-writer.js";
@@ -209,7 +210,8 @@ for (const policy of ["amend", "drop"] as const) {
       const rawStore = new RawStore(client);
       await store.createSchema();
       await rawStore.createSchema();
-      await ensureDurable(jsm, aggregateWriterConsumer());
+      await ensureDurable(jsm, aggregateWriterConsumer("minutes"));
+      await ensureDurable(jsm, aggregateWriterConsumer("ad-rows"));
       await ensureDurable(jsm, rawWriterConsumer());
       const eraser = new CassandraAggregateEraser(client);
       const progressStore = new KvRecalcProgressStore(await new Kvm(js).open(KV_BUCKETS.snapshots));
@@ -278,6 +280,7 @@ for (const policy of ["amend", "drop"] as const) {
       const snapshots = new SnapshotStore(await new Kvm(js).open(KV_BUCKETS.snapshots));
       const actors = [
         aggregateWriterChild({ js, store }, { ...CHILD, id: "aggregate-writer" }),
+        aggregateWriterChild({ js, store }, { ...CHILD, id: "ad-rows-writer", target: "ad-rows" }),
         reducerChild(js, {
           ...CHILD,
           id: "reducer",
@@ -322,6 +325,7 @@ for (const policy of ["amend", "drop"] as const) {
           return (
             minutes.every((m) => tops.has(m)) &&
             (await drained(STREAMS.aggregates, AGGREGATE_WRITER_DURABLE)) &&
+            (await drained(STREAMS.aggregates, AD_ROWS_WRITER_DURABLE)) &&
             (await drained(STREAMS.clicks, RAW_WRITER_DURABLE))
           );
         });

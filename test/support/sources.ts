@@ -13,7 +13,10 @@ import { afterAll, describe, expect, inject, it } from "vitest";
 import { type Node, startNode } from "../../app/node.js";
 import { allRoles } from "../../app/worker.js";
 import { KV_BUCKETS, STREAMS, SUBJECTS } from "../../nats/layout.js";
-import { AGGREGATE_WRITER_DURABLE } from "../../src/aggregate/aggregate-writer.js";
+import {
+  AD_ROWS_WRITER_DURABLE,
+  AGGREGATE_WRITER_DURABLE,
+} from "../../src/aggregate/aggregate-writer.js";
 import type { AggregatorStatus } from "../../src/aggregate/aggregator-core.js";
 import { loadConfig } from "../../src/config.js";
 import { generateClickLog, type TruthClick, type TruthLine } from "../../src/gen/click-log.js";
@@ -189,6 +192,7 @@ export async function converged(node: Node, jsm: JetStreamManager): Promise<bool
   for (const [stream, durable] of [
     [STREAMS.clicks, RAW_WRITER_DURABLE],
     [STREAMS.aggregates, AGGREGATE_WRITER_DURABLE],
+    [STREAMS.aggregates, AD_ROWS_WRITER_DURABLE],
     [STREAMS.late, LATE_REPAIR_DURABLE],
   ] as const) {
     const c = await jsm.consumers.info(stream, durable);
