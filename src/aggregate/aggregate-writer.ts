@@ -38,6 +38,13 @@ const writerLag = new Gauge({
   registers: [registry],
 });
 
+/**
+ * Per-ad row batches the ad-rows writer keeps in flight: it runs behind `final` on purpose,
+ * so it takes a bounded share of Cassandra while a backlog's raw blocks and partition minutes
+ * are still being written (docs/benchmarks.md: how long it trails them).
+ */
+const AD_ROWS_BATCHES_IN_FLIGHT = 4;
+
 export const AGGREGATE_WRITER_DURABLE = "aggregate-writer";
 export const AD_ROWS_WRITER_DURABLE = "ad-rows-writer";
 
@@ -194,7 +201,8 @@ export class AggregateWriter implements StageHandler {
       if (!have || a.version > have.version) newest.set(key, a);
     }
     let rows = 0;
-    for (const m of newest.values()) rows += await this.deps.store.writeAdRows(m);
+    for (const m of newest.values())
+      rows += await this.deps.store.writeAdRows(m, AD_ROWS_BATCHES_IN_FLIGHT);
     for (const a of decoded) {
       if (a.kind !== "progress" || !isReady(a)) continue;
       await this.deps.store.writeAdRowsProgress(a.partition, a.closedThroughMs);

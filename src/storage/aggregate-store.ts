@@ -200,9 +200,10 @@ export class AggregateStore {
 
   /**
    * Upserts a closed minute's per-ad rows (ad_minute_counts, ad_minute_dim_counts) at its
-   * version. Returns the rows written.
+   * version, `batchesInFlight` unlogged batches at a time (default BATCHES_IN_FLIGHT).
+   * Returns the rows written.
    */
-  async writeAdRows(c: ClosedMinute): Promise<number> {
+  async writeAdRows(c: ClosedMinute, batchesInFlight = BATCHES_IN_FLIGHT): Promise<number> {
     // The date once, as the driver's type: a string would be parsed again for every row.
     const day = cassandra.types.LocalDate.fromString(dayOf(c.minuteStartMs));
     const minute = new Date(c.minuteStartMs);
@@ -245,7 +246,7 @@ export class AggregateStore {
         }
       }
     }
-    await this.executeBatched(perAd);
+    await this.executeBatched(perAd, batchesInFlight);
     return perAd.length;
   }
 
@@ -416,7 +417,7 @@ export class AggregateStore {
    * statement keeps its own USING TIMESTAMP, so the upserts stay versioned and idempotent;
    * a failed batch fails the write (the caller retries the whole minute).
    */
-  private async executeBatched(rows: [string, unknown[]][]): Promise<void> {
+  private async executeBatched(rows: [string, unknown[]][], inFlight: number): Promise<void> {
     let next = 0;
     const worker = async () => {
       while (next < rows.length) {
@@ -428,7 +429,7 @@ export class AggregateStore {
         );
       }
     };
-    const lanes = Math.min(BATCHES_IN_FLIGHT, Math.ceil(rows.length / BATCH_STATEMENTS));
+    const lanes = Math.min(inFlight, Math.ceil(rows.length / BATCH_STATEMENTS));
     await Promise.all(Array.from({ length: lanes }, worker));
   }
 

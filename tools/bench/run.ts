@@ -304,6 +304,11 @@ export async function runBench(o: BenchOptions): Promise<number> {
         adRows: sum("adclick_aggregate_rows_written_total", 'actor="ad-rows-writer"'),
         aggWriteFailures: sum("adclick_aggregate_write_failures_total"),
         progressDeferred: sum("adclick_aggregate_progress_deferred_total"),
+        // Aggregator snapshots (a batch waits while its aggregator snapshots).
+        snapshots: sum("adclick_snapshot_seconds_count"),
+        snapshotSeconds: sum("adclick_snapshot_seconds_sum"),
+        snapshotsUnder250ms: sum("adclick_snapshot_seconds_bucket", 'le="0.25"'),
+        snapshotsUnder1s: sum("adclick_snapshot_seconds_bucket", 'le="1"'),
         // Worker memory (summed over workers): where the resident set goes.
         heapUsed: sum("adclick_nodejs_heap_size_used_bytes"),
         external: sum("adclick_nodejs_external_memory_bytes"),
@@ -654,6 +659,21 @@ export async function runBench(o: BenchOptions): Promise<number> {
           rawEventsPerSec: Math.round(
             (liveMetrics1.rawEvents - liveMetrics0.rawEvents) / liveSeconds,
           ),
+          snapshots: {
+            count: liveMetrics1.snapshots - liveMetrics0.snapshots,
+            meanMs: Math.round(
+              (1000 * (liveMetrics1.snapshotSeconds - liveMetrics0.snapshotSeconds)) /
+                Math.max(1, liveMetrics1.snapshots - liveMetrics0.snapshots),
+            ),
+            over250ms:
+              liveMetrics1.snapshots -
+              liveMetrics0.snapshots -
+              (liveMetrics1.snapshotsUnder250ms - liveMetrics0.snapshotsUnder250ms),
+            over1s:
+              liveMetrics1.snapshots -
+              liveMetrics0.snapshots -
+              (liveMetrics1.snapshotsUnder1s - liveMetrics0.snapshotsUnder1s),
+          },
           workerPeakRssMB: Math.round(liveWorkerRss / 1048576),
           workerPeakHeapUsedMB: Math.round(liveWorkerHeap / 1048576),
           seconds: o.duration,
