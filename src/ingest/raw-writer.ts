@@ -11,7 +11,7 @@ import { BatchDecodeError, decodeBatch } from "../wire/batch-codec.js";
 
 const rawRows = new Counter({
   name: "adclick_raw_rows_written_total",
-  help: "Rows upserted into the raw store (raw_blocks and raw_dim_blocks)",
+  help: "Rows upserted into the raw store (raw_blocks and raw_dim_index)",
   labelNames: ["actor"] as const,
   registers: [registry],
 });

@@ -391,8 +391,11 @@ export class QueryEngine {
   }
 
   /**
-   * Unique raw events of [fromMs, toMs) matching every given filter field, each kept only
-   * when its stream sequence is within `bound(partition, minute)`.
+   * Unique raw events of [fromMs, toMs) matching every given filter field (their ad and
+   * minute), each kept only when its stream sequence is within `bound(partition, minute)`.
+   * An ip or user_id filter reads that value's entries from the raw store's index (both
+   * filters: both values' entries, intersected by event id); other filters read whole
+   * minutes.
    */
   private async rawEvents(
     f: Filter,
@@ -400,22 +403,30 @@ export class QueryEngine {
     toMs: number,
     adId: string | undefined,
     bound: (partition: number, minuteMs: number) => number,
-  ): Promise<SequencedEvent[]> {
-    const out: SequencedEvent[] = [];
+  ): Promise<{ adId: string; minuteMs: number }[]> {
+    const out: { adId: string; minuteMs: number }[] = [];
     const parts = this.o.partitions;
-    const match = (e: SequencedEvent) =>
+    const keep = (e: { adId: string; country: string; streamSeq: number }, minuteMs: number) =>
       (adId === undefined || e.adId === adId) &&
       (f.country === undefined || e.country === f.country) &&
-      (f.ip === undefined || e.ip === f.ip) &&
-      (f.userId === undefined || e.userId === f.userId) &&
-      e.streamSeq <=
-        bound(
-          adId === undefined ? partitionOf(e.adId, parts) : partitionOf(adId, parts),
-          Math.floor(e.timestampMs / ONE_MINUTE_MS) * ONE_MINUTE_MS,
-        );
+      e.streamSeq <= bound(partitionOf(e.adId, parts), minuteMs);
+    if (f.userId !== undefined || f.ip !== undefined) {
+      const raw = this.deps.raw;
+      const [hits, other] = await Promise.all([
+        f.userId !== undefined
+          ? raw.readIndexed("userId", f.userId, fromMs, toMs)
+          : raw.readIndexed("ip", f.ip as string, fromMs, toMs),
+        f.userId !== undefined && f.ip !== undefined
+          ? raw.readIndexed("ip", f.ip, fromMs, toMs)
+          : undefined,
+      ]);
+      const ids = other ? new Set(other.map((e) => e.eventId)) : undefined;
+      for (const e of hits)
+        if ((ids === undefined || ids.has(e.eventId)) && keep(e, e.minuteMs))
+          out.push({ adId: e.adId, minuteMs: e.minuteMs });
+      return out;
+    }
     const readMinute = async (m: number): Promise<SequencedEvent[]> => {
-      if (f.userId !== undefined) return this.deps.raw.readByDimension("userId", f.userId, m);
-      if (f.ip !== undefined) return this.deps.raw.readByDimension("ip", f.ip, m);
       if (adId !== undefined) return this.deps.raw.readMinuteSequenced(partitionOf(adId, parts), m);
       const all: SequencedEvent[] = [];
       for (let p = 0; p < parts; p++)
@@ -436,7 +447,10 @@ export class QueryEngine {
     await Promise.all(
       Array.from({ length: Math.min(RAW_READS_IN_FLIGHT, minutes.length) }, worker),
     );
-    for (const events of perMinute) for (const e of events ?? []) if (match(e)) out.push(e);
+    for (let i = 0; i < minutes.length; i++)
+      for (const e of perMinute[i] ?? [])
+        if (keep(e, minutes[i] as number))
+          out.push({ adId: e.adId, minuteMs: minutes[i] as number });
     return out;
   }
 
@@ -448,10 +462,8 @@ export class QueryEngine {
     bound: (partition: number, minuteMs: number) => number,
   ): Promise<Map<number, number>> {
     const perMinute = new Map<number, number>();
-    for (const e of await this.rawEvents(f, fromMs, toMs, adId, bound)) {
-      const m = Math.floor(e.timestampMs / ONE_MINUTE_MS) * ONE_MINUTE_MS;
-      perMinute.set(m, (perMinute.get(m) ?? 0) + 1);
-    }
+    for (const e of await this.rawEvents(f, fromMs, toMs, adId, bound))
+      perMinute.set(e.minuteMs, (perMinute.get(e.minuteMs) ?? 0) + 1);
     return perMinute;
   }
 }

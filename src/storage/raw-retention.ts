@@ -1,9 +1,9 @@
 /**
  * Retention of the raw store: raw events leave the hot tables after `rawRetentionDays`.
  *
- * How: a table-level `default_time_to_live` on raw_blocks and raw_dim_blocks. Both tables
- * use TimeWindowCompactionStrategy with one-hour windows, and rows are written once, in time
- * order, never updated: each SSTable holds one hour of writes, all expiring together, so
+ * How: a table-level `default_time_to_live` on raw_blocks, raw_dim_index and the legacy
+ * raw_dim_blocks. The tables use TimeWindowCompactionStrategy with one-hour windows, and rows
+ * are written once, in time order, never updated: each SSTable holds one hour of writes, all expiring together, so
  * Cassandra drops a fully expired SSTable whole (no compaction rewrite, no per-row tombstone
  * scans). That is the cheap way to age out time series; deleting old partitions instead
  * would write tombstones across every partition-minute.
@@ -26,7 +26,7 @@ import type { CassandraClient } from "./cassandra-client.js";
 export const DEFAULT_RAW_RETENTION_DAYS = 30;
 /** Cassandra's ceiling for a TTL: 20 years. */
 export const MAX_RAW_RETENTION_DAYS = 7300;
-export const RAW_TABLES = ["raw_blocks", "raw_dim_blocks"] as const;
+export const RAW_TABLES = ["raw_blocks", "raw_dim_blocks", "raw_dim_index"] as const;
 
 /** Days → seconds of TTL, validated (0 = no TTL). */
 export function rawRetentionSeconds(days: number): number {

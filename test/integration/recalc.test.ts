@@ -704,11 +704,16 @@ for (const policy of ["amend", "drop"] as const) {
     it("raw data retention puts a TTL on the raw tables", async () => {
       const { client, keyspace } = cass();
       await new RawStore(client).createSchema();
-      expect(await applyRawRetention(client, 30)).toEqual(["raw_blocks", "raw_dim_blocks"]);
+      expect(await applyRawRetention(client, 30)).toEqual([
+        "raw_blocks",
+        "raw_dim_blocks",
+        "raw_dim_index",
+      ]);
       expect(await rawRetention(client, keyspace)).toEqual(
         new Map([
           ["raw_blocks", 30 * 86_400],
           ["raw_dim_blocks", 30 * 86_400],
+          ["raw_dim_index", 30 * 86_400],
         ]),
       );
       expect(await applyRawRetention(client, 30)).toEqual([]); // idempotent: no schema change

@@ -1,14 +1,20 @@
 import { describe, expect, it } from "vitest";
 import type { ClickEvent } from "../../src/model.js";
 import type { CassandraClient } from "../../src/storage/cassandra-client.js";
-import { dimBucket, type RawBatch, RawStore } from "../../src/storage/raw-store.js";
-import { decodeBatch, decodeBlock, encodeBatch } from "../../src/wire/batch-codec.js";
+import {
+  INDEX_PERIOD_MS,
+  indexBucket,
+  indexShard,
+  scanIndexBlock,
+} from "../../src/storage/dim-index.js";
+import { type RawBatch, RawStore } from "../../src/storage/raw-store.js";
+import { decodeBatch, encodeBatch } from "../../src/wire/batch-codec.js";
 
 const MIN = 60_000;
 const T0 = Date.UTC(2024, 6, 9, 10);
 
 // rowsOf is pure: the client is never touched.
-const store = new RawStore({} as CassandraClient, { dimBuckets: 4 });
+const store = new RawStore({} as CassandraClient, { indexBuckets: 8, indexShards: 2 });
 
 let n = 0;
 function ev(timestampMs: number, userId = `user-${n % 5}`, ip = `10.0.0.${n % 7}`): ClickEvent {
@@ -28,7 +34,17 @@ function batch(id: string, seq: number, events: ClickEvent[], payload = true): R
 
 type Row = { query: string; params: unknown[] };
 const blocks = (rows: Row[]) => rows.filter((r) => r.query.includes("INTO raw_blocks "));
-const dimRows = (rows: Row[]) => rows.filter((r) => r.query.includes("INTO raw_dim_blocks "));
+const dimRows = (rows: Row[]) => rows.filter((r) => r.query.includes("INTO raw_dim_index "));
+type IndexRow = [string, Date, number, number, Date, bigint, number, number, Buffer];
+/** The entries of `value` in an index row, as "ad/country/id@seq". */
+function entriesOf(r: Row, value: string): string[] {
+  const [, , , , , first, , , data] = r.params as IndexRow;
+  const out: string[] = [];
+  scanIndexBlock(data, Buffer.from(value), Number(first), (ad, c, id, seq) =>
+    out.push(`${ad}/${c}/${id}@${seq}`),
+  );
+  return out;
+}
 
 describe("RawStore.rowsOf", () => {
   it.each([
@@ -62,28 +78,35 @@ describe("RawStore.rowsOf", () => {
     const byId = (a: ClickEvent, z: ClickEvent) => a.eventId.localeCompare(z.eventId);
     expect(fromBlocks.sort(byId)).toEqual([...events].sort(byId));
 
-    // raw_dim_blocks: every event once per dimension, in the bucket of its value and minute.
+    // raw_dim_index: every event once per dimension, in the bucket of its value and minute.
     for (const dim of ["ip", "userId"] as const) {
-      const seen: ClickEvent[] = [];
+      const seen: string[] = [];
       for (const r of dimRows(rows)) {
-        const [d, bucket, minute, , count, blob] = r.params as [
-          string,
-          number,
-          Date,
-          string,
-          number,
-          Buffer,
-        ];
+        const [d, period, shard, bucket, minute, first, , count] = r.params as IndexRow;
         if (d !== dim) continue;
-        const decoded = decodeBatch(blob);
-        expect(decoded).toHaveLength(count);
-        for (const e of decoded) {
-          expect(dimBucket(dim === "ip" ? e.ip : e.userId, 4)).toBe(bucket);
-          expect(Math.floor(e.timestampMs / MIN) * MIN).toBe(minute.getTime());
+        expect(first).toBe(7n);
+        expect(period.getTime()).toBe(
+          Math.floor(minute.getTime() / INDEX_PERIOD_MS) * INDEX_PERIOD_MS,
+        );
+        expect(shard).toBe(indexShard(bucket, 2));
+        let found = 0;
+        for (const e of events) {
+          const value = dim === "ip" ? e.ip : e.userId;
+          const inRow =
+            indexBucket(value, 8) === bucket &&
+            Math.floor(e.timestampMs / MIN) * MIN === minute.getTime();
+          const hits = entriesOf(r, value).filter((x) =>
+            x.startsWith(`${e.adId}/USA/${e.eventId}@`),
+          );
+          expect(hits).toEqual(inRow ? [`${e.adId}/USA/${e.eventId}@7`] : []);
+          if (inRow) {
+            found++;
+            seen.push(e.eventId);
+          }
         }
-        seen.push(...decoded);
+        expect(found).toBe(count);
       }
-      expect(seen.sort(byId)).toEqual([...events].sort(byId));
+      expect(seen.sort()).toEqual(events.map((e) => e.eventId).sort());
     }
   });
 
@@ -94,32 +117,36 @@ describe("RawStore.rowsOf", () => {
     expect(Buffer.compare(blob, Buffer.from(b.payload as Uint8Array))).toBe(0);
   });
 
-  it("names the first and last message of a dimension block, and one message alone", () => {
-    const rows = store.rowsOf([
-      batch("m1", 1, [ev(T0, "u", "1.1.1.1")]),
-      batch("m2", 2, [ev(T0 + 1, "u", "1.1.1.1")]),
-      batch("m3", 3, [ev(T0 + MIN, "u", "1.1.1.1")]),
-    ]);
-    const ids = dimRows(rows).map(
-      (r) => `${r.params[0]}@${(r.params[2] as Date).getTime() - T0}:${r.params[3]}`,
-    );
-    expect(ids.sort()).toEqual([
-      "ip@0:m1..m2",
-      "ip@60000:m3",
-      "userId@0:m1..m2",
-      "userId@60000:m3",
-    ]);
+  it("keys a batch's index rows by its first sequence and a tag of its last and its ids", () => {
+    const ev1 = ev(T0, "u", "1.1.1.1");
+    const ev2 = ev(T0 + 1, "u", "1.1.1.1");
+    const keyOf = (bs: RawBatch[]) =>
+      dimRows(store.rowsOf(bs)).map((r) => (r.params as IndexRow).slice(5, 7).join(":"));
+    const ab = keyOf([batch("m1", 1, [ev1]), batch("m2", 2, [ev2])]);
+    expect(ab).toHaveLength(2); // one row per dimension
+    expect(new Set(ab).size).toBe(1);
+    expect(ab[0]?.startsWith("1:")).toBe(true);
+    // The same first message grouped with fewer (a redelivery grouped differently): other key.
+    expect(keyOf([batch("m1", 1, [ev1])])[0]).not.toBe(ab[0]);
+    // The same messages in another order: the same key.
+    expect(keyOf([batch("m2", 2, [ev2]), batch("m1", 1, [ev1])])).toEqual(ab);
   });
 
-  it("keeps, in a dimension block, the stream sequence each event came in", () => {
+  it("keeps, in an index entry, the stream sequence each event came in", () => {
     const rows = store.rowsOf([
       batch("m1", 11, [ev(T0, "u", "1.1.1.1")]),
       batch("m2", 12, [ev(T0 + 1, "u", "1.1.1.1"), ev(T0 + 2, "u", "1.1.1.1")]),
     ]);
-    for (const r of dimRows(rows)) {
-      const { events, streamSeqs } = decodeBlock(r.params[5] as Buffer);
-      expect(events).toHaveLength(3);
-      expect(streamSeqs).toEqual([11, 12, 12]);
+    const dims = dimRows(rows);
+    expect(dims).toHaveLength(2);
+    for (const r of dims) {
+      const value = r.params[0] === "ip" ? "1.1.1.1" : "u";
+      expect(entriesOf(r, value).map((x) => x.slice(x.indexOf("@") + 1))).toEqual([
+        "11",
+        "12",
+        "12",
+      ]);
+      expect(entriesOf(r, "someone else")).toEqual([]);
     }
   });
 
