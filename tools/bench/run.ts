@@ -848,7 +848,7 @@ export function targetRows(r: Record<string, unknown>): string[][] {
   ) =>
     out.push([
       what,
-      value === undefined ? NO_SAMPLES : (show ?? fmt(value)),
+      value === undefined ? "not measured in this run" : (show ?? fmt(value)),
       target,
       value === undefined ? "-" : met ? "yes" : "no",
     ]);
