@@ -74,9 +74,10 @@ interface PartitionRead {
 
 /**
  * Answers the three queries exactly. Minutes every partition has stored come from Cassandra
- * (per-ad tables for counts, whole partition-minutes for top N); newer minutes come from the
- * live aggregators over NATS. Filters on country use the star schema; filters on ip or
- * user_id (or several filters at once) are counted from the raw store's dimension blocks,
+ * (the query rollup of the partition minutes; past its window, the per-ad tables as far as
+ * they are written, then the partition minutes); newer minutes come from the live
+ * aggregators over NATS. Filters on country use the star schema; filters on ip or user_id
+ * (or several filters at once) are counted from the raw store's ip / user_id index,
  * exactly, unless those dimensions are configured as aggregated ones. A raw-store count of a
  * minute keeps only the clicks the minute's revision has seen (by stream sequence), so a
  * filtered count never exceeds the unfiltered count of the same revision.
