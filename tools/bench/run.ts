@@ -572,17 +572,24 @@ export async function runBench(o: BenchOptions): Promise<number> {
                 maxWait: 2000,
               })
               .catch(() => []);
-            for await (const msg of replies) {
-              const rows =
-                msg.json<
-                  { kind: string; status?: { partition?: number; closedThroughMs?: number } }[]
-                >();
-              for (const r of Array.isArray(rows) ? rows : []) {
-                const st = r.status;
-                if (r.kind !== "aggregator" || st?.partition === undefined) continue;
-                if (typeof st.closedThroughMs === "number" && Number.isFinite(st.closedThroughMs))
-                  seen.set(st.partition, Math.max(seen.get(st.partition) ?? 0, st.closedThroughMs));
+            try {
+              for await (const msg of replies) {
+                const rows =
+                  msg.json<
+                    { kind: string; status?: { partition?: number; closedThroughMs?: number } }[]
+                  >();
+                for (const r of Array.isArray(rows) ? rows : []) {
+                  const st = r.status;
+                  if (r.kind !== "aggregator" || st?.partition === undefined) continue;
+                  if (typeof st.closedThroughMs === "number" && Number.isFinite(st.closedThroughMs))
+                    seen.set(
+                      st.partition,
+                      Math.max(seen.get(st.partition) ?? 0, st.closedThroughMs),
+                    );
+                }
               }
+            } catch {
+              // A request cut short (the connection closing as the phase ends): no sample.
             }
             closedLat.observe(seen, Date.now());
             await new Promise((r) => setTimeout(r, 50));
