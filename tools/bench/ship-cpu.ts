@@ -16,7 +16,7 @@ const opt = (name: string, dflt: number) => {
   return i >= 0 ? Number(process.argv[i + 1]) : dflt;
 };
 const reps = opt("reps", 3);
-const chunkBytes = opt("chunk-bytes", 1 << 20);
+const chunkBytes = opt("chunk-bytes", 4 << 20);
 
 function instantPublisher(): BatchPublisher {
   const stats = { batches: 0, duplicateBatches: 0, events: 0, duplicateEvents: 0, retries: 0 };
