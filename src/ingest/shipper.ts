@@ -266,9 +266,7 @@ export class LogShipper {
     opts: ShipperOptions,
   ) {
     this.o = {
-      // 4 MiB: ~50,000 lines, ~3,000 events a batch over 16 partitions; fewer, larger batches
-      // are fewer fsyncs for nats-server (sync_interval: always), about half its CPU of 1 MiB.
-      chunkBytes: 4 << 20,
+      chunkBytes: 1 << 20,
       maxBatchEvents: 4000,
       fromStart: false,
       pollIntervalMs: 250,
