@@ -2,8 +2,9 @@ import { SUBJECTS } from "../../nats/layout.js";
 import type { ClickEvent } from "../model.js";
 import type { MalformedLine } from "../parse/click-line.js";
 import { partitionOf } from "../partition.js";
-import { encodeClickMessage } from "../wire/batch-codec.js";
-import type { BatchPublisher } from "./batch-publisher.js";
+import { BATCH_FORMAT_VERSION, encodeClickMessage, FLAG_CAUGHT_UP } from "../wire/batch-codec.js";
+import { ClickTupleWriter } from "../wire/click-encoder.js";
+import type { BatchMessage, BatchPublisher } from "./batch-publisher.js";
 
 /** Who sends a batch, and how far that source had got before it (see batch-codec.ts). */
 export interface SourceMark {
@@ -33,19 +34,104 @@ export async function publishPartitioned(
   maxBatchEvents: number,
   mark: SourceMark,
 ): Promise<void> {
+  for (const m of partitionedMessages(events, partitions, msgIdPrefix, maxBatchEvents, mark)) {
+    await publisher.publish(m);
+  }
+}
+
+/**
+ * The messages publishPartitioned publishes, encoded ahead (pure): the shipper encodes a
+ * chunk while the one before it awaits its acknowledgements.
+ */
+export function partitionedMessages(
+  events: readonly ClickEvent[],
+  partitions: number,
+  msgIdPrefix: string,
+  maxBatchEvents: number,
+  mark: SourceMark,
+): BatchMessage[] {
   const perPartition: ClickEvent[][] = Array.from({ length: partitions }, () => []);
   for (const e of events) (perPartition[partitionOf(e.adId, partitions)] as ClickEvent[]).push(e);
+  const out: BatchMessage[] = [];
   for (let p = 0; p < partitions; p++) {
     const list = perPartition[p] as ClickEvent[];
     for (let k = 0; k * maxBatchEvents < list.length; k++) {
-      const part = list.slice(k * maxBatchEvents, (k + 1) * maxBatchEvents);
-      await publisher.publish({
+      const part =
+        list.length <= maxBatchEvents
+          ? list
+          : list.slice(k * maxBatchEvents, (k + 1) * maxBatchEvents);
+      out.push({
         subject: SUBJECTS.clicks(p),
         msgId: `${msgIdPrefix}:${p}.${k}`,
         payload: encodeClickMessage({ ...mark, events: part }),
         events: part.length,
       });
     }
+  }
+  return out;
+}
+
+/**
+ * partitionedMessages built one event at a time (the shipper's hot path): each event is
+ * encoded into its partition's batch as it comes, so the events need not be kept. `finish`
+ * gives the same messages, IDs and bytes as partitionedMessages over the same events with
+ * the same mark.
+ */
+export class PartitionBatches {
+  private readonly writers: ClickTupleWriter[];
+  private readonly done: { payload: Uint8Array; flagsOffset: number; events: number }[][];
+
+  constructor(
+    private readonly partitions: number,
+    private readonly maxBatchEvents: number,
+  ) {
+    this.writers = Array.from({ length: partitions }, () => new ClickTupleWriter());
+    this.done = Array.from({ length: partitions }, () => []);
+  }
+
+  /** Adds an event of `source`, whose batches carry `progress` (null: none yet). */
+  add(e: ClickEvent, source: string, progress: number | null): void {
+    const p = partitionOf(e.adId, this.partitions);
+    const w = this.writers[p] as ClickTupleWriter;
+    w.append(e);
+    if (w.count >= this.maxBatchEvents) {
+      // Full: encoded now, its flags (caught up or not) written once the chunk is known.
+      const events = w.count;
+      const payload = w.take(BATCH_FORMAT_VERSION, source, progress, 0);
+      (this.done[p] as unknown[]).push({ payload, flagsOffset: w.flagsOffset, events });
+    }
+  }
+
+  /** The messages, partition by partition, with the IDs `${msgIdPrefix}:${p}.${k}`. */
+  finish(
+    msgIdPrefix: string,
+    source: string,
+    progress: number | null,
+    caughtUp: boolean,
+  ): BatchMessage[] {
+    const flags = caughtUp ? FLAG_CAUGHT_UP : 0;
+    const out: BatchMessage[] = [];
+    for (let p = 0; p < this.partitions; p++) {
+      const w = this.writers[p] as ClickTupleWriter;
+      const list = this.done[p] as { payload: Uint8Array; flagsOffset: number; events: number }[];
+      if (w.count > 0) {
+        const events = w.count;
+        const payload = w.take(BATCH_FORMAT_VERSION, source, progress, 0);
+        list.push({ payload, flagsOffset: w.flagsOffset, events });
+      }
+      for (let k = 0; k < list.length; k++) {
+        const b = list[k] as { payload: Uint8Array; flagsOffset: number; events: number };
+        b.payload[b.flagsOffset] = flags;
+        out.push({
+          subject: SUBJECTS.clicks(p),
+          msgId: `${msgIdPrefix}:${p}.${k}`,
+          payload: b.payload,
+          events: b.events,
+        });
+      }
+      list.length = 0;
+    }
+    return out;
   }
 }
 

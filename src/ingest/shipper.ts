@@ -1,13 +1,13 @@
+import { isAscii } from "node:buffer";
 import { hash, randomBytes } from "node:crypto";
 import { type FileHandle, open, readdir, stat } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import { Counter, Gauge } from "prom-client";
 import { registry } from "../metrics/registry.js";
-import type { ClickEvent } from "../model.js";
-import { type MalformedLine, type ParseResult, parseClickLine } from "../parse/click-line.js";
-import type { BatchPublisher } from "./batch-publisher.js";
+import { type MalformedLine, parseClickLine } from "../parse/click-line.js";
+import type { BatchMessage, BatchPublisher } from "./batch-publisher.js";
 import { type CheckpointStore, type FileCheckpoint, HEAD_BYTES } from "./checkpoint-store.js";
-import { publishDeadLetters, publishPartitioned, publishProgress } from "./route.js";
+import { PartitionBatches, publishDeadLetters, publishProgress } from "./route.js";
 
 const linesRead = new Counter({
   name: "adclick_shipper_lines_total",
@@ -145,14 +145,76 @@ export function chunkCut(
 
 const NEWLINE = 0x0a;
 
-/** One parsed line: its byte range and line number. */
-interface ParsedLine {
+/**
+ * chunkCut one line at a time (the shipper parses and encodes a line before it looks at the
+ * next): `before(i, t)` says whether line i, an event at `t`, is the first past the span and
+ * so starts the next chunk. Call it for the events in order; lines without an event do not
+ * count for the span but do for the index.
+ */
+export class SpanCut {
+  private base: number;
+
+  constructor(
+    fromMs: number | undefined,
+    private readonly spanMs: number,
+  ) {
+    this.base = fromMs ?? Number.NEGATIVE_INFINITY;
+  }
+
+  before(index: number, t: number): boolean {
+    if (!Number.isFinite(this.base)) this.base = t;
+    return index > 0 && t >= this.base + this.spanMs;
+  }
+}
+
+/** A file's position after the chunks prepared so far (ahead of `cp` while they are in flight). */
+interface Cursor {
+  offset: number;
+  lineNo: number;
+  /** Largest event time up to `offset`: the progress the next chunk's batches carry. */
+  progressMs: number | undefined;
+  /** The pending chunk of a crashed run, still to be redone exactly: its end. */
+  redoEnd: number | undefined;
+}
+
+function cursorOf(cp: FileCheckpoint): Cursor {
+  return {
+    offset: cp.offset,
+    lineNo: cp.lineNo,
+    progressMs: cp.progressMs,
+    redoEnd: cp.pendingEnd,
+  };
+}
+
+/** One chunk of a file, parsed and encoded, ready to publish. */
+interface PreparedChunk {
   start: number;
   end: number;
+  /** The line number of the chunk's last line. */
   lineNo: number;
-  /** undefined: an empty line. */
-  r: ParseResult | undefined;
+  size: number;
+  /** Follow mode, and the chunk reaches the end of the file. */
+  caughtUp: boolean;
+  events: number;
+  malformed: MalformedLine[];
+  empty: number;
+  maxEventTimeMs: number;
+  messages: BatchMessage[];
 }
+
+/** What preparing a file's next chunk gave: a chunk, or nothing (then: is it at its end?). */
+type Step =
+  | { f: OpenFile; chunk: PreparedChunk }
+  | { f: OpenFile; chunk: undefined; caughtUp: boolean };
+
+/**
+ * Chunks prepared (read, parsed, encoded) ahead of the one being published and acknowledged,
+ * at most: the CPU work of the next chunks overlaps the acknowledgement of the current one.
+ */
+const PREPARE_AHEAD = 2;
+
+/** Lines parsed between turns of the event loop (so that acknowledgements are taken in time). */
+const PARSE_SLICE_LINES = 4096; // a power of two
 
 interface OpenFile {
   path: string;
@@ -161,8 +223,11 @@ interface OpenFile {
   revision: number | undefined;
   /** The source id the aggregators know this file by. */
   sourceId: string;
-  /** Parsed lines read ahead of `cp.offset` (a chunk cut by event time leaves the rest here). */
-  carry?: { start: number; end: number; lines: ParsedLine[] };
+  /**
+   * Where the next chunk starts: past every chunk prepared so far, acknowledged or not (see
+   * runChunks). Set from `cp` at the start of every run of chunks.
+   */
+  cursor: Cursor;
   /** Nothing more to ship (one-shot: at its end; follow: nothing new this round). */
   done: boolean;
   /** Follow mode: at the end of the file (its next lines will be new ones). */
@@ -289,33 +354,90 @@ export class LogShipper {
   /** Ships chunks, the ready file furthest behind first, until no file has more. */
   private async shipInTurns(files: OpenFile[], final: boolean): Promise<void> {
     const spanMs = files.length > 1 ? this.o.interleaveSpanMs : undefined;
-    for (;;) {
-      if (this.stopping && !final) return;
-      const i = nextFileTurn(
-        files.map((f) => ({
-          progressMs: f.cp.progressMs ?? Number.NEGATIVE_INFINITY,
-          ready: !f.done,
-        })),
-      );
-      if (i < 0) return;
-      const f = files[i] as OpenFile;
-      if (await this.shipNextChunk(f, final, spanMs)) {
+    await this.runChunks(files, final, spanMs, async (step) => {
+      const f = step.f;
+      if (step.chunk) {
         // Partitions that got none of the chunk's clicks learn the file's progress too.
         await this.mark(f, false);
-      } else {
-        f.done = true;
-        if (final) {
-          // One-shot: the file's source has ended; it holds no minute open any more.
-          f.ended = true;
-          await this.mark(f, true);
-        }
+      } else if (final) {
+        // One-shot: the file's source has ended; it holds no minute open any more.
+        f.ended = true;
+        await this.mark(f, true);
       }
-    }
+    });
   }
 
   /** Ships a whole file, chunk by chunk (a rotated file's rest). */
   private async drainAll(f: OpenFile): Promise<void> {
-    while (await this.shipNextChunk(f, true, undefined)) {}
+    f.done = false; // whatever the last round said: this is the file's rest
+    await this.runChunks([f], true, undefined, async () => {});
+  }
+
+  /**
+   * Ships chunks of `files` until none has more (or, not `final`, until stop()): the ready
+   * file furthest behind in event time first. Pipelined: up to PREPARE_AHEAD chunks are read,
+   * parsed and encoded while the chunk before them is published and acknowledged; chunks are
+   * still published strictly one after the other, in the order they were cut, and each is
+   * committed (see commitChunk) before the next one's first message goes out.
+   *
+   * Why this keeps a crash harmless: the checkpoint only ever describes acknowledged data
+   * (`offset`) and the one chunk being published (`pendingEnd`), exactly as without the
+   * pipeline; chunks prepared ahead exist only in memory. Their boundaries do not depend on
+   * timing either: they are cut from the cursor, which advances as the serial shipper's
+   * checkpoint would (same offsets, line numbers and progress), so the message IDs
+   * (`s:<file>:<start>-<end>:<p>.<k>`) and payloads are those a serial run produces, and a
+   * re-ship after a crash (the pending chunk redone exactly, then the same cuts) is
+   * recognised by JetStream as duplicates; past its window, the events' own ids still
+   * deduplicate downstream.
+   */
+  private async runChunks(
+    files: OpenFile[],
+    final: boolean,
+    spanMs: number | undefined,
+    afterStep: (step: Step) => Promise<void>,
+  ): Promise<void> {
+    for (const f of files) {
+      f.cursor = cursorOf(f.cp);
+    }
+    /** Steps prepared and not yet committed, in order (the first one is being committed). */
+    const queue: Step[] = [];
+    let tail: Promise<void> = Promise.resolve();
+    const committing: Promise<void>[] = [];
+    try {
+      for (;;) {
+        if (this.stopping && !final) break;
+        const i = nextFileTurn(
+          files.map((f) => ({
+            progressMs: f.cursor.progressMs ?? Number.NEGATIVE_INFINITY,
+            ready: !f.done,
+          })),
+        );
+        if (i < 0) break;
+        const f = files[i] as OpenFile;
+        const step = await this.prepareChunk(f, final, spanMs);
+        if (!step.chunk) f.done = true;
+        queue.push(step);
+        tail = tail.then(async () => {
+          const s = queue[0] as Step;
+          if (s.chunk) {
+            await this.commitChunk(s.f, s.chunk, () => {
+              const next = queue[1];
+              return next?.f === s.f ? next.chunk : undefined;
+            });
+          } else {
+            s.f.caughtUp = s.caughtUp;
+          }
+          await afterStep(s);
+          queue.shift();
+        });
+        committing.push(tail);
+        while (committing.length > PREPARE_AHEAD) await committing.shift();
+      }
+    } finally {
+      // Never leave a commit running behind the caller (a failure surfaces below).
+      await tail.catch(() => {});
+    }
+    await tail;
   }
 
   /**
@@ -381,6 +503,7 @@ export class LogShipper {
       done: false,
       caughtUp: false,
       ended: false,
+      cursor: cursorOf(c),
     });
     if (cp && cp.ino !== st.ino) {
       const old = afterRotation ? undefined : await findByInode(dirname(path), cp.ino);
@@ -418,147 +541,166 @@ export class LogShipper {
       lineNo: 0,
       ...(f.cp.progressMs !== undefined ? { progressMs: f.cp.progressMs } : {}),
     };
-    f.carry = undefined;
     f.revision = await this.deps.checkpoints.save(f.cp, f.revision);
   }
 
-  /** Parses `buf[0, length)`, the file's bytes from `start`, into lines numbered from `lineNo`. */
-  private parse(f: OpenFile, buf: Buffer, length: number, start: number, lineNo: number) {
-    const lines: ParsedLine[] = [];
-    let pos = 0;
-    while (pos < length) {
-      let nl = buf.indexOf(NEWLINE, pos);
-      if (nl < 0 || nl >= length) nl = length;
-      lineNo++;
-      const r = parseClickLine(buf.toString("utf8", pos, nl), {
-        source: this.o.source,
-        file: f.cp.fileKey,
-        byteOffset: start + pos,
-        lineNo,
-      });
-      const next = Math.min(nl + 1, length);
-      lines.push({
-        start: start + pos,
-        end: start + next,
-        lineNo,
-        r: !r.ok && r.error.code === "EMPTY" ? undefined : r,
-      });
-      pos = nl + 1;
+  /**
+   * Prepares the next chunk of `f` from its cursor — at most chunkBytes, whole lines (with
+   * `final`, the last partial line of the file too), and with `spanMs` no more event time
+   * than that — or exactly the pending chunk of a crashed run, and advances the cursor past
+   * it. Nothing is published here. Every line is parsed and its event encoded into its
+   * partition's batch at once (the chunk's events are never all kept as objects: little is
+   * left for the garbage collector to copy), giving the event loop a turn every
+   * PARSE_SLICE_LINES lines so that the acknowledgements of the chunk in flight are taken.
+   */
+  private async prepareChunk(
+    f: OpenFile,
+    final: boolean,
+    spanMs: number | undefined,
+  ): Promise<Step> {
+    const { size } = await f.fh.stat();
+    const cur = f.cursor;
+    const start = cur.offset;
+    const redo = cur.redoEnd !== undefined;
+    // Big enough for a pending chunk recorded with a larger --chunk-bytes before a restart:
+    // it must be redone whole (cut anywhere else, a line would be split in two).
+    const wantEnd = redo ? (cur.redoEnd as number) : start + this.o.chunkBytes;
+    if (start >= wantEnd || start >= size) return { f, chunk: undefined, caughtUp: start >= size };
+    const n = Math.min(wantEnd, size) - start;
+    const buf = Buffer.allocUnsafe(n);
+    const { bytesRead } = await f.fh.read(buf, 0, n, start);
+    let usable = bytesRead;
+    if (!redo && bytesRead > 0) {
+      const lastNl = buf.lastIndexOf(NEWLINE, bytesRead - 1);
+      const atEnd = start + bytesRead >= size;
+      if (lastNl >= 0) usable = lastNl + 1;
+      else if (!(final && atEnd) && bytesRead < this.o.chunkBytes) usable = 0; // an unfinished last line
+      // else: no newline in a full chunk (one huge line), or the end of a finished file: take it all
     }
-    return lines;
+    if (usable === 0) return { f, chunk: undefined, caughtUp: start >= size };
+
+    // ASCII (the usual log): decode the chunk once and slice lines out of it (offsets in the
+    // string are byte offsets); otherwise decode line by line.
+    const text = isAscii(buf.subarray(0, usable)) ? buf.toString("latin1", 0, usable) : undefined;
+    const cut = spanMs === undefined || redo ? undefined : new SpanCut(cur.progressMs, spanMs);
+    const batches = new PartitionBatches(this.o.partitions, this.o.maxBatchEvents);
+    const progress =
+      cur.progressMs !== undefined && Number.isFinite(cur.progressMs) ? cur.progressMs : null;
+    const malformed: MalformedLine[] = [];
+    const loc = { source: this.o.source, file: f.cp.fileKey, byteOffset: 0, lineNo: cur.lineNo };
+    let events = 0;
+    let empty = 0;
+    let maxEventTimeMs = Number.NEGATIVE_INFINITY;
+    let lineNo = cur.lineNo;
+    let pos = 0;
+    let index = 0;
+    let wasCut = false;
+    while (pos < usable) {
+      if ((index & (PARSE_SLICE_LINES - 1)) === PARSE_SLICE_LINES - 1) {
+        await new Promise<void>((r) => setImmediate(r));
+      }
+      let nl = buf.indexOf(NEWLINE, pos);
+      if (nl < 0 || nl >= usable) nl = usable;
+      loc.byteOffset = start + pos;
+      loc.lineNo = lineNo + 1;
+      const r = parseClickLine(
+        text !== undefined ? text.slice(pos, nl) : buf.toString("utf8", pos, nl),
+        loc,
+      );
+      if (r.ok) {
+        const t = r.event.timestampMs;
+        if (cut?.before(index, t)) {
+          wasCut = true;
+          break;
+        }
+        events++;
+        if (t > maxEventTimeMs) maxEventTimeMs = t;
+        batches.add(r.event, f.sourceId, progress);
+      } else if (r.error.code === "EMPTY") {
+        empty++;
+      } else {
+        r.error.file = f.path;
+        malformed.push(r.error);
+      }
+      lineNo++;
+      index++;
+      pos = Math.min(nl + 1, usable);
+    }
+    const end = start + pos;
+    const caughtUp = !wasCut && start + usable >= size;
+    const chunkCaughtUp = !final && caughtUp;
+    // The batches carry the progress of everything before this chunk: by the time they are
+    // published, every chunk before it is acknowledged (they are committed in order).
+    const messages = batches.finish(
+      `s:${fileTag(this.o.source, f.cp.fileKey)}:${start}-${end}`,
+      f.sourceId,
+      progress,
+      chunkCaughtUp,
+    );
+    const progressMs = Math.max(cur.progressMs ?? Number.NEGATIVE_INFINITY, maxEventTimeMs);
+    f.cursor = {
+      offset: end,
+      lineNo,
+      progressMs: Number.isFinite(progressMs) ? progressMs : cur.progressMs,
+      redoEnd: undefined,
+    };
+    return {
+      f,
+      chunk: {
+        start,
+        end,
+        lineNo,
+        size,
+        caughtUp,
+        events,
+        malformed,
+        empty,
+        maxEventTimeMs,
+        messages,
+      },
+    };
   }
 
   /**
-   * Ships the next chunk of `f` — at most chunkBytes, whole lines (with `final`, the last
-   * partial line of the file too), and with `spanMs` no more event time than that — or
-   * exactly the pending chunk of a crashed run. Returns false when there was nothing to ship.
+   * Publishes a prepared chunk and waits for every acknowledgement, then advances the
+   * checkpoint past it. The chunk's extent is recorded before anything of it is published
+   * (FileCheckpoint.pendingEnd): with `next`, the following chunk of the same file, already
+   * prepared, the checkpoint that completes this chunk records that one's extent too (one
+   * write instead of two; the same state a serial shipper would write a moment later).
    */
-  private async shipNextChunk(f: OpenFile, final: boolean, spanMs: number | undefined) {
-    const { size } = await f.fh.stat();
-    const start = f.cp.offset;
-    const redo = f.cp.pendingEnd !== undefined;
-    let lines: ParsedLine[] = [];
-    let parsedEnd = start;
-    if (!redo && f.carry?.start === start) {
-      lines = f.carry.lines;
-      parsedEnd = f.carry.end;
-    }
-    f.carry = undefined;
-    const wantEnd = redo ? (f.cp.pendingEnd as number) : start + this.o.chunkBytes;
-    if (parsedEnd < wantEnd && parsedEnd < size) {
-      // Big enough for a pending chunk recorded with a larger --chunk-bytes before a restart:
-      // it must be redone whole (cut anywhere else, a line would be split in two).
-      const n = Math.min(wantEnd, size) - parsedEnd;
-      const buf = Buffer.allocUnsafe(Math.max(n, 1));
-      const { bytesRead } = await f.fh.read(buf, 0, n, parsedEnd);
-      let usable = bytesRead;
-      if (!redo && bytesRead > 0) {
-        const lastNl = buf.lastIndexOf(NEWLINE, bytesRead - 1);
-        const atEnd = parsedEnd + bytesRead >= size;
-        if (lastNl >= 0) usable = lastNl + 1;
-        else if (!(final && atEnd) && lines.length > 0) usable = 0;
-        else if (!(final && atEnd) && parsedEnd + bytesRead < start + this.o.chunkBytes) usable = 0; // an unfinished last line
-        // else: no newline in a full chunk (one huge line), or the end of a finished file: take it all
-      }
-      const lastLineNo =
-        lines.length > 0 ? (lines[lines.length - 1] as ParsedLine).lineNo : f.cp.lineNo;
-      for (const l of this.parse(f, buf, usable, parsedEnd, lastLineNo)) lines.push(l);
-      parsedEnd += usable;
-    }
-    f.caughtUp = parsedEnd >= size;
-    if (lines.length === 0) return false;
-    let cut = lines.length;
-    if (!redo && spanMs !== undefined) {
-      const times = lines.map((l) => (l.r?.ok ? l.r.event.timestampMs : undefined));
-      cut = chunkCut(times, f.cp.progressMs ?? Number.NEGATIVE_INFINITY, spanMs);
-    }
-    if (cut < lines.length) {
-      const rest = lines.slice(cut);
-      f.carry = { start: (rest[0] as ParsedLine).start, end: parsedEnd, lines: rest };
-      f.caughtUp = false;
-    }
-    const shipped = cut < lines.length ? lines.slice(0, cut) : lines;
-    const end = (shipped[shipped.length - 1] as ParsedLine).end;
-    await this.shipChunk(f, shipped, start, end, size, !final && f.caughtUp);
-    return true;
-  }
-
-  private async shipChunk(
+  private async commitChunk(
     f: OpenFile,
-    lines: readonly ParsedLine[],
-    start: number,
-    end: number,
-    size: number,
-    /** Follow mode, and the chunk reaches the end of the file. */
-    caughtUp: boolean,
+    c: PreparedChunk,
+    next: () => PreparedChunk | undefined,
   ): Promise<void> {
     const firstLineNo = f.cp.lineNo;
+    const { start, end, lineNo } = c;
+    f.caughtUp = c.caughtUp;
     const dupBefore = this.deps.clicks.stats.duplicateEvents;
-    const events: ClickEvent[] = [];
-    const malformed: MalformedLine[] = [];
-    let empty = 0;
-    let maxEventTimeMs = Number.NEGATIVE_INFINITY;
-    for (const l of lines) {
-      if (l.r === undefined) empty++;
-      else if (l.r.ok) {
-        events.push(l.r.event);
-        if (l.r.event.timestampMs > maxEventTimeMs) maxEventTimeMs = l.r.event.timestampMs;
-      } else {
-        l.r.error.file = f.path;
-        malformed.push(l.r.error);
-      }
-    }
-    const lineNo = (lines[lines.length - 1] as ParsedLine).lineNo;
 
     // Record the chunk's extent before publishing anything from it (see FileCheckpoint.pendingEnd).
     if (f.cp.pendingEnd !== end) {
       f.cp = { ...f.cp, pendingEnd: end, pendingEndLineNo: lineNo };
       f.revision = await this.deps.checkpoints.save(f.cp, f.revision);
     }
+    for (const m of c.messages) await this.deps.clicks.publish(m);
+    for (const m of c.malformed) this.o.onMalformed?.(m);
     const tag = fileTag(this.o.source, f.cp.fileKey);
-    await publishPartitioned(
-      this.deps.clicks,
-      events,
-      this.o.partitions,
-      `s:${tag}:${start}-${end}`,
-      this.o.maxBatchEvents,
-      { source: f.sourceId, progressMs: f.cp.progressMs ?? null, caughtUp },
-    );
-    for (const m of malformed) this.o.onMalformed?.(m);
     await publishDeadLetters(
       this.deps.deadLetters,
       this.o.source,
       `d:${tag}:${start}-${end}`,
-      malformed,
+      c.malformed,
     );
     await Promise.all([this.deps.clicks.flush(), this.deps.deadLetters.flush()]);
-    const progressMs = Math.max(f.cp.progressMs ?? Number.NEGATIVE_INFINITY, maxEventTimeMs);
+    const progressMs = Math.max(f.cp.progressMs ?? Number.NEGATIVE_INFINITY, c.maxEventTimeMs);
+    const following = next();
     f.cp = {
       ...f.cp,
       offset: end,
       lineNo,
-      pendingEnd: undefined,
-      pendingEndLineNo: undefined,
+      pendingEnd: following?.end,
+      pendingEndLineNo: following?.lineNo,
       ...(Number.isFinite(progressMs) ? { progressMs } : {}),
     };
     if ((f.cp.headBytes ?? 0) < Math.min(HEAD_BYTES, end)) {
@@ -571,15 +713,15 @@ export class LogShipper {
     const s = this.summary;
     s.bytes += end - start;
     s.lines += lineNo - firstLineNo;
-    s.events += events.length;
-    s.malformed += malformed.length;
-    s.emptyLines += empty;
+    s.events += c.events;
+    s.malformed += c.malformed.length;
+    s.emptyLines += c.empty;
     s.duplicatesSuppressed += this.deps.clicks.stats.duplicateEvents - dupBefore;
-    linesRead.inc({ source: this.o.source, result: "event" }, events.length);
-    linesRead.inc({ source: this.o.source, result: "malformed" }, malformed.length);
-    linesRead.inc({ source: this.o.source, result: "empty" }, empty);
+    linesRead.inc({ source: this.o.source, result: "event" }, c.events);
+    linesRead.inc({ source: this.o.source, result: "malformed" }, c.malformed.length);
+    linesRead.inc({ source: this.o.source, result: "empty" }, c.empty);
     bytesShipped.inc({ source: this.o.source }, end - start);
-    this.o.onProgress?.({ file: f.path, offset: f.cp.offset, size, summary: this.summary });
+    this.o.onProgress?.({ file: f.path, offset: f.cp.offset, size: c.size, summary: this.summary });
   }
 }
 

@@ -1,6 +1,7 @@
 import { Packr } from "msgpackr";
 import { AdclickError } from "../errors.js";
 import type { ClickEvent } from "../model.js";
+import { encodeClickTuples } from "./click-encoder.js";
 
 /**
  * The payload of one raw-click message (subjects clicks.<p> and clicks.progress): a batch of
@@ -55,7 +56,8 @@ export interface ClickMessage {
 }
 
 const FLAG_END = 1;
-const FLAG_CAUGHT_UP = 2;
+/** The caught-up flag of a v2 message. */
+export const FLAG_CAUGHT_UP = 2;
 
 function toTuples(events: readonly ClickEvent[]): EventTuple[] {
   const tuples: EventTuple[] = new Array(events.length);
@@ -95,7 +97,8 @@ export function encodeClickMessage(m: {
 }): Uint8Array {
   const progress = m.progressMs != null && Number.isFinite(m.progressMs) ? m.progressMs : null;
   const flags = (m.end ? FLAG_END : 0) | (m.caughtUp ? FLAG_CAUGHT_UP : 0);
-  return packr.pack([BATCH_FORMAT_VERSION, m.source, progress, flags, toTuples(m.events)]);
+  // Byte for byte packr.pack([BATCH_FORMAT_VERSION, m.source, progress, flags, tuples]), faster.
+  return encodeClickTuples(BATCH_FORMAT_VERSION, m.source, progress, flags, m.events);
 }
 
 function unpack(payload: Uint8Array): unknown[] {

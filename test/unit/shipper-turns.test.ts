@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { chunkCut, fileSourceId, nextFileTurn } from "../../src/ingest/shipper.js";
+import { chunkCut, fileSourceId, nextFileTurn, SpanCut } from "../../src/ingest/shipper.js";
 
 const N = Number.NEGATIVE_INFINITY;
 const MIN = 60_000;
@@ -88,8 +88,35 @@ describe("chunks are cut by event time", () => {
     },
   ])("$why", ({ times, from, span, cut }) => {
     expect(chunkCut(times, from, span)).toBe(cut);
+    expect(spanCutAt(times, from, span)).toBe(cut);
+  });
+
+  it("cuts one line at a time where chunkCut cuts the whole chunk", () => {
+    let seed = 7;
+    const rand = () => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed / 2 ** 32;
+    };
+    for (let round = 0; round < 2000; round++) {
+      const times = Array.from({ length: 1 + Math.floor(rand() * 12) }, () =>
+        rand() < 0.2 ? undefined : Math.floor(rand() * 100),
+      );
+      const from = rand() < 0.5 ? N : Math.floor(rand() * 100);
+      const span = Math.floor(rand() * 60);
+      expect(spanCutAt(times, from, span)).toBe(chunkCut(times, from, span));
+    }
   });
 });
+
+/** Where SpanCut, fed line by line as the shipper does, stops (the lines' count: no cut). */
+function spanCutAt(times: readonly (number | undefined)[], from: number, span: number): number {
+  const cut = new SpanCut(Number.isFinite(from) ? from : undefined, span);
+  for (let i = 0; i < times.length; i++) {
+    const t = times[i];
+    if (t !== undefined && cut.before(i, t)) return i;
+  }
+  return times.length;
+}
 
 describe("file sources", () => {
   it("name the shipper's source and the file", () => {
