@@ -117,7 +117,8 @@ function padBits(count: number): number {
   return count >= 4 || count <= 0 ? 0 : 7 * (4 - count);
 }
 
-function decodeKey(w0: number, w1: number, w2: number, w3: number): string {
+/** The id of a packed (or derived) key; not for keys tagged long. */
+export function decodeKey(w0: number, w1: number, w2: number, w3: number): string {
   const tag = w0 & TAG_MASK;
   if (tag === TAG_DERIVED) {
     let s = "o:";
@@ -138,7 +139,7 @@ function decodeKey(w0: number, w1: number, w2: number, w3: number): string {
 }
 
 /** A well-mixed 32-bit hash of a 4-word key (MurmurHash3's mixing, fmix32 at the end). */
-function hashKey(a: number, b: number, c: number, d: number): number {
+export function hashKey(a: number, b: number, c: number, d: number): number {
   let h = 0x9747b28c;
   h = mixWord(h, a);
   h = mixWord(h, b);
@@ -162,7 +163,7 @@ function mixWord(h: number, w: number): number {
 }
 
 /** FNV-1a over UTF-16 code units, finalised: the table hash of a long id. */
-function hashString(s: string): number {
+export function hashString(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
   return hashKey(h, s.length, 0, 0);

@@ -271,7 +271,7 @@ function newPendingSlot(state: AggregatorState, startMs: number): Slot {
 }
 
 function toClosedMinute(state: AggregatorState, slot: Slot): ClosedMinute {
-  const sorted = slot.counts.sortedAdIds();
+  const sorted = slot.counts.sortedAds();
   const adCounts = slot.counts.adCounts(sorted);
   return {
     partition: state.options.partition,
@@ -450,7 +450,7 @@ export function openMinutes(state: AggregatorState): LiveMinute[] {
   const wm = state.watermark.watermarkMs;
   return slots.map((slot) => {
     if (slot.live?.eventCount !== slot.counts.eventCount) {
-      const sorted = slot.counts.sortedAdIds();
+      const sorted = slot.counts.sortedAds();
       const adCounts = slot.counts.adCounts(sorted);
       slot.live = {
         eventCount: slot.counts.eventCount,
