@@ -7,6 +7,9 @@
  * Prints the runs, the counts (which must not change), and the memory of the per-minute
  * state split between counts and event ids.
  */
+import { writeFileSync } from "node:fs";
+import { Session } from "node:inspector";
+import { constants, PerformanceObserver } from "node:perf_hooks";
 import type { ClickEvent } from "../../src/model.js";
 import { partitionOf } from "../../src/partition.js";
 import { IdSet } from "../../src/windows/dedupe.js";
@@ -18,6 +21,20 @@ import { bookEvents, DEFAULT_BOOK } from "./book.js";
 import { gc } from "./gc.js";
 
 const reps = Number(process.argv[2] ?? 3);
+// Garbage collection per run (not the forced ones of the memory figures): the entries are
+// delivered asynchronously, so they are attributed afterwards by time, run by run.
+const gcs: { at: number; ms: number }[] = [];
+const runEnds: number[] = [];
+const session = new Session();
+const observer = new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    const flags = (e as unknown as { detail?: { flags?: number } }).detail?.flags ?? 0;
+    if ((flags & constants.NODE_PERFORMANCE_GC_FLAGS_FORCED) === 0) {
+      gcs.push({ at: e.startTime, ms: e.duration });
+    }
+  }
+});
+observer.observe({ entryTypes: ["gc"] });
 const events = 2_000_000;
 const partitions = 16;
 const shape = { ...DEFAULT_BOOK, lines: events, eventRatePerSec: 50_000 };
@@ -32,10 +49,32 @@ const r = runAggregationBench(
     repetitions: reps,
     sources: 4,
   },
-  (m) => console.log(m),
+  (m) => {
+    runEnds.push(performance.now());
+    console.log(m);
+    // AGG_PROFILE=FILE: a CPU profile of the runs after the first (input already built).
+    if (runEnds.length === 1 && process.env.AGG_PROFILE) {
+      session.connect();
+      session.post("Profiler.enable");
+      session.post("Profiler.start");
+    }
+  },
 );
+if (process.env.AGG_PROFILE && runEnds.length > 1) {
+  session.post("Profiler.stop", (err, r) => {
+    if (!err) writeFileSync(process.env.AGG_PROFILE as string, JSON.stringify(r.profile));
+  });
+}
+await new Promise((r) => setTimeout(r, 100));
+observer.disconnect();
+for (let i = 1; i < runEnds.length; i++) {
+  const from = runEnds[i - 1] as number;
+  const to = runEnds[i] as number;
+  const ms = gcs.filter((g) => g.at >= from && g.at < to).reduce((n, g) => n + g.ms, 0);
+  console.log(`  run ${i + 1}: ${Math.round(ms)} ms of garbage collection (main thread pauses)`);
+}
 console.log(
-  `best ingest ${Math.round(r.ingestEventsPerSec).toLocaleString()} events/s (${Math.round(Math.max(...r.ingestCpuRuns)).toLocaleString()} per CPU second), decode + ingest ${Math.round(r.decodeIngestEventsPerSec).toLocaleString()} events/s; counted ${r.counted}, duplicates ${r.duplicates}, minutes ${r.minutesEmitted}, state ${(r.stateHeapBytes / 1e6).toFixed(1)} MB, snapshot ${Math.round(r.snapshotMs)} ms`,
+  `best ingest ${Math.round(r.ingestEventsPerSec).toLocaleString()} events/s, decode + ingest ${Math.round(r.decodeIngestEventsPerSec).toLocaleString()} events/s (${Math.round(Math.max(...r.decodeIngestCpuRuns)).toLocaleString()} per CPU second); counted ${r.counted}, duplicates ${r.duplicates}, minutes ${r.minutesEmitted}, state ${(r.stateHeapBytes / 1e6).toFixed(1)} MB, snapshot ${Math.round(r.snapshotMs)} ms`,
 );
 
 if (process.env.AGG_MEMORY !== "0") {
