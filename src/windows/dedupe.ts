@@ -183,6 +183,8 @@ export class IdSet {
   /** Slots - 1 (a power of two minus one). */
   private mask = INITIAL_KEYS * 2 - 1;
   private count = 0;
+  /** Ids held before the table doubles: half its slots, 3/4 after {@link compact}. */
+  private limit = INITIAL_KEYS;
   /** Ids without a 16-byte form, referenced from their keys. */
   private readonly long: string[] = [];
 
@@ -271,8 +273,8 @@ export class IdSet {
     this.count++;
     this.table[slot << 1] = lookupHash;
     this.table[(slot << 1) + 1] = this.count;
-    // Load at most 1/2.
-    if (this.count * 2 > this.mask + 1) this.rehash((this.mask + 1) * 2);
+    // Load at most 1/2 (3/4 once compacted).
+    if (this.count > this.limit) this.rehash((this.mask + 1) * 2);
   }
 
   private rehash(slots: number): void {
@@ -290,6 +292,23 @@ export class IdSet {
     }
     this.table = table;
     this.mask = mask;
+    this.limit = slots >> 1;
+  }
+
+  /**
+   * Gives back the growth slack of a set that will get few more ids (a closed minute kept for
+   * amendments): the keys trimmed to their count, the table rebuilt at a load of at most 3/4.
+   * The ids, their order and every answer stay the same; a later add grows it as before.
+   */
+  compact(): void {
+    const used = this.count * 4;
+    if (used < this.keys.length) this.keys = this.keys.slice(0, Math.max(used, 4));
+    let slots = INITIAL_KEYS * 2;
+    while (slots * 3 < this.count * 4) slots *= 2;
+    if (slots < this.mask + 1) {
+      this.rehash(slots);
+      this.limit = (slots * 3) >> 2;
+    }
   }
 
   /** The ids, in insertion order (exactly as added). */

@@ -151,6 +151,8 @@ class DimCounts {
   table = new Int32Array(2 * INITIAL_ADS);
   mask = 2 * INITIAL_ADS - 1;
   size = 0;
+  /** Pairs held before the table doubles: half its slots, 3/4 after {@link compact}. */
+  private limit = INITIAL_ADS;
 
   constructor(readonly at: number) {}
 
@@ -182,7 +184,7 @@ class DimCounts {
     store[at + 2] = n | 0;
     this.size++;
     table[slot] = this.size;
-    if (this.size * 2 > mask + 1) this.rehash((mask + 1) * 2);
+    if (this.size > this.limit) this.rehash((mask + 1) * 2);
   }
 
   /** The count of the pair (cell, id), 0 when absent. */
@@ -211,7 +213,26 @@ class DimCounts {
     }
     this.table = table;
     this.mask = mask;
+    this.limit = slots >> 1;
   }
+
+  /** See {@link MinuteState.compact}. */
+  compact(): void {
+    const used = this.size * 3;
+    if (used < this.pairs.length) this.pairs = this.pairs.slice(0, Math.max(used, 3));
+    const slots = compactSlots(this.size);
+    if (slots < this.mask + 1) {
+      this.rehash(slots);
+      this.limit = (slots * 3) >> 2;
+    }
+  }
+}
+
+/** The smallest table (a power of two, at least the initial one) holding `n` at load ≤ 3/4. */
+function compactSlots(n: number): number {
+  let slots = 2 * INITIAL_ADS;
+  while (slots * 3 < n * 4) slots *= 2;
+  return slots;
 }
 
 /** A minute's ads in code-unit order of their ids: record numbers and ids, parallel. */
@@ -236,6 +257,8 @@ export class MinuteState {
   private table = new Int32Array(4 * INITIAL_ADS);
   private mask = 2 * INITIAL_ADS - 1;
   private count = 0;
+  /** Ads held before the table doubles: half its slots, 3/4 after {@link compact}. */
+  private limit = INITIAL_ADS;
   /** Ad ids without a 16-byte form, referenced from their records. */
   private readonly longIds: string[] = [];
   private readonly country: DimCounts | null = null;
@@ -352,7 +375,7 @@ export class MinuteState {
     this.count++;
     this.table[slot << 1] = keyHash;
     this.table[(slot << 1) + 1] = this.count;
-    if (this.count * 2 > this.mask + 1) this.rehash((this.mask + 1) * 2);
+    if (this.count > this.limit) this.rehash((this.mask + 1) * 2);
     return cell;
   }
 
@@ -371,6 +394,23 @@ export class MinuteState {
     }
     this.table = table;
     this.mask = mask;
+    this.limit = slots >> 1;
+  }
+
+  /**
+   * Gives back the growth slack of a minute that will get few more events (closed, kept for
+   * amendments): arrays trimmed to their use, tables rebuilt at a load of at most 3/4. Every
+   * count and answer stays the same; a later add grows it as before.
+   */
+  compact(): void {
+    const used = this.count * this.stride;
+    if (used < this.recs.length) this.recs = this.recs.slice(0, Math.max(used, this.stride));
+    const slots = compactSlots(this.count);
+    if (slots < this.mask + 1) {
+      this.rehash(slots);
+      this.limit = (slots * 3) >> 2;
+    }
+    for (const d of [this.country, this.ip, this.userId]) d?.compact();
   }
 
   /** The record of ad `adId`, created (count 0) when absent. */

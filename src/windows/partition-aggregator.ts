@@ -429,8 +429,12 @@ export function advance(state: AggregatorState, nowMs: number): ClosedMinute[] {
     state.pending.delete(start);
     slot.version = 1;
     out.push(toClosedMinute(state, slot));
-    if (amend && slot.counts.endMs + horizonMs > wm) state.retained.set(start, slot);
-    else purge(state, slot);
+    if (amend && slot.counts.endMs + horizonMs > wm) {
+      // Kept for amendments, which are rare: its growth slack goes.
+      slot.counts.compact();
+      slot.ids.compact();
+      state.retained.set(start, slot);
+    } else purge(state, slot);
   }
   for (const [start, slot] of state.retained) {
     if (!amend || slot.counts.endMs + horizonMs <= wm) {
@@ -749,6 +753,10 @@ export function restoreAggregator(
       version: m.version,
       dirty: false,
     };
+    if (m.version > 0) {
+      slot.counts.compact();
+      ids.compact();
+    }
     (m.version === 0 ? state.pending : state.retained).set(m.startMs, slot);
   }
   return state;

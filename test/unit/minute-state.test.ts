@@ -234,6 +234,33 @@ describe("minute state (typed-array layout)", () => {
     },
   );
 
+  it.each([0, 1, 12, 13, 500, 5_000])(
+    "compacts a minute of %i events without changing a count, and grows again after",
+    (n) => {
+      const r = rng(n + 1);
+      const mk = () =>
+        ev(`ad${Math.floor(r() * Math.max(1, n / 3))}`, {
+          country: `C${Math.floor(r() * 5)}`,
+          ip: `10.0.0.${Math.floor(r() * 9)}`,
+        });
+      const events = Array.from({ length: n }, mk);
+      const { m, ref } = checkAgainstReference(["country", "ip"], events);
+      const before = m.bytes;
+      m.compact();
+      expect(m.bytes).toBeLessThanOrEqual(before);
+      expect(m.toSnapshot()).toEqual(ref.snapshot(0));
+      m.compact();
+      expect(m.toSnapshot()).toEqual(ref.snapshot(0));
+      // Late events after compaction: existing ads and pairs, new ones, through growth.
+      for (const e of [...events.slice(0, 200), ...Array.from({ length: 3 * n + 50 }, mk)]) {
+        m.add(e);
+        ref.add(e);
+      }
+      expect(m.toSnapshot()).toEqual(ref.snapshot(0));
+      expect([...ref.ads].map(([adId]) => m.adCount(adId))).toEqual([...ref.ads.values()]);
+    },
+  );
+
   it("holds 200k ads in well under 100 bytes each (no object per ad)", () => {
     const m = new MinuteState(0, MIN, ["country"]);
     for (let i = 0; i < 200_000; i++) m.add(ev(`ad${String(i).padStart(7, "0")}`));

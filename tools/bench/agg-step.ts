@@ -123,6 +123,8 @@ if (process.env.AGG_MEMORY !== "0") {
     for (const e of decodeClickMessage(payload).events) m.add(e);
   }
   const countsBytes = (await heap()) - before;
+  for (const m of states.values()) m.compact();
+  const countsCompactBytes = (await heap()) - before;
   let cells = 0;
   let counted = 0;
   for (const m of states.values()) {
@@ -141,6 +143,11 @@ if (process.env.AGG_MEMORY !== "0") {
     for (const e of decodeClickMessage(payload).events) if (s.add(e.eventId)) ids++;
   }
   const idBytes = (await heap()) - before;
+  for (const set of sets.values()) set.compact();
+  const idCompactBytes = (await heap()) - before;
+  console.log(
+    `compacted (a minute kept for amendments): ${(countsCompactBytes / cells).toFixed(1)} B a cell, ${(idCompactBytes / ids).toFixed(1)} B an id`,
+  );
   console.log(
     `memory: ${cells.toLocaleString()} (ad, minute) cells for ${counted.toLocaleString()} events: ${(countsBytes / 1e6).toFixed(1)} MB, ${(countsBytes / cells).toFixed(1)} B a cell; ${ids.toLocaleString()} ids: ${(idBytes / 1e6).toFixed(1)} MB, ${(idBytes / ids).toFixed(1)} B an id (${states.size + sets.size} sets, ${payloads.length} messages)`,
   );
