@@ -117,7 +117,8 @@ function padBits(count: number): number {
   return count >= 4 || count <= 0 ? 0 : 7 * (4 - count);
 }
 
-function decodeKey(w0: number, w1: number, w2: number, w3: number): string {
+/** The id of a packed (or derived) key; not for keys tagged long. */
+export function decodeKey(w0: number, w1: number, w2: number, w3: number): string {
   const tag = w0 & TAG_MASK;
   if (tag === TAG_DERIVED) {
     let s = "o:";
@@ -138,7 +139,7 @@ function decodeKey(w0: number, w1: number, w2: number, w3: number): string {
 }
 
 /** A well-mixed 32-bit hash of a 4-word key (MurmurHash3's mixing, fmix32 at the end). */
-function hashKey(a: number, b: number, c: number, d: number): number {
+export function hashKey(a: number, b: number, c: number, d: number): number {
   let h = 0x9747b28c;
   h = mixWord(h, a);
   h = mixWord(h, b);
@@ -162,7 +163,7 @@ function mixWord(h: number, w: number): number {
 }
 
 /** FNV-1a over UTF-16 code units, finalised: the table hash of a long id. */
-function hashString(s: string): number {
+export function hashString(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
   return hashKey(h, s.length, 0, 0);
@@ -182,6 +183,8 @@ export class IdSet {
   /** Slots - 1 (a power of two minus one). */
   private mask = INITIAL_KEYS * 2 - 1;
   private count = 0;
+  /** Ids held before the table doubles: half its slots, 3/4 after {@link compact}. */
+  private limit = INITIAL_KEYS;
   /** Ids without a 16-byte form, referenced from their keys. */
   private readonly long: string[] = [];
 
@@ -270,8 +273,8 @@ export class IdSet {
     this.count++;
     this.table[slot << 1] = lookupHash;
     this.table[(slot << 1) + 1] = this.count;
-    // Load at most 1/2.
-    if (this.count * 2 > this.mask + 1) this.rehash((this.mask + 1) * 2);
+    // Load at most 1/2 (3/4 once compacted).
+    if (this.count > this.limit) this.rehash((this.mask + 1) * 2);
   }
 
   private rehash(slots: number): void {
@@ -289,6 +292,23 @@ export class IdSet {
     }
     this.table = table;
     this.mask = mask;
+    this.limit = slots >> 1;
+  }
+
+  /**
+   * Gives back the growth slack of a set that will get few more ids (a closed minute kept for
+   * amendments): the keys trimmed to their count, the table rebuilt at a load of at most 3/4.
+   * The ids, their order and every answer stay the same; a later add grows it as before.
+   */
+  compact(): void {
+    const used = this.count * 4;
+    if (used < this.keys.length) this.keys = this.keys.slice(0, Math.max(used, 4));
+    let slots = INITIAL_KEYS * 2;
+    while (slots * 3 < this.count * 4) slots *= 2;
+    if (slots < this.mask + 1) {
+      this.rehash(slots);
+      this.limit = (slots * 3) >> 2;
+    }
   }
 
   /** The ids, in insertion order (exactly as added). */

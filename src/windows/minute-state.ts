@@ -2,17 +2,23 @@
  * The counts of one minute of one partition — the star schema of the chapter: a fact count
  * per ad, and per ad × value of each configured dimension (country by default).
  *
- * Layout, tuned for the per-event path (no key is ever built by string concatenation):
- * - `Map<adId, AdCell>`: one hash lookup finds everything of an ad;
- * - per dimension, a {@link ValueIndex} interning the minute's values to small integers
- *   (a tiny, cache-hot map for country);
- * - per cell and dimension, {@link ValueCounts} keyed by those integers: a flat
- *   `[id, count, id, count, …]` array scanned linearly while short, a `Map<id, count>` once
- *   it grows. Compared with a `Map<string, count>` per cell this avoids hashing the value
- *   again and touching the stored key strings scattered over the heap.
+ * Layout, tuned for the per-event path and for memory (with 2,000,000 ads nearly every event
+ * of a minute is a new ad, so what an ad costs is what a minute costs). Nothing per ad or per
+ * event is a JS object: the minute holds a few typed arrays and no reference to the decoded
+ * events' strings, so the garbage collector neither traces nor copies it.
+ * - Ads: one record of `5 + 2 × dimensions` int32 words per ad in `recs` — the ad id as a
+ *   16-byte key (ids of at most 16 characters in U+0001..U+007F packed 7 bits a character,
+ *   as the dedupe set packs event ids; any other id kept as its string beside the table),
+ *   its count, and per dimension its first value and that value's count inline. An
+ *   open-addressing table of `[hash, record + 1]` (load ≤ 1/2, linear probing) finds them.
+ * - Per dimension, a {@link ValueIndex} interning the minute's values to small integers, and
+ *   the (ad, value) pairs beyond an ad's first value in a flat `[ad, value, count]` array
+ *   with its own open-addressing table.
+ * Counts are unsigned 32-bit (an ad cannot get 2^32 clicks in a minute of one partition).
  * Memory is O(distinct ads + distinct values + distinct (ad, value) pairs) of the minute.
  */
 import type { ClickEvent, Dimension } from "../model.js";
+import { decodeKey, hashKey, hashString } from "./dedupe.js";
 
 /** `[adId, count]`, the row shape of per-ad counts. */
 export type AdCount = [adId: string, count: number];
@@ -59,73 +65,205 @@ export class ValueIndex {
   }
 }
 
-/** Pairs kept in the flat array before switching to a Map. */
-const FLAT_MAX_PAIRS = 16;
+// The ad key being looked up (synchronous use only: module scratch is safe).
+const TAG_PACKED = 1 << 28;
+const TAG_LONG = 3 << 28;
+const TAG_MASK = 0xf << 28;
+const LOW28 = (1 << 28) - 1;
+let k0 = 0;
+let k1 = 0;
+let k2 = 0;
+let k3 = 0;
+let keyHash = 0;
+
+/** Bits to shift a word holding `count` 7-bit characters so that they are left-aligned. */
+function padBits(count: number): number {
+  return count >= 4 || count <= 0 ? 0 : 7 * (4 - count);
+}
 
 /**
- * Counts per interned value id for one ad and one dimension: a flat
- * `[id, count, id, count, …]` array while short (scanned linearly; one object, next to
- * nothing to chase), a `Map<id, count>` once it has more than FLAT_MAX_PAIRS values.
+ * Encodes an ad id into k0..k3 and its hash into keyHash. Returns false for a long id (more
+ * than 16 characters, or one outside U+0001..U+007F): k0 is then TAG_LONG and k2 its hash.
+ * Packed keys compare word by word in the code-unit order of their ids (left-aligned
+ * characters, zero padding below any character).
  */
-export type ValueCounts = number[] | Map<number, number>;
+function encodeAd(id: string): boolean {
+  const n = id.length;
+  if (n <= 16) {
+    let w0 = 0;
+    let w1 = 0;
+    let w2 = 0;
+    let w3 = 0;
+    let i = 0;
+    for (; i < n; i++) {
+      const c = id.charCodeAt(i);
+      if (c === 0 || c > 127) break;
+      const w = i >> 2;
+      if (w === 0) w0 = (w0 << 7) | c;
+      else if (w === 1) w1 = (w1 << 7) | c;
+      else if (w === 2) w2 = (w2 << 7) | c;
+      else w3 = (w3 << 7) | c;
+    }
+    if (i === n) {
+      k0 = TAG_PACKED | ((w0 << padBits(n)) & LOW28);
+      k1 = w1 << padBits(n - 4);
+      k2 = w2 << padBits(n - 8);
+      k3 = w3 << padBits(n - 12);
+      keyHash = hashKey(k0, k1, k2, k3);
+      return true;
+    }
+  }
+  keyHash = hashString(id);
+  k0 = TAG_LONG;
+  k1 = -1;
+  k2 = keyHash;
+  k3 = 0;
+  return false;
+}
 
-/** Adds `n` to value `id`; returns the container to store back (it changes on upgrade). */
-export function addValueCount(c: ValueCounts, id: number, n: number): ValueCounts {
-  if (Array.isArray(c)) {
-    const len = c.length;
-    for (let i = 0; i < len; i += 2) {
-      if (c[i] === id) {
-        c[i + 1] = (c[i + 1] as number) + n;
-        return c;
+function pairHash(cell: number, id: number): number {
+  let h = Math.imul(cell, 0x9e3779b1) ^ Math.imul(id + 1, 0x85ebca6b);
+  h ^= h >>> 15;
+  h = Math.imul(h, 0x2c1b3c6d);
+  h ^= h >>> 12;
+  return h;
+}
+
+/** A count as stored: the low 32 bits (read back with `>>> 0`). */
+function checkedCount(n: number): number {
+  if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) {
+    throw new RangeError(`a minute's count must be an integer in [0, 2^32), got ${n}`);
+  }
+  return n;
+}
+
+const INITIAL_ADS = 16;
+
+/**
+ * One dimension of a minute: its values interned, and the (ad, value) pairs beyond each ad's
+ * first value (which sits in the ad's record, at word `at`).
+ */
+class DimCounts {
+  readonly index = new ValueIndex();
+  /** `[ad record, value id, count]` per pair, in insertion order. */
+  pairs = new Int32Array(3 * INITIAL_ADS);
+  /** Open addressing: pair index + 1 (0 = empty); the key is read from `pairs`. */
+  table = new Int32Array(2 * INITIAL_ADS);
+  mask = 2 * INITIAL_ADS - 1;
+  size = 0;
+  /** Pairs held before the table doubles: half its slots, 3/4 after {@link compact}. */
+  private limit = INITIAL_ADS;
+
+  constructor(readonly at: number) {}
+
+  /** Adds `n` to the pair (cell, id). */
+  add(cell: number, id: number, n: number): void {
+    const table = this.table;
+    const pairs = this.pairs;
+    const mask = this.mask;
+    let slot = pairHash(cell, id) & mask;
+    for (;;) {
+      const ref = table[slot] as number;
+      if (ref === 0) break;
+      const at = (ref - 1) * 3;
+      if (pairs[at] === cell && pairs[at + 1] === id) {
+        pairs[at + 2] = ((pairs[at + 2] as number) + n) | 0;
+        return;
       }
+      slot = (slot + 1) & mask;
     }
-    if (len < 2 * FLAT_MAX_PAIRS) {
-      c.push(id, n);
-      return c;
+    let store = pairs;
+    const at = this.size * 3;
+    if (at + 3 > store.length) {
+      store = new Int32Array(store.length * 2);
+      store.set(pairs);
+      this.pairs = store;
     }
-    const m = new Map<number, number>();
-    for (let i = 0; i < len; i += 2) m.set(c[i] as number, c[i + 1] as number);
-    m.set(id, n);
-    return m;
+    store[at] = cell;
+    store[at + 1] = id;
+    store[at + 2] = n | 0;
+    this.size++;
+    table[slot] = this.size;
+    if (this.size > this.limit) this.rehash((mask + 1) * 2);
   }
-  c.set(id, (c.get(id) ?? 0) + n);
-  return c;
-}
 
-function valueCountOf(c: ValueCounts, id: number): number {
-  if (!Array.isArray(c)) return c.get(id) ?? 0;
-  for (let i = 0; i < c.length; i += 2) if (c[i] === id) return c[i + 1] as number;
-  return 0;
-}
-
-function forEachValueCount(c: ValueCounts, fn: (id: number, count: number) => void): void {
-  if (!Array.isArray(c)) {
-    for (const [id, n] of c) fn(id, n);
-    return;
+  /** The count of the pair (cell, id), 0 when absent. */
+  count(cell: number, id: number): number {
+    const table = this.table;
+    const pairs = this.pairs;
+    const mask = this.mask;
+    let slot = pairHash(cell, id) & mask;
+    for (;;) {
+      const ref = table[slot] as number;
+      if (ref === 0) return 0;
+      const at = (ref - 1) * 3;
+      if (pairs[at] === cell && pairs[at + 1] === id) return (pairs[at + 2] as number) >>> 0;
+      slot = (slot + 1) & mask;
+    }
   }
-  for (let i = 0; i < c.length; i += 2) fn(c[i] as number, c[i + 1] as number);
+
+  private rehash(slots: number): void {
+    const table = new Int32Array(slots);
+    const mask = slots - 1;
+    const pairs = this.pairs;
+    for (let p = 0; p < this.size; p++) {
+      let slot = pairHash(pairs[p * 3] as number, pairs[p * 3 + 1] as number) & mask;
+      while (table[slot] !== 0) slot = (slot + 1) & mask;
+      table[slot] = p + 1;
+    }
+    this.table = table;
+    this.mask = mask;
+    this.limit = slots >> 1;
+  }
+
+  /** See {@link MinuteState.compact}. */
+  compact(): void {
+    const used = this.size * 3;
+    if (used < this.pairs.length) this.pairs = this.pairs.slice(0, Math.max(used, 3));
+    const slots = compactSlots(this.size);
+    if (slots < this.mask + 1) {
+      this.rehash(slots);
+      this.limit = (slots * 3) >> 2;
+    }
+  }
 }
 
-/**
- * Everything counted for one ad in one minute. One field per dimension (null when the
- * dimension is not counted) rather than an array indexed by dimension: named, monomorphic
- * property loads keep the per-event path much faster than `event[dimName]`.
- */
-export interface AdCell {
-  count: number;
-  country: ValueCounts | null;
-  ip: ValueCounts | null;
-  userId: ValueCounts | null;
+/** The smallest table (a power of two, at least the initial one) holding `n` at load ≤ 3/4. */
+function compactSlots(n: number): number {
+  let slots = 2 * INITIAL_ADS;
+  while (slots * 3 < n * 4) slots *= 2;
+  return slots;
 }
+
+/** A minute's ads in code-unit order of their ids: record numbers and ids, parallel. */
+export interface SortedAds {
+  readonly cells: readonly number[];
+  readonly ids: readonly string[];
+}
+
+/** Words of an ad's record before its dimensions: key (4), count (1). */
+const AD_WORDS = 5;
+const COUNT = 4;
 
 export class MinuteState {
   /** Events counted (sum of all ad counts). */
   eventCount = 0;
-  readonly ads = new Map<string, AdCell>();
   readonly endMs: number;
-  private readonly countryIndex: ValueIndex | null;
-  private readonly ipIndex: ValueIndex | null;
-  private readonly userIdIndex: ValueIndex | null;
+  /** Words per ad record. */
+  private readonly stride: number;
+  /** Ad records (see the module comment), in insertion order. */
+  private recs: Int32Array;
+  /** Open addressing over slots of two words: [hash, record + 1] (0 = empty). */
+  private table = new Int32Array(4 * INITIAL_ADS);
+  private mask = 2 * INITIAL_ADS - 1;
+  private count = 0;
+  /** Ads held before the table doubles: half its slots, 3/4 after {@link compact}. */
+  private limit = INITIAL_ADS;
+  /** Ad ids without a 16-byte form, referenced from their records. */
+  private readonly longIds: string[] = [];
+  private readonly country: DimCounts | null = null;
+  private readonly ip: DimCounts | null = null;
+  private readonly userId: DimCounts | null = null;
 
   constructor(
     readonly startMs: number,
@@ -133,71 +271,233 @@ export class MinuteState {
     readonly dimensions: readonly Dimension[],
   ) {
     this.endMs = startMs + sizeMs;
-    this.countryIndex = dimensions.includes("country") ? new ValueIndex() : null;
-    this.ipIndex = dimensions.includes("ip") ? new ValueIndex() : null;
-    this.userIdIndex = dimensions.includes("userId") ? new ValueIndex() : null;
+    let at = AD_WORDS;
+    for (const d of dimensions) {
+      const dim = new DimCounts(at);
+      at += 2;
+      if (d === "country") this.country = dim;
+      else if (d === "ip") this.ip = dim;
+      else if (d === "userId") this.userId = dim;
+    }
+    this.stride = at;
+    this.recs = new Int32Array(at * INITIAL_ADS);
   }
 
-  /** Counts one event (hot path: one ad lookup, one intern + small scan per dimension). */
+  /** Distinct ads counted in the minute. */
+  get size(): number {
+    return this.count;
+  }
+
+  /** Bytes of typed arrays held (long ids' strings and the value indexes not included). */
+  get bytes(): number {
+    let n = this.recs.byteLength + this.table.byteLength;
+    for (const d of [this.country, this.ip, this.userId]) {
+      if (d !== null) n += d.pairs.byteLength + d.table.byteLength;
+    }
+    return n;
+  }
+
+  /** Counts one event (hot path: one probe for the ad, one intern + inline check per dimension). */
   add(e: ClickEvent): void {
-    let cell = this.ads.get(e.adId);
-    if (cell === undefined) cell = this.newCell(e.adId);
-    cell.count++;
+    let cell = this.find(e.adId);
+    if (cell < 0) cell = this.insert(-cell - 1, e.adId);
+    const recs = this.recs;
+    const base = cell * this.stride;
+    recs[base + COUNT] = ((recs[base + COUNT] as number) + 1) | 0;
     this.eventCount++;
-    const country = cell.country;
-    if (country !== null) {
-      cell.country = addValueCount(country, (this.countryIndex as ValueIndex).idOf(e.country), 1);
-    }
-    const ip = cell.ip;
-    if (ip !== null) cell.ip = addValueCount(ip, (this.ipIndex as ValueIndex).idOf(e.ip), 1);
-    const userId = cell.userId;
-    if (userId !== null) {
-      cell.userId = addValueCount(userId, (this.userIdIndex as ValueIndex).idOf(e.userId), 1);
+    const country = this.country;
+    if (country !== null) this.addValue(country, cell, base, country.index.idOf(e.country), 1);
+    const ip = this.ip;
+    if (ip !== null) this.addValue(ip, cell, base, ip.index.idOf(e.ip), 1);
+    const userId = this.userId;
+    if (userId !== null) this.addValue(userId, cell, base, userId.index.idOf(e.userId), 1);
+  }
+
+  private addValue(d: DimCounts, cell: number, base: number, id: number, n: number): void {
+    const recs = this.recs;
+    const at = base + d.at;
+    const first = recs[at] as number;
+    if (first === id + 1) recs[at + 1] = ((recs[at + 1] as number) + n) | 0;
+    else if (first === 0) {
+      recs[at] = id + 1;
+      recs[at + 1] = n | 0;
+    } else d.add(cell, id, n);
+  }
+
+  /**
+   * The record of ad `id`, or `-1 - slot` with the free table slot where it would go (k0..k3
+   * and keyHash then hold its key).
+   */
+  private find(id: string): number {
+    const packed = encodeAd(id);
+    const h = keyHash;
+    const table = this.table;
+    const recs = this.recs;
+    const mask = this.mask;
+    const stride = this.stride;
+    let slot = h & mask;
+    for (;;) {
+      const ref = table[(slot << 1) + 1] as number;
+      if (ref === 0) return -1 - slot;
+      if (table[slot << 1] === h) {
+        const at = (ref - 1) * stride;
+        if (recs[at] === k0) {
+          if (packed) {
+            if (recs[at + 1] === k1 && recs[at + 2] === k2 && recs[at + 3] === k3) return ref - 1;
+          } else if (this.longIds[recs[at + 1] as number] === id) {
+            return ref - 1;
+          }
+        }
+      }
+      slot = (slot + 1) & mask;
     }
   }
 
-  private newCell(adId: string): AdCell {
-    const cell: AdCell = {
-      count: 0,
-      country: this.countryIndex !== null ? [] : null,
-      ip: this.ipIndex !== null ? [] : null,
-      userId: this.userIdIndex !== null ? [] : null,
-    };
-    this.ads.set(adId, cell);
+  /** Appends the ad whose key {@link find} just encoded, at free table slot `slot`. */
+  private insert(slot: number, id: string): number {
+    if (k0 === TAG_LONG) {
+      k1 = this.longIds.length;
+      this.longIds.push(id);
+    }
+    const stride = this.stride;
+    let recs = this.recs;
+    const cell = this.count;
+    const at = cell * stride;
+    if (at + stride > recs.length) {
+      recs = new Int32Array(recs.length * 2);
+      recs.set(this.recs);
+      this.recs = recs;
+    }
+    recs[at] = k0;
+    recs[at + 1] = k1;
+    recs[at + 2] = k2;
+    recs[at + 3] = k3;
+    this.count++;
+    this.table[slot << 1] = keyHash;
+    this.table[(slot << 1) + 1] = this.count;
+    if (this.count > this.limit) this.rehash((this.mask + 1) * 2);
     return cell;
   }
 
-  private indexOf(dimension: Dimension): ValueIndex | null {
-    return dimension === "country"
-      ? this.countryIndex
-      : dimension === "ip"
-        ? this.ipIndex
-        : this.userIdIndex;
+  private rehash(slots: number): void {
+    const old = this.table;
+    const table = new Int32Array(slots * 2);
+    const mask = slots - 1;
+    for (let i = 0; i < old.length; i += 2) {
+      const ref = old[i + 1] as number;
+      if (ref === 0) continue;
+      const h = old[i] as number;
+      let slot = h & mask;
+      while (table[(slot << 1) + 1] !== 0) slot = (slot + 1) & mask;
+      table[slot << 1] = h;
+      table[(slot << 1) + 1] = ref;
+    }
+    this.table = table;
+    this.mask = mask;
+    this.limit = slots >> 1;
+  }
+
+  /**
+   * Gives back the growth slack of a minute that will get few more events (closed, kept for
+   * amendments): arrays trimmed to their use, tables rebuilt at a load of at most 3/4. Every
+   * count and answer stays the same; a later add grows it as before.
+   */
+  compact(): void {
+    const used = this.count * this.stride;
+    if (used < this.recs.length) this.recs = this.recs.slice(0, Math.max(used, this.stride));
+    const slots = compactSlots(this.count);
+    if (slots < this.mask + 1) {
+      this.rehash(slots);
+      this.limit = (slots * 3) >> 2;
+    }
+    for (const d of [this.country, this.ip, this.userId]) d?.compact();
+  }
+
+  /** The record of ad `adId`, created (count 0) when absent. */
+  private cellFor(adId: string): number {
+    const cell = this.find(adId);
+    return cell < 0 ? this.insert(-cell - 1, adId) : cell;
+  }
+
+  /** The id of the ad of record `cell`. */
+  private idOf(cell: number): string {
+    const recs = this.recs;
+    const at = cell * this.stride;
+    const w0 = recs[at] as number;
+    if (w0 === TAG_LONG) return this.longIds[recs[at + 1] as number] as string;
+    return decodeKey(w0, recs[at + 1] as number, recs[at + 2] as number, recs[at + 3] as number);
+  }
+
+  private dimOf(dimension: Dimension): DimCounts | null {
+    return dimension === "country" ? this.country : dimension === "ip" ? this.ip : this.userId;
   }
 
   /** Count of one ad (0 when absent). */
   adCount(adId: string): number {
-    return this.ads.get(adId)?.count ?? 0;
+    const cell = this.find(adId);
+    return cell < 0 ? 0 : (this.recs[cell * this.stride + COUNT] as number) >>> 0;
   }
 
   /** Count of one ad × dimension value (0 when absent or the dimension is not counted). */
   dimCount(adId: string, dimension: Dimension, value: string): number {
-    const index = this.indexOf(dimension);
-    const counts = this.ads.get(adId)?.[dimension];
-    if (index === null || counts == null) return 0;
-    const id = index.find(value);
-    return id < 0 ? 0 : valueCountOf(counts, id);
+    const d = this.dimOf(dimension);
+    if (d === null) return 0;
+    const cell = this.find(adId);
+    const id = d.index.find(value);
+    if (cell < 0 || id < 0) return 0;
+    const at = cell * this.stride + d.at;
+    const first = this.recs[at] as number;
+    if (first === id + 1) return (this.recs[at + 1] as number) >>> 0;
+    return first === 0 ? 0 : d.count(cell, id);
+  }
+
+  /** The minute's ads in code-unit order of their ids. */
+  sortedAds(): SortedAds {
+    const n = this.count;
+    const recs = this.recs;
+    const stride = this.stride;
+    const ids: string[] = new Array(n);
+    const cells: number[] = new Array(n);
+    for (let c = 0; c < n; c++) {
+      ids[c] = this.idOf(c);
+      cells[c] = c;
+    }
+    cells.sort((a, b) => {
+      const x = a * stride;
+      const y = b * stride;
+      const xa = recs[x] as number;
+      const yb = recs[y] as number;
+      if ((xa & TAG_MASK) === TAG_PACKED && (yb & TAG_MASK) === TAG_PACKED) {
+        // Same order as the ids' code units (see encodeAd); equal keys are equal ids.
+        if (xa !== yb) return xa - yb;
+        for (let i = 1; i < 4; i++) {
+          const d = (recs[x + i] as number) - (recs[y + i] as number);
+          if (d !== 0) return d;
+        }
+        return 0;
+      }
+      return compareIds(ids[a] as string, ids[b] as string);
+    });
+    const sortedIds: string[] = new Array(n);
+    for (let i = 0; i < n; i++) sortedIds[i] = ids[cells[i] as number] as string;
+    return { cells, ids: sortedIds };
   }
 
   /** The minute's ad ids in code-unit order. */
   sortedAdIds(): string[] {
-    return [...this.ads.keys()].sort(compareIds);
+    return [...this.sortedAds().ids];
   }
 
   /** `[adId, count]` rows sorted by adId. */
-  adCounts(sortedAdIds: readonly string[] = this.sortedAdIds()): AdCount[] {
-    const out: AdCount[] = [];
-    for (const adId of sortedAdIds) out.push([adId, (this.ads.get(adId) as AdCell).count]);
+  adCounts(order: SortedAds = this.sortedAds()): AdCount[] {
+    const recs = this.recs;
+    const stride = this.stride;
+    const n = order.cells.length;
+    const out: AdCount[] = new Array(n);
+    for (let i = 0; i < n; i++) {
+      const cell = order.cells[i] as number;
+      out[i] = [order.ids[i] as string, (recs[cell * stride + COUNT] as number) >>> 0];
+    }
     return out;
   }
 
@@ -205,62 +505,82 @@ export class MinuteState {
    * Rows of one dimension, sorted by adId then value (empty when it is not counted). Walks
    * the ads in order and sorts each ad's few rows, rather than sorting all rows at once.
    */
-  dimCountsOf(
-    dimension: Dimension,
-    sortedAdIds: readonly string[] = this.sortedAdIds(),
-  ): AdDimCount[] {
+  dimCountsOf(dimension: Dimension, order: SortedAds = this.sortedAds()): AdDimCount[] {
     const out: AdDimCount[] = [];
-    const index = this.indexOf(dimension);
-    if (index === null) return out;
-    const values = index.values;
+    const d = this.dimOf(dimension);
+    if (d === null) return out;
+    const values = d.index.values;
+    const recs = this.recs;
+    const stride = this.stride;
+    // The pairs grouped by ad (a counting sort): those of record c are byAd[start[c]..start[c+1]).
+    const pairs = d.pairs;
+    const np = d.size;
+    const start = new Int32Array(this.count + 1);
+    for (let p = 0; p < np; p++) (start[(pairs[p * 3] as number) + 1] as number)++;
+    for (let c = 0; c < this.count; c++) {
+      start[c + 1] = (start[c + 1] as number) + (start[c] as number);
+    }
+    const fill = start.slice();
+    const byAd = new Int32Array(np);
+    for (let p = 0; p < np; p++) {
+      const c = pairs[p * 3] as number;
+      byAd[(fill[c] as number)++] = p * 3;
+    }
     const rows: AdDimCount[] = [];
-    const collect = (id: number, n: number): void => {
-      rows.push(["", values[id] as string, n]);
-    };
-    for (const adId of sortedAdIds) {
-      const counts = (this.ads.get(adId) as AdCell)[dimension];
-      if (counts === null) continue;
-      rows.length = 0;
-      forEachValueCount(counts, collect);
-      if (rows.length > 1) rows.sort(compareValue);
-      for (const row of rows) {
-        row[0] = adId;
-        out.push(row);
+    for (let i = 0; i < order.cells.length; i++) {
+      const cell = order.cells[i] as number;
+      const at = cell * stride + d.at;
+      const first = recs[at] as number;
+      if (first === 0) continue;
+      const adId = order.ids[i] as string;
+      const from = start[cell] as number;
+      const to = start[cell + 1] as number;
+      if (from === to) {
+        out.push([adId, values[first - 1] as string, (recs[at + 1] as number) >>> 0]);
+        continue;
       }
+      rows.length = 0;
+      rows.push([adId, values[first - 1] as string, (recs[at + 1] as number) >>> 0]);
+      for (let q = from; q < to; q++) {
+        const p = byAd[q] as number;
+        rows.push([adId, values[pairs[p + 1] as number] as string, (pairs[p + 2] as number) >>> 0]);
+      }
+      rows.sort(compareValue);
+      for (const row of rows) out.push(row);
     }
     return out;
   }
 
   /** All dimensions' rows, keyed by dimension name. */
-  dimCounts(
-    sortedAdIds: readonly string[] = this.sortedAdIds(),
-  ): Partial<Record<Dimension, AdDimCount[]>> {
+  dimCounts(order: SortedAds = this.sortedAds()): Partial<Record<Dimension, AdDimCount[]>> {
     const out: Partial<Record<Dimension, AdDimCount[]>> = {};
-    for (const d of this.dimensions) out[d] = this.dimCountsOf(d, sortedAdIds);
+    for (const d of this.dimensions) out[d] = this.dimCountsOf(d, order);
     return out;
   }
 
   toSnapshot(): MinuteCountsSnapshot {
-    const sorted = this.sortedAdIds();
+    const order = this.sortedAds();
     const dims: AdDimCount[][] = [];
-    for (const d of this.dimensions) dims.push(this.dimCountsOf(d, sorted));
-    return { startMs: this.startMs, eventCount: this.eventCount, ads: this.adCounts(sorted), dims };
+    for (const d of this.dimensions) dims.push(this.dimCountsOf(d, order));
+    return { startMs: this.startMs, eventCount: this.eventCount, ads: this.adCounts(order), dims };
   }
 
+  /** @throws RangeError for a count that is not an integer in [0, 2^32). */
   static fromSnapshot(
     snap: MinuteCountsSnapshot,
     sizeMs: number,
     dimensions: readonly Dimension[],
   ): MinuteState {
     const m = new MinuteState(snap.startMs, sizeMs, dimensions);
-    for (const [adId, count] of snap.ads) m.newCell(adId).count = count;
+    for (const [adId, count] of snap.ads) {
+      const cell = m.cellFor(adId);
+      m.recs[cell * m.stride + COUNT] = checkedCount(count) | 0;
+    }
     for (let d = 0; d < dimensions.length; d++) {
-      const dim = dimensions[d] as Dimension;
-      const index = m.indexOf(dim) as ValueIndex;
+      const dim = m.dimOf(dimensions[d] as Dimension) as DimCounts;
       for (const [adId, value, n] of snap.dims[d] ?? []) {
-        const cell = m.ads.get(adId) ?? m.newCell(adId);
-        const counts = cell[dim];
-        if (counts !== null) cell[dim] = addValueCount(counts, index.idOf(value), n);
+        const cell = m.cellFor(adId);
+        m.addValue(dim, cell, cell * m.stride, dim.index.idOf(value), checkedCount(n));
       }
     }
     m.eventCount = snap.eventCount;

@@ -271,7 +271,7 @@ function newPendingSlot(state: AggregatorState, startMs: number): Slot {
 }
 
 function toClosedMinute(state: AggregatorState, slot: Slot): ClosedMinute {
-  const sorted = slot.counts.sortedAdIds();
+  const sorted = slot.counts.sortedAds();
   const adCounts = slot.counts.adCounts(sorted);
   return {
     partition: state.options.partition,
@@ -429,8 +429,12 @@ export function advance(state: AggregatorState, nowMs: number): ClosedMinute[] {
     state.pending.delete(start);
     slot.version = 1;
     out.push(toClosedMinute(state, slot));
-    if (amend && slot.counts.endMs + horizonMs > wm) state.retained.set(start, slot);
-    else purge(state, slot);
+    if (amend && slot.counts.endMs + horizonMs > wm) {
+      // Kept for amendments, which are rare: its growth slack goes.
+      slot.counts.compact();
+      slot.ids.compact();
+      state.retained.set(start, slot);
+    } else purge(state, slot);
   }
   for (const [start, slot] of state.retained) {
     if (!amend || slot.counts.endMs + horizonMs <= wm) {
@@ -450,7 +454,7 @@ export function openMinutes(state: AggregatorState): LiveMinute[] {
   const wm = state.watermark.watermarkMs;
   return slots.map((slot) => {
     if (slot.live?.eventCount !== slot.counts.eventCount) {
-      const sorted = slot.counts.sortedAdIds();
+      const sorted = slot.counts.sortedAds();
       const adCounts = slot.counts.adCounts(sorted);
       slot.live = {
         eventCount: slot.counts.eventCount,
@@ -749,6 +753,10 @@ export function restoreAggregator(
       version: m.version,
       dirty: false,
     };
+    if (m.version > 0) {
+      slot.counts.compact();
+      ids.compact();
+    }
     (m.version === 0 ? state.pending : state.retained).set(m.startMs, slot);
   }
   return state;

@@ -109,6 +109,37 @@ describe("IdSet", () => {
   });
 });
 
+describe("IdSet.compact", () => {
+  it.each([0, 1, 12, 13, 24, 25, 1_000, 30_000])(
+    "keeps %i ids, their order and every answer, and takes new ids after, through growth",
+    (n) => {
+      const ids = Array.from({ length: n }, (_, i) =>
+        i % 3 === 0
+          ? `c:clk-7-${i}`
+          : i % 3 === 1
+            ? `o:AAAAAAAAAA${String(i).padStart(6, "0")}`
+            : `long-id-${i}-${"x".repeat(20)}`,
+      );
+      const s = new IdSet();
+      for (const id of ids) s.add(id);
+      const bytes = s.bytes;
+      const compact = s.toCompact();
+      s.compact();
+      expect(s.bytes).toBeLessThanOrEqual(bytes);
+      expect(s.size).toBe(n);
+      expect([...s.values()]).toEqual(ids);
+      expect(s.toCompact()).toEqual(compact);
+      expect(ids.filter((id) => s.add(id))).toEqual([]);
+      expect(s.has("c:clk-7-x")).toBe(false);
+      const more = Array.from({ length: 2 * n + 40 }, (_, i) => `c:late-${i}`);
+      expect(more.map((id) => s.add(id)).every(Boolean)).toBe(true);
+      expect(s.size).toBe(3 * n + 40);
+      expect([...s.values()]).toEqual([...ids, ...more]);
+      expect([...ids, ...more].every((id) => s.has(id))).toBe(true);
+    },
+  );
+});
+
 describe("WindowDedupe", () => {
   it("counts the same id once within a window", () => {
     const d = new WindowDedupe();
