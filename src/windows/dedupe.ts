@@ -113,8 +113,34 @@ function encode(id: string): boolean {
 }
 
 /** Bits to shift a word holding `count` 7-bit characters so that they are left-aligned. */
-function padBits(count: number): number {
+export function padBits(count: number): number {
   return count >= 4 || count <= 0 ? 0 : 7 * (4 - count);
+}
+
+/**
+ * An open-addressing table of (hash, ref) int32 pairs (ref 0: an empty slot; linear probing)
+ * rebuilt with `slots` slots, a power of two (IdSet, MinuteState).
+ */
+export function rehashPairs(old: Int32Array, slots: number): Int32Array<ArrayBuffer> {
+  const table = new Int32Array(slots * 2);
+  const mask = slots - 1;
+  for (let i = 0; i < old.length; i += 2) {
+    const ref = old[i + 1] as number;
+    if (ref === 0) continue;
+    const h = old[i] as number;
+    let slot = h & mask;
+    while (table[(slot << 1) + 1] !== 0) slot = (slot + 1) & mask;
+    table[slot << 1] = h;
+    table[(slot << 1) + 1] = ref;
+  }
+  return table;
+}
+
+/** The smallest table (a power of two, at least `initial` slots) holding `n` at load ≤ 3/4. */
+export function compactSlots(n: number, initial: number): number {
+  let slots = initial;
+  while (slots * 3 < n * 4) slots *= 2;
+  return slots;
 }
 
 /** The id of a packed (or derived) key; not for keys tagged long. */
@@ -278,20 +304,8 @@ export class IdSet {
   }
 
   private rehash(slots: number): void {
-    const old = this.table;
-    const table = new Int32Array(slots * 2);
-    const mask = slots - 1;
-    for (let i = 0; i < old.length; i += 2) {
-      const ref = old[i + 1] as number;
-      if (ref === 0) continue;
-      const h = old[i] as number;
-      let slot = h & mask;
-      while (table[(slot << 1) + 1] !== 0) slot = (slot + 1) & mask;
-      table[slot << 1] = h;
-      table[(slot << 1) + 1] = ref;
-    }
-    this.table = table;
-    this.mask = mask;
+    this.table = rehashPairs(this.table, slots);
+    this.mask = slots - 1;
     this.limit = slots >> 1;
   }
 
@@ -303,8 +317,7 @@ export class IdSet {
   compact(): void {
     const used = this.count * 4;
     if (used < this.keys.length) this.keys = this.keys.slice(0, Math.max(used, 4));
-    let slots = INITIAL_KEYS * 2;
-    while (slots * 3 < this.count * 4) slots *= 2;
+    const slots = compactSlots(this.count, INITIAL_KEYS * 2);
     if (slots < this.mask + 1) {
       this.rehash(slots);
       this.limit = (slots * 3) >> 2;

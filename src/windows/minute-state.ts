@@ -18,7 +18,7 @@
  * Memory is O(distinct ads + distinct values + distinct (ad, value) pairs) of the minute.
  */
 import type { ClickEvent, Dimension } from "../model.js";
-import { decodeKey, hashKey, hashString } from "./dedupe.js";
+import { compactSlots, decodeKey, hashKey, hashString, padBits, rehashPairs } from "./dedupe.js";
 
 /** `[adId, count]`, the row shape of per-ad counts. */
 export type AdCount = [adId: string, count: number];
@@ -75,11 +75,6 @@ let k1 = 0;
 let k2 = 0;
 let k3 = 0;
 let keyHash = 0;
-
-/** Bits to shift a word holding `count` 7-bit characters so that they are left-aligned. */
-function padBits(count: number): number {
-  return count >= 4 || count <= 0 ? 0 : 7 * (4 - count);
-}
 
 /**
  * Encodes an ad id into k0..k3 and its hash into keyHash. Returns false for a long id (more
@@ -220,19 +215,12 @@ class DimCounts {
   compact(): void {
     const used = this.size * 3;
     if (used < this.pairs.length) this.pairs = this.pairs.slice(0, Math.max(used, 3));
-    const slots = compactSlots(this.size);
+    const slots = compactSlots(this.size, 2 * INITIAL_ADS);
     if (slots < this.mask + 1) {
       this.rehash(slots);
       this.limit = (slots * 3) >> 2;
     }
   }
-}
-
-/** The smallest table (a power of two, at least the initial one) holding `n` at load ≤ 3/4. */
-function compactSlots(n: number): number {
-  let slots = 2 * INITIAL_ADS;
-  while (slots * 3 < n * 4) slots *= 2;
-  return slots;
 }
 
 /** A minute's ads in code-unit order of their ids: record numbers and ids, parallel. */
@@ -380,20 +368,8 @@ export class MinuteState {
   }
 
   private rehash(slots: number): void {
-    const old = this.table;
-    const table = new Int32Array(slots * 2);
-    const mask = slots - 1;
-    for (let i = 0; i < old.length; i += 2) {
-      const ref = old[i + 1] as number;
-      if (ref === 0) continue;
-      const h = old[i] as number;
-      let slot = h & mask;
-      while (table[(slot << 1) + 1] !== 0) slot = (slot + 1) & mask;
-      table[slot << 1] = h;
-      table[(slot << 1) + 1] = ref;
-    }
-    this.table = table;
-    this.mask = mask;
+    this.table = rehashPairs(this.table, slots);
+    this.mask = slots - 1;
     this.limit = slots >> 1;
   }
 
@@ -405,7 +381,7 @@ export class MinuteState {
   compact(): void {
     const used = this.count * this.stride;
     if (used < this.recs.length) this.recs = this.recs.slice(0, Math.max(used, this.stride));
-    const slots = compactSlots(this.count);
+    const slots = compactSlots(this.count, 2 * INITIAL_ADS);
     if (slots < this.mask + 1) {
       this.rehash(slots);
       this.limit = (slots * 3) >> 2;

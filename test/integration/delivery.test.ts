@@ -108,6 +108,22 @@ async function publishClicks(
   return js.publish(SUBJECTS.clicks(p), encodeBatch(events), { msgID: msgId });
 }
 
+/** Publishes partition 0's minute of `events`, version 1, as its aggregator would. */
+async function publishMinute(js: JetStreamClient, minute: number, events: ClickEvent[]) {
+  const closed: ClosedMinute = {
+    partition: 0,
+    minuteStartMs: minute,
+    version: 1,
+    adCounts: [...countByAd(events)].sort(([a], [b]) => (a < b ? -1 : 1)),
+    dimCounts: {},
+    topK: [],
+    eventCount: events.length,
+  };
+  await js.publish(SUBJECTS.minuteAggregates(0), encodeAggregate({ kind: "minute", ...closed }), {
+    msgID: minuteMsgId(0, minute, 1),
+  });
+}
+
 /** `ad_id → clicks` of one minute in ad_minute_counts, with each cell's write timestamp. */
 async function storedAdMinute(
   client: CassandraClient,
@@ -369,18 +385,7 @@ describe("an aggregate writer that dies after writing but before acknowledging",
     const minute = dayStart(2);
     const ads = adsOf(0, 5, "aw");
     const events = clicks(ads, minute, 60, 900, "aw");
-    const closed: ClosedMinute = {
-      partition: 0,
-      minuteStartMs: minute,
-      version: 1,
-      adCounts: [...countByAd(events)].sort(([a], [b]) => (a < b ? -1 : 1)),
-      dimCounts: {},
-      topK: [],
-      eventCount: events.length,
-    };
-    await js.publish(SUBJECTS.minuteAggregates(0), encodeAggregate({ kind: "minute", ...closed }), {
-      msgID: minuteMsgId(0, minute, 1),
-    });
+    await publishMinute(js, minute, events);
 
     let first: RunningActor | undefined;
     let written = 0;
@@ -427,20 +432,7 @@ describe("an aggregate writer that dies with minutes it never wrote", () => {
       const minute = dayStart(target === "minutes" ? 9 : 7);
       const ads = adsOf(0, 3, `pr-${target}`);
       const events = clicks(ads, minute, 30, 1000, `pr-${target}`);
-      const closed: ClosedMinute = {
-        partition: 0,
-        minuteStartMs: minute,
-        version: 1,
-        adCounts: [...countByAd(events)].sort(([a], [b]) => (a < b ? -1 : 1)),
-        dimCounts: {},
-        topK: [],
-        eventCount: events.length,
-      };
-      await js.publish(
-        SUBJECTS.minuteAggregates(0),
-        encodeAggregate({ kind: "minute", ...closed }),
-        { msgID: minuteMsgId(0, minute, 1) },
-      );
+      await publishMinute(js, minute, events);
       /** ad → clicks of the minute as the target stores them. */
       const storedCounts = async (): Promise<Map<string, number>> =>
         target === "minutes"
