@@ -151,6 +151,15 @@ export async function runRollupBench(
         Array.from({ length: o.partitions }, (_, p) => [p, progressOf?.[p] ?? progressMs]),
       );
     },
+    /** Every partition complete through its progress: no source behind. */
+    async completeness() {
+      return new Map(
+        Array.from({ length: o.partitions }, (_, p) => [
+          p,
+          { completeThroughMs: progressOf?.[p] ?? progressMs, behind: [] },
+        ]),
+      );
+    },
     async partitionMinuteVersions(p: number, fromMs: number, toMs: number) {
       const out = new Map<number, number>();
       for (let m = fromMs; m < toMs; m += ONE_MINUTE_MS) {
