@@ -624,6 +624,18 @@ export async function runBench(o: BenchOptions): Promise<number> {
         await writer.stop();
         writerStoppedAt = Date.now();
         const liveTruth: Truth = writer.truth;
+        // The followers are caught-up sources that keep sending heartbeats: they hold no
+        // minute open, but idle closing waits for every source to fall silent (README, "Event
+        // time"). Once every live line is counted, they stop, and the last minutes close.
+        const countedBy = Date.now() + 60_000;
+        for (;;) {
+          const lm = await metrics();
+          const seen =
+            lm.counted + lm.duplicates - (liveMetrics0.counted + liveMetrics0.duplicates);
+          if (seen >= liveTruth.lines - liveTruth.malformed || Date.now() > countedBy) break;
+          await new Promise((r) => setTimeout(r, 500));
+        }
+        await Promise.all(followers.map((f) => stopProcess(f)));
         const liveFirst = Math.floor(liveTruth.minTsMs / ONE_MINUTE_MS) * ONE_MINUTE_MS;
         const liveEnd =
           Math.floor(liveTruth.maxTsMs / ONE_MINUTE_MS) * ONE_MINUTE_MS + ONE_MINUTE_MS;
