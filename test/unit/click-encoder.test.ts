@@ -1,5 +1,6 @@
 import { Packr } from "msgpackr";
 import { describe, expect, it } from "vitest";
+import { prng } from "../../src/gen/click-log.js";
 import { PartitionBatches, partitionedMessages } from "../../src/ingest/route.js";
 import type { ClickEvent } from "../../src/model.js";
 import { decodeClickMessage, encodeClickMessage } from "../../src/wire/batch-codec.js";
@@ -20,18 +21,6 @@ const reference = (
     flags,
     events.map((e) => [e.adId, e.timestampMs, e.userId, e.ip, e.country, e.eventId]),
   ]);
-
-/** A small deterministic generator (mulberry32). */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const ALPHABETS = [
   "abcXYZ019_.:-",
@@ -81,7 +70,7 @@ const NUMBERS = [
 
 describe("the hand-written click encoder", () => {
   it("writes exactly msgpackr's bytes for strings, numbers and lengths of every kind", () => {
-    const r = rng(42);
+    const r = prng(42);
     for (let round = 0; round < 300; round++) {
       const count = [0, 1, 2, 15, 16, 17, 40][round % 7] as number;
       const events: ClickEvent[] = [];
@@ -136,7 +125,7 @@ describe("the hand-written click encoder", () => {
   });
 
   it("builds, one event at a time, the messages partitionedMessages builds", () => {
-    const r = rng(9);
+    const r = prng(9);
     for (const [count, max, caughtUp] of [
       [0, 10, false],
       [1, 10, true],
