@@ -130,7 +130,9 @@ export type AggregatorEvent =
   | { type: "LIVE_QUERY"; request: LiveRequest; replyTo: AnyActorRef; requestId: string }
   | { type: "STANDBY"; holder: string }
   | { type: "LEASE_HELD"; lease: Lease | null }
-  | { type: "LEASE_LOST"; error: unknown };
+  | { type: "LEASE_LOST"; error: unknown }
+  /** The lease balance assigned the partition elsewhere: stop in order, release, stand by. */
+  | { type: "HAND_OVER" };
 
 interface Waiter {
   replyTo?: AnyActorRef;
@@ -153,7 +155,7 @@ interface AggregatorContext {
   outcome?: BatchOutcome;
   /** SNAPSHOT_NOW requests waiting for the next snapshot. */
   waiters: Waiter[];
-  intent: "run" | "pause" | "stop";
+  intent: "run" | "pause" | "stop" | "handover";
   /** What `adclick admin actors` shows (the supervisor reads it). */
   status: Record<string, unknown>;
   error?: unknown;
@@ -218,12 +220,19 @@ export const aggregatorMachine = setup({
       sendBack({ type: "LEASE_HELD", lease: null });
     }),
     watchLease: fromCallback<AggregatorEvent, { lease: Lease | null }>(({ sendBack, input }) => {
-      const lost = input.lease?.lost;
-      if (!lost) return;
+      const lease = input.lease;
+      if (!lease) return;
+      const { lost, moved } = lease;
       const onLost = () => sendBack({ type: "LEASE_LOST", error: lost.reason });
+      const onMoved = () => sendBack({ type: "HAND_OVER" });
       if (lost.aborted) onLost();
       else lost.addEventListener("abort", onLost, { once: true });
-      return () => lost.removeEventListener("abort", onLost);
+      if (moved.aborted) onMoved();
+      else moved.addEventListener("abort", onMoved, { once: true });
+      return () => {
+        lost.removeEventListener("abort", onLost);
+        moved.removeEventListener("abort", onMoved);
+      };
     }),
     releaseLease: fromPromise<void, { lease: Lease | null }>(async ({ input }) => {
       await input.lease?.release();
@@ -237,7 +246,8 @@ export const aggregatorMachine = setup({
     idle: ({ context }) => context.options.idleTimeoutMs,
   },
   guards: {
-    stopRequested: ({ context }) => context.intent === "stop",
+    stopRequested: ({ context }) => context.intent === "stop" || context.intent === "handover",
+    handingOver: ({ context }) => context.intent === "handover",
     pauseRequested: ({ context }) => context.intent === "pause",
     snapshotRequested: ({ context }) => context.waiters.length > 0,
     hasInbox: ({ context }) => context.inbox !== undefined,
@@ -300,6 +310,17 @@ export const aggregatorMachine = setup({
       };
       enqueue.sendTo(event.replyTo, done);
     }),
+    /** Back to standby after a hand-over: nothing of the partition stays here. */
+    forgetPartition: assign(({ context }) => ({
+      lease: null,
+      core: undefined,
+      snapshotRevision: undefined,
+      inbox: undefined,
+      outbox: [],
+      outcome: undefined,
+      intent: "run" as const,
+      status: { partition: context.options.partition },
+    })),
     /** A snapshot is saved: the next one compares against its revision; SNAPSHOT_NOW is answered. */
     snapshotSaved: enqueueActions(({ context, enqueue }, saved: SnapshotSaved) => {
       const core = context.core as AggregatorCore;
@@ -384,7 +405,10 @@ export const aggregatorMachine = setup({
               actions: assign({ error: ({ event }) => event.error }),
             },
           },
-          on: { STOP: { target: "#aggregator.releasing" } },
+          on: {
+            STOP: { target: "#aggregator.releasing" },
+            HAND_OVER: { target: "#aggregator.releasing", actions: assign({ intent: "handover" }) },
+          },
         },
         running: {
           invoke: {
@@ -407,6 +431,11 @@ export const aggregatorMachine = setup({
             },
             PAUSE: { actions: assign({ intent: "pause" }) },
             STOP: { actions: assign({ intent: "stop" }) },
+            // A stop wins over a hand-over: both end in the same final snapshot and release.
+            HAND_OVER: {
+              guard: ({ context }) => context.intent === "run",
+              actions: assign({ intent: "handover" }),
+            },
             SNAPSHOT_NOW: {
               actions: assign({
                 waiters: ({ context, event }) => [
@@ -490,8 +519,9 @@ export const aggregatorMachine = setup({
             STOP: { target: "finishing" },
           },
         },
-        // Orderly stop: everything processed is published; save where we are.
+        // Orderly stop (or hand-over): everything processed is published; save where we are.
         finishing: {
+          on: { STOP: { actions: assign({ intent: "stop" }) } },
           invoke: {
             src: "saveSnapshot",
             input: ({ context }) => snapshotInput(context),
@@ -509,12 +539,20 @@ export const aggregatorMachine = setup({
     },
     releasing: {
       entry: ({ context }) => reportSources(context.options.partition, undefined),
-      on: { KILL: {} },
+      on: { KILL: {}, STOP: { actions: assign({ intent: "stop" }) } },
       invoke: {
         src: "releaseLease",
         input: ({ context }) => ({ lease: context.lease }),
-        onDone: [{ guard: "failed", target: "failed" }, { target: "stopped" }],
-        onError: [{ guard: "failed", target: "failed" }, { target: "stopped" }],
+        onDone: [
+          { guard: "failed", target: "failed" },
+          { guard: "handingOver", target: "standby", actions: "forgetPartition" },
+          { target: "stopped" },
+        ],
+        onError: [
+          { guard: "failed", target: "failed" },
+          { guard: "handingOver", target: "standby", actions: "forgetPartition" },
+          { target: "stopped" },
+        ],
       },
     },
     stopped: { type: "final" },

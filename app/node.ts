@@ -175,6 +175,13 @@ export async function startNode(
     escalated,
     stop() {
       stopping ??= (async () => {
+        // Leave the balance first: the others count this worker out and wait for its
+        // partitions, which the aggregators release after their final snapshots.
+        await withDeadline(
+          stores.leases.balance?.leave() ?? Promise.resolve(),
+          1000,
+          "leaving the lease balance",
+        ).catch(() => {});
         supervisor.send({ type: "STOP" });
         // The supervisor stops every child within its shutdown time; this bound only guards
         // against the supervisor itself.

@@ -17,6 +17,7 @@ import {
 import { type AdclickConfig, envNameOf, type WorkerRole } from "../src/config.js";
 import { mapConsumer } from "../src/ingest/ingest-router.js";
 import { rawWriterConsumer } from "../src/ingest/raw-writer.js";
+import { LeaseBalance } from "../src/leases/lease-balance.js";
 import { PartitionLeases } from "../src/leases/partition-lease.js";
 import { ensureDurable } from "../src/nats/durable-consumer.js";
 import type { QueryEngine } from "../src/query/engine.js";
@@ -87,15 +88,15 @@ export interface Stores {
   leases: PartitionLeases;
 }
 
-/** The stores over a process's connections. */
-export function storesOf(conn: Connections, workerName: string): Stores {
+/** The stores over a process's connections; leases balanced when `balance` is given. */
+export function storesOf(conn: Connections, workerName: string, balance?: LeaseBalance): Stores {
   return {
     raw: new RawStore(conn.cql),
     aggregates: new AggregateStore(conn.cql),
     eraser: new CassandraAggregateEraser(conn.cql),
     snapshots: new SnapshotStore(conn.kv.snapshots),
     recalcVersions: new KvRecalcProgressStore(conn.kv.snapshots),
-    leases: new PartitionLeases(conn.kv.leases, workerName, LEASE_TTL_MS),
+    leases: new PartitionLeases(conn.kv.leases, workerName, LEASE_TTL_MS, balance),
   };
 }
 
@@ -106,7 +107,16 @@ export async function prepareStores(
   roles: WorkerRoles,
   workerName: string,
 ): Promise<Stores> {
-  const stores = storesOf(conn, workerName);
+  // Workers that run aggregators share the partitions fairly (src/leases/lease-balance.ts).
+  const balance =
+    roles.partitions.length > 0
+      ? new LeaseBalance(conn.kv.leases, workerName, {
+          partitions: c.partitions,
+          ...(c.ownPartitions ? { offers: roles.partitions } : {}),
+          ttlMs: LEASE_TTL_MS,
+        })
+      : undefined;
+  const stores = storesOf(conn, workerName, balance);
   await stores.raw.createSchema();
   if (c.rawRetentionDays > 0) await applyRawRetention(conn.cql, c.rawRetentionDays);
   await stores.aggregates.createSchema();
@@ -118,6 +128,7 @@ export async function prepareStores(
   }
   if (roles.lateRepair) await ensureDurable(conn.jsm, lateRepairConsumer());
   await checkSnapshots(stores.snapshots, roles.partitions, aggregatorOptionsOf(c));
+  await balance?.start();
   return stores;
 }
 

@@ -2,6 +2,7 @@ import type { KV } from "@nats-io/kv";
 import { Counter, Gauge } from "prom-client";
 import { AdclickError, messageOf } from "../errors.js";
 import { registry } from "../metrics/registry.js";
+import type { LeaseBalance } from "./lease-balance.js";
 
 const leasesHeld = new Gauge({
   name: "adclick_partition_leases_held",
@@ -29,6 +30,12 @@ export interface Lease {
   partition: number;
   /** Aborts if the lease is lost: the holder must stop working on the partition at once. */
   lost: AbortSignal;
+  /**
+   * Aborts when the balance has assigned the partition to another worker: the holder should
+   * stop in order (final snapshot) and release, so that worker takes it. Never aborts without
+   * a balance.
+   */
+  moved: AbortSignal;
   /** Gives the lease up (after an orderly stop), so another worker can take it at once. */
   release(): Promise<void>;
 }
@@ -41,7 +48,8 @@ export const leaseKey = (p: number) => `p.${p}`;
  * "absent"), renewed with update on its revision every third of the bucket's TTL, and gone
  * when its holder stops renewing (the bucket's max age) or releases it. Several workers may
  * offer to run the same partitions: one holds each lease, the others wait as hot standbys
- * and take over when it expires.
+ * and take over when it expires. With a {@link LeaseBalance}, a worker asks only for the
+ * partitions of its fair share, and is told (`moved`) when one it holds should go elsewhere.
  */
 export class PartitionLeases {
   private held = 0;
@@ -50,6 +58,7 @@ export class PartitionLeases {
     private readonly kv: KV,
     readonly workerId: string,
     private readonly ttlMs: number,
+    readonly balance?: LeaseBalance,
   ) {}
 
   /** Holder of partition p, if any (for status). */
@@ -62,8 +71,16 @@ export class PartitionLeases {
   async acquire(p: number, signal: AbortSignal, onWait?: (holder: string) => void): Promise<Lease> {
     const key = leaseKey(p);
     let revision: number | undefined;
+    const retryMs = Math.max(200, this.ttlMs / 5);
     while (revision === undefined) {
       if (signal.aborted) throw signal.reason ?? new Error("aborted");
+      if (this.balance && !this.balance.mayTake(p)) {
+        // Another worker's share: wait for the view to change (or the holder to go).
+        const e = await this.kv.get(key).catch(() => null);
+        if (e && e.operation === "PUT" && e.length > 0) onWait?.(e.string());
+        await sleep(retryMs, signal, this.balance);
+        continue;
+      }
       try {
         revision = await this.kv.create(key, this.workerId);
       } catch {
@@ -74,12 +91,18 @@ export class PartitionLeases {
         } else if (e) {
           onWait?.(e.string());
         }
-        if (revision === undefined) await sleep(Math.max(200, this.ttlMs / 5), signal);
+        if (revision === undefined) await sleep(retryMs, signal, this.balance);
       }
     }
     this.held++;
     leasesHeld.set({ worker: this.workerId }, this.held);
     const lost = new AbortController();
+    const moved = new AbortController();
+    const balance = this.balance;
+    const checkMoved = () => {
+      if (balance?.shouldHandOver(p) && !moved.signal.aborted) moved.abort();
+    };
+    const unwatch = balance?.onChange(checkMoved);
     let current = revision;
     let released = false;
     const renewOnce = async () => {
@@ -122,10 +145,13 @@ export class PartitionLeases {
     return {
       partition: p,
       lost: lost.signal,
+      moved: moved.signal,
       release: async () => {
         if (released) return;
         released = true;
         clearInterval(renew);
+        unwatch?.();
+        if (moved.signal.aborted && !lost.signal.aborted) balance?.handedOver(p);
         this.held--;
         leasesHeld.set({ worker: this.workerId }, this.held);
         if (!lost.signal.aborted)
@@ -135,16 +161,17 @@ export class PartitionLeases {
   }
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+/** Waits `ms`, or less: until the signal aborts or the balance's view changes. */
+function sleep(ms: number, signal: AbortSignal, balance?: LeaseBalance): Promise<void> {
   return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener(
-      "abort",
-      () => {
-        clearTimeout(t);
-        resolve();
-      },
-      { once: true },
-    );
+    const done = () => {
+      clearTimeout(t);
+      unwatch?.();
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    const unwatch = balance?.onChange(done);
+    signal.addEventListener("abort", done, { once: true });
   });
 }

@@ -40,7 +40,7 @@ export function exited(p: ChildProcessWithoutNullStreams): Promise<number | null
   return new Promise((r) => p.once("exit", (code) => r(code)));
 }
 
-function pipeLines(p: ChildProcessWithoutNullStreams, tag: string, log: WriteStream): void {
+export function pipeLines(p: ChildProcessWithoutNullStreams, tag: string, log: WriteStream): void {
   let rest = "";
   const onData = (d: Buffer) => {
     const text = rest + d.toString();

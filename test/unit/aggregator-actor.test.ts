@@ -12,6 +12,7 @@ import {
 import type { ConsumerEvent, PullEvent } from "../../actors/stream-consumer.js";
 import { type Publication, restoreCore } from "../../src/aggregate/aggregator-core.js";
 import { ActorKilledError } from "../../src/errors.js";
+import type { Lease } from "../../src/leases/partition-lease.js";
 import type { ClickEvent } from "../../src/model.js";
 import type { ConsumerPlan } from "../../src/nats/stage-handler.js";
 import { encodeClickMessage } from "../../src/wire/batch-codec.js";
@@ -53,7 +54,23 @@ function deferred() {
   return { promise, resolve };
 }
 
-function start(o: { snapshotEveryMs?: number; holdPublish?: boolean } = {}) {
+/** A lease the test controls: `move()` fires its `moved` signal, `release` is recorded. */
+function fakeLease() {
+  const lost = new AbortController();
+  const moved = new AbortController();
+  let released = 0;
+  const lease: Lease = {
+    partition: 0,
+    lost: lost.signal,
+    moved: moved.signal,
+    release: async () => {
+      released++;
+    },
+  };
+  return { lease, move: () => moved.abort(), released: () => released };
+}
+
+function start(o: { snapshotEveryMs?: number; holdPublish?: boolean; leases?: () => Lease } = {}) {
   const clock = new SimulatedClock();
   clock.set(T0 + 3_600_000);
   const published: Publication[][] = [];
@@ -62,8 +79,17 @@ function start(o: { snapshotEveryMs?: number; holdPublish?: boolean } = {}) {
   let feed: (e: ConsumerEvent) => void = () => {};
   let publishGate = deferred();
   if (!o.holdPublish) publishGate.resolve();
+  let acquired = 0;
   const logic = aggregatorMachine.provide({
     actors: {
+      ...(o.leases
+        ? {
+            acquireLease: fromCallback(({ sendBack }) => {
+              acquired++;
+              sendBack({ type: "LEASE_HELD", lease: (o.leases as () => Lease)() });
+            }),
+          }
+        : {}),
       restore: fromPromise(async ({ input }) => ({ core: restoreCore(input.options) })),
       consumer: fromCallback<PullEvent, ConsumerPlan, ConsumerEvent>(({ sendBack, receive }) => {
         feed = sendBack;
@@ -102,6 +128,7 @@ function start(o: { snapshotEveryMs?: number; holdPublish?: boolean } = {}) {
     saved,
     pulls,
     settle,
+    acquired: () => acquired,
     batch: async (msgs: JsMsg[]) => {
       feed({ type: "BATCH", msgs });
       await settle();
@@ -189,6 +216,48 @@ describe("the aggregator actor", () => {
     // (A first start snapshots after its first batch anyway; the final one comes last.)
     expect(a.saved.length).toBeGreaterThan(savedBefore);
     expect(a.saved.at(-1)?.streamSeq).toBe(seq);
+    expect(a.actor.getSnapshot().status).toBe("done");
+    expect(a.actor.getSnapshot().output).toEqual({ failed: false });
+  });
+
+  it("hands over when its lease is moved: finishes the batch, final snapshot, releases, stands by again", async () => {
+    const leases = [fakeLease(), fakeLease()];
+    let next = 0;
+    const a = start({
+      holdPublish: true,
+      leases: () => (leases[next++] as ReturnType<typeof fakeLease>).lease,
+    });
+    await a.settle();
+    await a.batch([msg([click(1, T0)], T0)]);
+    leases[0]?.move();
+    await a.settle();
+    // Not in the middle of a batch: the publish is still out.
+    expect(a.state()).toBe('{"leased":{"running":"publishing"}}');
+    expect(leases[0]?.released()).toBe(0);
+    await a.releasePublishes();
+    await a.settle();
+    // The last saved snapshot holds everything counted; the lease went only after it.
+    expect(a.saved.at(-1)?.streamSeq).toBe(seq);
+    expect(leases[0]?.released()).toBe(1);
+    // Back in standby, asking for the lease again (the balance decides when it may take it);
+    // here the fake grants at once, and the actor restores and runs afresh.
+    expect(a.acquired()).toBe(2);
+    expect(a.state()).toBe('{"leased":{"running":"waiting"}}');
+    expect(a.actor.getSnapshot().status).toBe("active");
+  });
+
+  it("a STOP during a hand-over stops it for good", async () => {
+    const lease = fakeLease();
+    const a = start({ holdPublish: true, leases: () => lease.lease });
+    await a.settle();
+    await a.batch([msg([click(1, T0)], T0)]);
+    lease.move();
+    await a.settle();
+    a.actor.send({ type: "STOP" });
+    await a.releasePublishes();
+    await a.settle();
+    expect(lease.released()).toBe(1);
+    expect(a.acquired()).toBe(1);
     expect(a.actor.getSnapshot().status).toBe("done");
     expect(a.actor.getSnapshot().output).toEqual({ failed: false });
   });
