@@ -41,8 +41,7 @@ export function assignPartitions(input: AssignmentInput): Map<number, string> {
   // holder is not made to give up a partition only to leave a worker idle), then by id. Stable:
   // a worker given one keeps holding more than the base, the others only fall to it.
   const holds = new Map<string, number>();
-  for (const [p, h] of input.holders)
-    if (eligible(h, p)) holds.set(h, (holds.get(h) ?? 0) + 1);
+  for (const [p, h] of input.holders) if (eligible(h, p)) holds.set(h, (holds.get(h) ?? 0) + 1);
   const extraFirst = workers
     .map((w) => ({ id: w.id, over: (holds.get(w.id) ?? 0) > base ? 0 : 1 }))
     .sort((a, b) => a.over - b.over || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));

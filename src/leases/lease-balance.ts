@@ -163,7 +163,7 @@ export class LeaseBalance {
       await Promise.all(
         keys.map(async (k) => {
           const e = await this.kv.get(k);
-          if (!e || e.operation !== "PUT" || e.length === 0) return;
+          if (e?.operation !== "PUT" || e.length === 0) return;
           if (k.startsWith("w.")) {
             const p = JSON.parse(e.string()) as Presence;
             workers.push({ id: p.id, ...(p.offers ? { offers: p.offers } : {}) });

@@ -122,7 +122,7 @@ describe("rebalancing: workers join, leave in order and die while clicks flow", 
       return ms;
     };
     /** Starts a worker and returns when it answers admin commands (it is up and announced). */
-    const join = async (id: string) => {
+    const joinWorker = async (id: string) => {
       const started = Date.now();
       startWorker(id);
       await until(
@@ -145,15 +145,15 @@ describe("rebalancing: workers join, leave in order and die while clicks flow", 
       expect(await exitCode(p)).toBe(0);
     };
 
-    await balanced("w1 alone", { w1: 16 }, await join("w1"));
+    await balanced("w1 alone", { w1: 16 }, await joinWorker("w1"));
     await shipFile(0);
 
     const shipping1 = shipFile(1);
-    const join2 = await balanced("w2 joined", { w1: 8, w2: 8 }, await join("w2"));
+    const join2 = await balanced("w2 joined", { w1: 8, w2: 8 }, await joinWorker("w2"));
     await shipping1;
 
     const shipping2 = shipFile(2);
-    const join3 = await balanced("w3 joined", { w1: 6, w2: 5, w3: 5 }, await join("w3"));
+    const join3 = await balanced("w3 joined", { w1: 6, w2: 5, w3: 5 }, await joinWorker("w3"));
     await shipping2;
 
     let at = Date.now();
