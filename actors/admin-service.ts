@@ -204,6 +204,9 @@ export function adminServiceChild(nc: NatsConnection, o: AdminServiceOptions): C
       for (const command of ["kill", "pause", "resume"] as const) {
         handle(command, (body) => {
           if (!owns(body.id)) return undefined; // another worker's actor (or none): stay silent
+          // Several workers run an actor of that id (each offers every aggregator; all but
+          // the lease holder stand by): `worker` picks one of them.
+          if (body.worker !== undefined && body.worker !== o.worker) return undefined;
           send({ type: command.toUpperCase() as "KILL" | "PAUSE" | "RESUME", id: body.id });
           return { worker: o.worker, id: body.id, done: command };
         });

@@ -12,11 +12,12 @@ export async function runAdmin(
   cmd: Command,
   id: string | undefined,
   json: boolean,
+  worker?: string,
 ): Promise<number> {
   const nc = await natsFor(c, "adclick-admin-cli");
   try {
     const replies: unknown[] = [];
-    const it = await nc.requestMany(`adclick.admin.${cmd}`, JSON.stringify(id ? { id } : {}), {
+    const it = await nc.requestMany(`adclick.admin.${cmd}`, JSON.stringify(id ? { id, ...(worker ? { worker } : {}) } : {}), {
       maxWait: 2000,
     });
     for await (const m of it) {

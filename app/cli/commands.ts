@@ -54,8 +54,9 @@ export function extendCli(program: Command): void {
           ? "crash an actor (no orderly stop); the supervisor restarts it"
           : `${cmd} an actor`,
       )
-      .action(async (id: string) => {
-        process.exitCode = await runAdmin(configFrom(program.opts()), cmd, id, false);
+      .option("--worker <name>", "only on this worker (as `admin actors` names it)")
+      .action(async (id: string, o: { worker?: string }) => {
+        process.exitCode = await runAdmin(configFrom(program.opts()), cmd, id, false, o.worker);
       });
   }
   admin
