@@ -42,14 +42,14 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 18
   }
 }
 
-describe("partition leases: two workers offering the same partitions", () => {
+describe("partition leases: two workers offering the same partitions share them", () => {
   const nats = useNatsServer();
   const nodes: Node[] = [];
   afterAll(async () => {
     for (const n of nodes) await n.stop();
   }, 60_000);
 
-  it("runs each partition on one worker, and the standby takes over exactly when the holder stops", async () => {
+  it("runs each partition on one worker, and the other takes over exactly when the holder stops", async () => {
     const { server } = nats();
     const base = loadConfig(
       {},
@@ -76,10 +76,27 @@ describe("partition leases: two workers offering the same partitions", () => {
     );
     const b = await startNode({ ...base, workerId: "worker-b" }, allRoles(base), () => {});
     nodes.push(b);
-    await new Promise((r) => setTimeout(r, 1500));
-    expect(await holders()).toEqual(["worker-a", "worker-a", "worker-a"]);
-    // Every aggregator of worker-b stands by (none restored or counts).
-    expect(runningAggregators(await b.worker.status())).toEqual([]);
+    // worker-b joins: its fair share (1 of 3; worker-a, holding more, keeps the extra one)
+    // is handed over — worker-a's aggregator saves a final snapshot and stands by.
+    const share = async () => {
+      const h = await holders();
+      return {
+        a: h.filter((x) => x === "worker-a").length,
+        b: h.filter((x) => x === "worker-b").length,
+      };
+    };
+    await until("worker-b holds its share", async () => {
+      const s = await share();
+      return s.a === 2 && s.b === 1;
+    });
+    const aggregatingOn = async (node: Node) =>
+      runningAggregators(await node.worker.status())
+        .map((x) => x.partition)
+        .sort();
+    await until("each partition aggregated on its holder alone", async () => {
+      const [onA, onB] = [await aggregatingOn(a), await aggregatingOn(b)];
+      return onA.length === 2 && onB.length === 1 && !onA.some((p) => onB.includes(p));
+    });
 
     const producer = new ClickProducer(jetstream(nc), {
       partitions: PARTITIONS,
