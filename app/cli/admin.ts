@@ -17,9 +17,13 @@ export async function runAdmin(
   const nc = await natsFor(c, "adclick-admin-cli");
   try {
     const replies: unknown[] = [];
-    const it = await nc.requestMany(`adclick.admin.${cmd}`, JSON.stringify(id ? { id, ...(worker ? { worker } : {}) } : {}), {
-      maxWait: 2000,
-    });
+    const it = await nc.requestMany(
+      `adclick.admin.${cmd}`,
+      JSON.stringify(id ? { id, ...(worker ? { worker } : {}) } : {}),
+      {
+        maxWait: 2000,
+      },
+    );
     for await (const m of it) {
       const error = serviceErrorOf(m);
       if (error) {
@@ -46,6 +50,9 @@ export async function runAdmin(
       for (const r of rows) {
         const s = r.status ?? {};
         const detail = [
+          r.kind === "aggregator" && s.lastSeq === undefined
+            ? `standby${typeof s.standbyFor === "string" ? ` (aggregated by ${s.standbyFor})` : ""}`
+            : "",
           s.lastSeq !== undefined ? `seq ${s.lastSeq}` : "",
           s.lagMessages !== undefined ? `lag ${s.lagMessages}` : "",
           typeof s.watermarkMs === "number" && Number.isFinite(s.watermarkMs)
