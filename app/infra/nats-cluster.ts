@@ -45,6 +45,8 @@ export interface NatsClusterNode {
   pause(): void;
   /** Thaws it (SIGCONT). */
   resume(): void;
+  /** Between `pause()` and `resume()`. */
+  readonly frozen: boolean;
   stop(): Promise<void>;
   /** /healthz: up, JetStream current with the cluster (false while down, frozen or catching up). */
   healthy(): Promise<boolean>;
@@ -57,6 +59,11 @@ export interface NatsClusterHandle {
   nodes: NatsClusterNode[];
   /** The JetStream meta leader's server name, as the answering nodes see it. */
   metaLeader(): Promise<string | undefined>;
+  /**
+   * Each stream's leader (KV buckets are streams KV_<bucket>), as the first node up and not
+   * frozen sees it on its monitoring port: no client connection (which may sit on a frozen node).
+   */
+  streamLeaders(): Promise<Map<string, string>>;
   /** Waits until every node is healthy and agrees on one meta leader of the full cluster size. */
   waitHealthy(timeoutMs?: number): Promise<void>;
   /** Stops every node (thawing frozen ones first); removes a temporary store root. Idempotent. */
@@ -143,6 +150,7 @@ export async function startNatsCluster(opts: NatsClusterOptions = {}): Promise<N
 
   const nodes: NatsClusterNode[] = specs.map((s, i) => {
     const server = servers[i] as NatsServerHandle;
+    let frozen = false;
     const node: NatsClusterNode = {
       name: s.name,
       url: server.url,
@@ -155,14 +163,23 @@ export async function startNatsCluster(opts: NatsClusterOptions = {}): Promise<N
       server,
       kill: () => server.process.kill(),
       async restart(r = {}) {
-        server.process.resume(); // SIGTERM does not reach a frozen process
+        node.resume(); // SIGTERM does not reach a frozen process
         await server.restart({ crash: r.crash ?? true });
         await waitFor(`${s.name} healthy after its restart`, node.healthy, r.timeoutMs ?? 60_000);
       },
-      pause: () => server.process.pause(),
-      resume: () => server.process.resume(),
-      stop: () => {
+      pause() {
+        frozen = true;
+        server.process.pause();
+      },
+      resume() {
+        frozen = false;
         server.process.resume();
+      },
+      get frozen() {
+        return frozen;
+      },
+      stop: () => {
+        node.resume();
         return server.stop();
       },
       healthy: async () => server.process.running && (await healthyAt(server.httpPort)),
@@ -180,11 +197,23 @@ export async function startNatsCluster(opts: NatsClusterOptions = {}): Promise<N
     nodes,
     async metaLeader() {
       for (const node of nodes) {
-        if (!node.server.process.running) continue;
+        if (!node.server.process.running || node.frozen) continue;
         const leader = (await metaOf(node))?.leader;
         if (leader) return leader;
       }
       return undefined;
+    },
+    async streamLeaders() {
+      const leaders = new Map<string, string>();
+      const from = nodes.find((x) => x.server.process.running && !x.frozen);
+      if (!from) return leaders;
+      const jsz = await getJson<{
+        account_details?: { stream_detail?: { name: string; cluster?: { leader?: string } }[] }[];
+      }>(`http://127.0.0.1:${from.httpPort}/jsz?accounts=true&streams=true`);
+      for (const acc of jsz?.account_details ?? [])
+        for (const st of acc.stream_detail ?? [])
+          if (st.cluster?.leader) leaders.set(st.name, st.cluster.leader);
+      return leaders;
     },
     async waitHealthy(timeoutMs = 60_000) {
       await waitFor(
