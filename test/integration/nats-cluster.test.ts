@@ -237,7 +237,21 @@ describe("a 3-node NATS cluster: exactly once while a node crashes and another f
     // ---- fault 1: SIGKILL the CLICKS leader, restart it on its store -----------------------
     // Leaders as a running node's monitoring port shows them (not over our client connection,
     // which may sit on the failed node until its pings go unanswered).
-    await until("a few steps shipped", () => step >= 5, 60_000, 100);
+    const checkpoints = new KvCheckpointStore(
+      await new Kvm(jetstream(conn)).open(KV_BUCKETS.shipperCheckpoints),
+    );
+    const shippedBytes = async (a: FollowAgent) =>
+      (await checkpoints.load(a.source, a.file))?.checkpoint.offset ?? 0;
+    // The faults hit agents that are shipping, not starting.
+    await until(
+      "every agent shipping",
+      async () => {
+        for (const a of agents) if ((await shippedBytes(a)) === 0) return false;
+        return step >= 5;
+      },
+      60_000,
+      100,
+    );
     const killedName = (await c.streamLeaders()).get(STREAMS.clicks);
     const killed = c.nodes.find((n) => n.name === killedName);
     if (!killed) throw new Error(`no CLICKS leader (${killedName})`);
@@ -308,17 +322,11 @@ describe("a 3-node NATS cluster: exactly once while a node crashes and another f
     await appending;
 
     // ---- every agent shipped its whole log; stop them ---------------------------------------
-    const checkpoints = new KvCheckpointStore(
-      await new Kvm(jetstream(conn)).open(KV_BUCKETS.shipperCheckpoints),
-    );
     at = Date.now();
     await until(
       "every agent shipped its whole log",
       async () => {
-        for (const a of agents) {
-          const cp = await checkpoints.load(a.source, a.file);
-          if ((cp?.checkpoint.offset ?? 0) !== statSync(a.file).size) return false;
-        }
+        for (const a of agents) if ((await shippedBytes(a)) !== statSync(a.file).size) return false;
         return true;
       },
       120_000,
