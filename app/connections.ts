@@ -19,7 +19,13 @@ import { withDeadline } from "./shutdown.js";
 
 /** A NATS connection with the configuration's servers and credentials: the one way we connect. */
 export function natsFor(c: AdclickConfig, name: string): Promise<NatsConnection> {
-  return connectNats({ servers: c.natsServers, name, user: c.natsUser, pass: c.natsPassword });
+  return connectNats({
+    servers: c.natsServers,
+    name,
+    user: c.natsUser,
+    pass: c.natsPassword,
+    pingIntervalMs: c.natsPingIntervalMs,
+  });
 }
 
 /**

@@ -15,6 +15,8 @@ export interface UpOptions {
   generate: number;
   /** Seconds between live-view refreshes. */
   refreshSeconds: number;
+  /** Start a local 3-node NATS cluster (streams and KV buckets at R3) instead of one server. */
+  natsCluster?: boolean;
 }
 
 async function counterValue(name: string): Promise<number> {
@@ -60,9 +62,17 @@ async function liveView(
  * services and /metrics; with --generate, synthetic clicks; a live view every few seconds.
  * Ctrl-C stops it all, and the servers it started.
  */
-export async function runUp(c: AdclickConfig, o: UpOptions): Promise<void> {
+export async function runUp(config: AdclickConfig, o: UpOptions): Promise<void> {
   const log = (m: string) => console.log(`[up] ${m}`);
-  const stack = await ensureLocalStack(c, log);
+  const stack = await ensureLocalStack(config, log, { natsCluster: o.natsCluster ?? false });
+  // On the cluster: every node's URL (clients move between them), every stream at R3.
+  const c = stack.natsCluster
+    ? { ...config, natsServers: stack.natsCluster.urls, natsReplicas: 3 }
+    : config;
+  if (stack.natsCluster)
+    log(
+      `NATS: ADCLICK_NATS_URL=${c.natsServers.join(",")} ADCLICK_NATS_REPLICAS=3 for other adclick commands`,
+    );
   let node: Node | undefined;
   let generator: ReturnType<typeof startLiveGenerator> | undefined;
   let closing: Promise<void> | undefined;

@@ -36,6 +36,11 @@ export interface AdclickConfig {
   natsPassword?: string;
   /** Replicas for streams and KV buckets: 1 on one server, 3 on a 3-node cluster. */
   natsReplicas: number;
+  /**
+   * How often a NATS client pings its server. Two unanswered pings (a frozen server, a
+   * connection dead without a close) and it moves to another server of the list.
+   */
+  natsPingIntervalMs: number;
   /** Cassandra contact points "host:port", comma separated in ADCLICK_CASSANDRA. */
   cassandraContactPoints: string[];
   cassandraLocalDataCenter: string;
@@ -116,6 +121,8 @@ export interface AdclickConfig {
 export const DEFAULT_CONFIG: AdclickConfig = {
   natsServers: ["nats://127.0.0.1:4222"],
   natsReplicas: 1,
+  // The client library's default is 2 minutes: far too long to sit on a frozen cluster node.
+  natsPingIntervalMs: 2000,
   cassandraContactPoints: ["127.0.0.1:9042"],
   cassandraLocalDataCenter: "datacenter1",
   cassandraKeyspace: "adclick",
@@ -152,6 +159,7 @@ const DIMENSIONS: readonly Dimension[] = ["country", "ip", "userId"];
 export const ENV_VARS = {
   ADCLICK_NATS_URL: "natsServers",
   ADCLICK_NATS_REPLICAS: "natsReplicas",
+  ADCLICK_NATS_PING_MS: "natsPingIntervalMs",
   ADCLICK_NATS_USER: "natsUser",
   ADCLICK_NATS_PASSWORD: "natsPassword",
   ADCLICK_CASSANDRA: "cassandraContactPoints",
@@ -228,6 +236,8 @@ export function loadConfig(
   if (raw.natsUser) c.natsUser = raw.natsUser;
   if (raw.natsPassword) c.natsPassword = raw.natsPassword;
   if (raw.natsReplicas) c.natsReplicas = int(s("natsReplicas"), raw.natsReplicas, 1, 5);
+  if (raw.natsPingIntervalMs)
+    c.natsPingIntervalMs = int(s("natsPingIntervalMs"), raw.natsPingIntervalMs, 100, 600_000);
   if (raw.cassandraContactPoints) c.cassandraContactPoints = list(raw.cassandraContactPoints);
   if (raw.cassandraLocalDataCenter) c.cassandraLocalDataCenter = raw.cassandraLocalDataCenter;
   if (raw.cassandraKeyspace) c.cassandraKeyspace = raw.cassandraKeyspace;

@@ -17,13 +17,20 @@ export function extendCli(program: Command): void {
     )
     .option("--refresh <s>", "seconds between live-view refreshes (default 3)", intArg("--refresh"))
     .option("--once", "exit after reporting healthy (stops what it started)")
-    .action(async (o: { generate?: number; refresh?: number; once?: boolean }) => {
-      await runUp(configFrom(program.opts()), {
-        once: o.once ?? false,
-        generate: o.generate ?? 0,
-        refreshSeconds: o.refresh ?? 3,
-      });
-    });
+    .option(
+      "--nats-cluster",
+      "start a local 3-node NATS cluster (the NATS port and the next two, 4222-4224 by default; stores under the data folder) with streams and KV buckets at R3, instead of one nats-server",
+    )
+    .action(
+      async (o: { generate?: number; refresh?: number; once?: boolean; natsCluster?: boolean }) => {
+        await runUp(configFrom(program.opts()), {
+          once: o.once ?? false,
+          generate: o.generate ?? 0,
+          refreshSeconds: o.refresh ?? 3,
+          natsCluster: o.natsCluster ?? false,
+        });
+      },
+    );
   program
     .command("worker")
     .description(

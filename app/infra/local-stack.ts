@@ -4,7 +4,8 @@ import { join, resolve } from "node:path";
 import type { AdclickConfig } from "../../src/config.js";
 import { InfraError } from "../../src/errors.js";
 import { type CassandraNodeHandle, cqlAnswers, startCassandraNode } from "./cassandra-node.js";
-import { canBind, isListening } from "./free-port.js";
+import { canBind, freePort, isListening } from "./free-port.js";
+import { type NatsClusterHandle, startNatsCluster } from "./nats-cluster.js";
 import { type NatsServerHandle, startNatsServer } from "./nats-server.js";
 import { infraPaths, projectRoot } from "./paths.js";
 
@@ -12,6 +13,8 @@ export interface LocalStack {
   /** What this call started (and `stop()` will stop); empty when everything was already up. */
   started: string[];
   nats?: NatsServerHandle;
+  /** With `natsCluster`: the 3-node cluster started. */
+  natsCluster?: NatsClusterHandle;
   cassandra?: CassandraNodeHandle;
   stop(): Promise<void>;
   /** SIGKILLs what this call started, synchronously (a forced exit). */
@@ -52,23 +55,32 @@ function ensureProvisioned(log: (msg: string) => void): void {
 export async function ensureLocalStack(
   c: AdclickConfig,
   log: (msg: string) => void = () => {},
+  o: { natsCluster?: boolean } = {},
 ): Promise<LocalStack> {
   ensureProvisioned(log);
   const stack: LocalStack = {
     started: [],
     killNow() {
       stack.nats?.process.killNow();
+      stack.natsCluster?.killNow();
       stack.cassandra?.process.killNow();
     },
     async stop() {
-      await Promise.allSettled([stack.nats?.stop(), stack.cassandra?.stop()]);
+      await Promise.allSettled([
+        stack.nats?.stop(),
+        stack.natsCluster?.stop(),
+        stack.cassandra?.stop(),
+      ]);
     },
   };
   // Relative to the project (not the working directory), like .infra/ itself.
   const dataRoot = resolve(projectRoot(), c.localDataDir);
   const nats = hostPort(c.natsServers[0] ?? "", 4222);
   try {
-    if (await isListening(nats.host, nats.port)) {
+    if (o.natsCluster) {
+      stack.natsCluster = await startLocalCluster(nats, join(dataRoot, "nats-cluster"), log);
+      stack.started.push("a 3-node NATS cluster");
+    } else if (await isListening(nats.host, nats.port)) {
       log(`NATS: using the server at ${nats.host}:${nats.port}`);
     } else if (LOCAL_HOSTS.has(nats.host)) {
       log(`NATS: nothing at ${nats.host}:${nats.port}, starting nats-server there`);
@@ -102,4 +114,35 @@ export async function ensureLocalStack(
     throw err;
   }
   return stack;
+}
+
+/**
+ * `adclick up --nats-cluster`: three nats-server nodes on the configured NATS port and the two
+ * after it (4222-4224 by default), stores under the data folder. Refuses when one of those
+ * ports answers already: another cluster may be running on the same stores.
+ */
+async function startLocalCluster(
+  nats: { host: string; port: number },
+  storeRoot: string,
+  log: (msg: string) => void,
+): Promise<NatsClusterHandle> {
+  if (!LOCAL_HOSTS.has(nats.host))
+    throw new Error(`--nats-cluster starts a local cluster; ADCLICK_NATS_URL names ${nats.host}`);
+  const ports = [nats.port, nats.port + 1, nats.port + 2];
+  for (const port of ports) {
+    if (await isListening("127.0.0.1", port))
+      throw new Error(
+        `--nats-cluster: something answers at 127.0.0.1:${port} already (a running stack?); stop it or set ADCLICK_NATS_URL to another port`,
+      );
+  }
+  // The usual monitoring and route ports where they are free.
+  const orFree = async (want: number) => ((await canBind("127.0.0.1", want)) ? want : freePort());
+  const httpPorts = [await orFree(8222), await orFree(8223), await orFree(8224)];
+  const clusterPorts = [await orFree(6222), await orFree(6223), await orFree(6224)];
+  log(`NATS: starting a 3-node cluster on 127.0.0.1:${ports.join(", ")} (stores in ${storeRoot})`);
+  const cluster = await startNatsCluster({ nodes: 3, storeRoot, ports, httpPorts, clusterPorts });
+  log(
+    `NATS: cluster ${cluster.name} up, meta leader ${await cluster.metaLeader()}; monitoring on :${httpPorts.join(", :")}`,
+  );
+  return cluster;
 }

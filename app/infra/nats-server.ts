@@ -18,6 +18,10 @@ export interface NatsServerOptions {
   /** Detach so the server outlives this process. */
   detached?: boolean;
   startTimeoutMs?: number;
+  /** server_name; the config file's when omitted. Unique per node of a cluster. */
+  serverName?: string;
+  /** Joins a cluster: its name, this node's route port (on 127.0.0.1) and the routes to solicit. */
+  cluster?: { name: string; port: number; routes: string[] };
 }
 
 /** A nats-server we started, with JetStream enabled. */
@@ -62,6 +66,17 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
         String(httpPort),
         "-sd",
         storeDir,
+        ...(opts.serverName ? ["--server_name", opts.serverName] : []),
+        ...(opts.cluster
+          ? [
+              "--cluster_name",
+              opts.cluster.name,
+              "--cluster",
+              `nats://127.0.0.1:${opts.cluster.port}`,
+              "--routes",
+              opts.cluster.routes.join(","),
+            ]
+          : []),
       ],
       logFile: join(storeDir, "..", `nats-server-${port}.log`),
       detached: opts.detached ?? false,

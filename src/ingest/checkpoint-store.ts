@@ -1,5 +1,7 @@
 import { hash } from "node:crypto";
+import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
+import { jitteredBackoffMs, sleep } from "../backoff.js";
 
 /**
  * How far the shipper has got in one log file. Written to JetStream KV with compare-and-set,
@@ -54,11 +56,45 @@ export function checkpointKey(source: string, path: string): string {
   return `f.${hash("sha1", `${source}\0${path}`, "hex").slice(0, 32)}`;
 }
 
+/** Another writer moved the key on (compare-and-set failed): no retry can fix that. */
+function isConflict(err: unknown): boolean {
+  return (
+    err instanceof JetStreamApiError &&
+    (err.code === JetStreamApiCodes.StreamWrongLastSequence ||
+      err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
+  );
+}
+
+/**
+ * Checkpoints in a KV bucket. Reads and writes are retried for `retryForMs`: on a NATS
+ * cluster a bucket's raft leader may be lost (a node crashed or frozen), and until another
+ * is elected (4–9 s) its writes time out or find no responders, which must not stop a log
+ * agent.
+ */
 export class KvCheckpointStore implements CheckpointStore {
-  constructor(private readonly kv: KV) {}
+  constructor(
+    private readonly kv: KV,
+    private readonly retryForMs = 30_000,
+  ) {}
+
+  private async retrying<T>(op: () => Promise<T>, applied?: () => Promise<T | undefined>) {
+    const deadline = Date.now() + this.retryForMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await op();
+      } catch (err) {
+        // A write that timed out may have been applied after all (a retry then conflicts
+        // with it): what is stored decides.
+        const stored = await applied?.().catch(() => undefined);
+        if (stored !== undefined) return stored;
+        if (isConflict(err) || Date.now() > deadline) throw err;
+        await sleep(jitteredBackoffMs(attempt, { baseMs: 200, maxMs: 2000 }));
+      }
+    }
+  }
 
   async load(source: string, path: string): Promise<StoredCheckpoint | undefined> {
-    const e = await this.kv.get(checkpointKey(source, path));
+    const e = await this.retrying(() => this.kv.get(checkpointKey(source, path)));
     if (e?.operation !== "PUT" || e.length === 0) return undefined;
     return { checkpoint: e.json<FileCheckpoint>(), revision: e.revision };
   }
@@ -66,8 +102,14 @@ export class KvCheckpointStore implements CheckpointStore {
   async save(cp: FileCheckpoint, revision: number | undefined): Promise<number> {
     const key = checkpointKey(cp.source, cp.path);
     const value = JSON.stringify(cp);
-    return revision === undefined
-      ? this.kv.create(key, value)
-      : this.kv.update(key, value, revision);
+    return this.retrying(
+      () =>
+        revision === undefined ? this.kv.create(key, value) : this.kv.update(key, value, revision),
+      async () => {
+        const e = await this.kv.get(key);
+        const ours = e?.operation === "PUT" && e.revision > (revision ?? 0) && e.string() === value;
+        return ours ? e.revision : undefined;
+      },
+    );
   }
 }

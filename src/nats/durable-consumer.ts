@@ -23,6 +23,13 @@ export interface DurableSpec {
 const CONSUMER_NOT_FOUND = 10014;
 
 /**
+ * How long a pull request lives (the client's default is 30 s). The client re-pulls after two
+ * missed idle heartbeats (half of it each): on a NATS cluster, pull requests held by a
+ * consumer's leader that froze or crashed are lost with it, and until then the reader stalls.
+ */
+export const PULL_EXPIRES_MS = 5000;
+
+/**
  * Creates the durable pull consumer if it does not exist; updates the settings we manage if
  * they drifted. Several workers may share one durable: JetStream spreads messages over them.
  */
@@ -75,7 +82,13 @@ export interface BatchLoopOptions {
 /** Consumes a durable in batches (see batchLoop). Returns when the signal aborts; rejects if `onBatch` does. */
 export async function consumeInBatches(o: BatchLoopOptions): Promise<void> {
   const consumer = await o.js.consumers.get(o.stream, o.durable);
-  await batchLoop(await consumer.consume({ max_messages: Math.max(o.maxBatch * 2, 256) }), o);
+  await batchLoop(
+    await consumer.consume({
+      max_messages: Math.max(o.maxBatch * 2, 256),
+      expires: PULL_EXPIRES_MS,
+    }),
+    o,
+  );
 }
 
 /** Keeps messages from being redelivered while a slow write retries (extends ack_wait). */
@@ -105,7 +118,13 @@ export async function consumeOrdered(o: OrderedLoopOptions): Promise<void> {
     deliver_policy: DeliverPolicy.StartSequence,
     opt_start_seq: Math.max(1, o.startSeq),
   });
-  await batchLoop(await consumer.consume({ max_messages: Math.max(o.maxBatch * 2, 256) }), o);
+  await batchLoop(
+    await consumer.consume({
+      max_messages: Math.max(o.maxBatch * 2, 256),
+      expires: PULL_EXPIRES_MS,
+    }),
+    o,
+  );
 }
 
 /** What {@link batchLoop} races a pending message against: the next turn of the event loop. */

@@ -1,10 +1,13 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, describe, expect, inject, it } from "vitest";
 import { freePort, isListening } from "../../app/infra/free-port.js";
+import { STREAMS } from "../../nats/layout.js";
 import { generateClickLog, type TruthClick } from "../../src/gen/click-log.js";
 import { ONE_MINUTE_MS } from "../../src/model.js";
+import { connectNats } from "../../src/nats/connect.js";
 import { uniqueName } from "../harness/servers.js";
 import { adclick, adclickRun, waitForOutput } from "../support/cli.js";
 import { uniqueClicks } from "../support/oracle.js";
@@ -271,5 +274,40 @@ describe("the adclick CLI end to end: up, ship, query", () => {
       await new Promise((r) => up.once("exit", r));
     }
     expect(await isListening("127.0.0.1", natsPort)).toBe(false); // up stopped the nats-server it started
+  });
+
+  it("up --nats-cluster runs on a local 3-node NATS cluster with every stream at R3, and stops it", {
+    timeout: 180_000,
+  }, async () => {
+    const { contactPoint } = inject("cassandra");
+    const base = await freePort();
+    const ports = [base, base + 1, base + 2];
+    const env = {
+      ADCLICK_NATS_URL: `nats://127.0.0.1:${base}`,
+      ADCLICK_CASSANDRA: contactPoint,
+      ADCLICK_KEYSPACE: uniqueName("e2e"),
+      ADCLICK_PARTITIONS: "4",
+      ADCLICK_METRICS_PORT: "0",
+      ADCLICK_DATA_DIR: join(dir, "cluster-data"),
+    };
+    const up = adclick(["up", "--nats-cluster", "--refresh", "60"], env);
+    try {
+      await waitForOutput(up, /\[up\] healthy/);
+      const nc = await connectNats({
+        servers: ports.map((p) => `nats://127.0.0.1:${p}`),
+        name: "e2e-cluster",
+      });
+      try {
+        const info = await (await jetstreamManager(nc)).streams.info(STREAMS.clicks);
+        expect(info.config.num_replicas).toBe(3);
+        expect(1 + (info.cluster?.replicas?.length ?? 0)).toBe(3);
+      } finally {
+        await nc.close();
+      }
+    } finally {
+      up.kill("SIGINT");
+      await new Promise((r) => up.once("exit", r));
+    }
+    for (const p of ports) expect(await isListening("127.0.0.1", p)).toBe(false);
   });
 });

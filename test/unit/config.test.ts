@@ -10,6 +10,8 @@ describe("loadConfig", () => {
     // Late clicks amend their minute by default: no billable click is dropped.
     expect(loadConfig({}).latePolicy).toBe("amend");
     expect(loadConfig({}).amendHorizonMs).toBe(15 * 60_000);
+    // Seconds, not the client library's 2 minutes: a frozen NATS node is left quickly.
+    expect(loadConfig({}).natsPingIntervalMs).toBe(2000);
   });
 
   it.each([
@@ -24,6 +26,8 @@ describe("loadConfig", () => {
       ["10.0.0.1:9042", "10.0.0.2"],
     ],
     [{ ADCLICK_PARTITIONS: "64" }, "partitions", 64],
+    [{ ADCLICK_NATS_REPLICAS: "3" }, "natsReplicas", 3],
+    [{ ADCLICK_NATS_PING_MS: "5000" }, "natsPingIntervalMs", 5000],
     [{ ADCLICK_ALLOWED_LATENESS_MS: "0" }, "allowedLatenessMs", 0],
     [{ ADCLICK_LATE_POLICY: "drop" }, "latePolicy", "drop"],
     [{ ADCLICK_LATE_POLICY: "amend" }, "latePolicy", "amend"],
@@ -48,6 +52,8 @@ describe("loadConfig", () => {
     [{ ADCLICK_PARTITIONS: "0" }, "ADCLICK_PARTITIONS", /outside 1\.\.4096/],
     [{ ADCLICK_PARTITIONS: "8.5" }, "ADCLICK_PARTITIONS", /not an integer/],
     [{ ADCLICK_PARTITIONS: "lots" }, "ADCLICK_PARTITIONS", /not an integer/],
+    [{ ADCLICK_NATS_PING_MS: "50" }, "ADCLICK_NATS_PING_MS", /outside 100\.\./],
+    [{ ADCLICK_NATS_PING_MS: "2s" }, "ADCLICK_NATS_PING_MS", /not an integer/],
     [{ ADCLICK_ALLOWED_LATENESS_MS: "-1" }, "ADCLICK_ALLOWED_LATENESS_MS", /outside/],
     [{ ADCLICK_LATE_POLICY: "ignore" }, "ADCLICK_LATE_POLICY", /not one of amend, drop/],
     [{ ADCLICK_MAX_OPEN_MINUTES: "1" }, "ADCLICK_MAX_OPEN_MINUTES", /outside 2\.\./],
