@@ -105,40 +105,61 @@ export class PartitionLeases {
     const unwatch = balance?.onChange(checkMoved);
     let current = revision;
     let released = false;
+    /** When the key was last written by us: the server expires it a TTL after that. */
+    let renewedAt = Date.now();
     const renewOnce = async () => {
       try {
         current = await this.kv.update(key, this.workerId, current);
+        renewedAt = Date.now();
         return;
       } catch {
-        // A lost reply to an earlier renewal, or an expired key: still ours if nobody took it.
+        // A lost reply to an earlier renewal, an expired key, or the bucket unreachable (a
+        // NATS node down, a leader election): still ours if nobody took it.
       }
-      const e = await this.kv.get(key).catch(() => null);
+      const e = await this.kv.get(key); // throws while the bucket is unreachable
       if (e && e.operation === "PUT" && e.string() === this.workerId) {
         current = e.revision;
+        renewedAt = Date.now();
         return;
       }
-      if (e?.operation !== "PUT") {
-        const r = await this.kv.create(key, this.workerId).catch(() => undefined);
-        if (r !== undefined) {
-          current = r;
-          return;
-        }
-      }
-      throw new LeaseLostError(`lease of partition ${p} taken over`);
+      if (e?.operation === "PUT") throw new LeaseLostError(`lease of partition ${p} taken over`);
+      // Expired or deleted: take it again unless someone is faster (then the next renewal
+      // reads their value and gives up).
+      current = await this.kv.create(key, this.workerId);
+      renewedAt = Date.now();
+    };
+    // A renewal that cannot reach the bucket is retried at the next tick while the key cannot
+    // have expired yet (a third of the TTL to spare); past that, or taken by another worker,
+    // the lease is lost.
+    const patienceMs = this.ttlMs - Math.max(100, Math.floor(this.ttlMs / 3));
+    let renewing = false;
+    const loseLease = (err: unknown) => {
+      if (released || lost.signal.aborted) return;
+      leasesLost.inc({ partition: String(p) });
+      lost.abort(
+        err instanceof LeaseLostError
+          ? err
+          : new LeaseLostError(`lease of partition ${p} not renewed: ${messageOf(err)}`, {
+              cause: err,
+            }),
+      );
     };
     const renew = setInterval(
       () => {
-        renewOnce().catch((err) => {
-          if (released || lost.signal.aborted) return;
-          leasesLost.inc({ partition: String(p) });
-          lost.abort(
-            err instanceof LeaseLostError
-              ? err
-              : new LeaseLostError(`lease of partition ${p} not renewed: ${messageOf(err)}`, {
-                  cause: err,
-                }),
-          );
-        });
+        if (renewing) {
+          // A renewal still waiting on the server: past the patience, give up without it.
+          if (Date.now() - renewedAt >= patienceMs) loseLease(new Error("renewal timed out"));
+          return;
+        }
+        renewing = true;
+        renewOnce()
+          .catch((err) => {
+            if (!(err instanceof LeaseLostError) && Date.now() - renewedAt < patienceMs) return;
+            loseLease(err);
+          })
+          .finally(() => {
+            renewing = false;
+          });
       },
       Math.max(100, Math.floor(this.ttlMs / 3)),
     );
