@@ -37,7 +37,7 @@ export interface LeaseBalanceOptions {
   partitions: number;
   /** The partitions this worker offers (all when undefined). */
   offers?: readonly number[];
-  /** The leases bucket's TTL: presence is renewed every third of it, like a lease. */
+  /** The leases bucket's TTL: presence is renewed every tenth of it, like a lease. */
   ttlMs: number;
   /** How often the view (presence and holders) is read. */
   pollMs?: number;
@@ -91,7 +91,7 @@ export class LeaseBalance {
           this.log(`lease balance: presence not renewed: ${messageOf(e)}`),
         );
       },
-      Math.max(100, Math.floor(this.o.ttlMs / 3)),
+      Math.max(100, Math.floor(this.o.ttlMs / 10)),
     );
     this.poller = setInterval(() => {
       this.poll().catch(() => {}); // the next poll tries again; the last view stands meanwhile

@@ -45,7 +45,7 @@ export const leaseKey = (p: number) => `p.${p}`;
 /**
  * Partition leases in JetStream KV: at most one worker aggregates a partition at a time.
  * A lease is a key `p.<n>` holding the worker id, taken with create (compare-and-set on
- * "absent"), renewed with update on its revision every third of the bucket's TTL, and gone
+ * "absent"), renewed with update on its revision every tenth of the bucket's TTL, and gone
  * when its holder stops renewing (the bucket's max age) or releases it. Several workers may
  * offer to run the same partitions: one holds each lease, the others wait as hot standbys
  * and take over when it expires. With a {@link LeaseBalance}, a worker asks only for the
@@ -128,10 +128,12 @@ export class PartitionLeases {
       current = await this.kv.create(key, this.workerId);
       renewedAt = Date.now();
     };
-    // A renewal that cannot reach the bucket is retried at the next tick while the key cannot
-    // have expired yet (a third of the TTL to spare); past that, or taken by another worker,
-    // the lease is lost.
-    const patienceMs = this.ttlMs - Math.max(100, Math.floor(this.ttlMs / 3));
+    // Renewed every tenth of the TTL; a renewal that cannot reach the bucket is retried at the
+    // next tick while the key cannot have expired (two ticks to spare): 8 s of a 10 s TTL,
+    // longer than a JetStream leader election (4-9 s raft timeouts, ~5.5 s measured in the
+    // cluster test). Past that, or taken by another worker, the lease is lost.
+    const renewEveryMs = Math.max(100, Math.floor(this.ttlMs / 10));
+    const patienceMs = this.ttlMs - 2 * renewEveryMs;
     let renewing = false;
     const loseLease = (err: unknown) => {
       if (released || lost.signal.aborted) return;
@@ -144,25 +146,22 @@ export class PartitionLeases {
             }),
       );
     };
-    const renew = setInterval(
-      () => {
-        if (renewing) {
-          // A renewal still waiting on the server: past the patience, give up without it.
-          if (Date.now() - renewedAt >= patienceMs) loseLease(new Error("renewal timed out"));
-          return;
-        }
-        renewing = true;
-        renewOnce()
-          .catch((err) => {
-            if (!(err instanceof LeaseLostError) && Date.now() - renewedAt < patienceMs) return;
-            loseLease(err);
-          })
-          .finally(() => {
-            renewing = false;
-          });
-      },
-      Math.max(100, Math.floor(this.ttlMs / 3)),
-    );
+    const renew = setInterval(() => {
+      if (renewing) {
+        // A renewal still waiting on the server: past the patience, give up without it.
+        if (Date.now() - renewedAt >= patienceMs) loseLease(new Error("renewal timed out"));
+        return;
+      }
+      renewing = true;
+      renewOnce()
+        .catch((err) => {
+          if (!(err instanceof LeaseLostError) && Date.now() - renewedAt < patienceMs) return;
+          loseLease(err);
+        })
+        .finally(() => {
+          renewing = false;
+        });
+    }, renewEveryMs);
     return {
       partition: p,
       lost: lost.signal,

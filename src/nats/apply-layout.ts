@@ -110,7 +110,22 @@ export async function applyLayout(
   for await (const st of kvm.list()) existing.add(st.bucket);
   for (const b of layout.kv) {
     if (existing.has(b.bucket)) {
-      report.unchanged.push(`kv:${b.bucket}`);
+      // A bucket is a stream (KV_<bucket>): its TTL (max age) and replicas follow the layout
+      // like a stream's (a lease TTL changed, a deployment grown to a cluster at R3).
+      const name = `KV_${b.bucket}`;
+      const info = await jsm.streams.info(name);
+      const drift: string[] = [];
+      if (info.config.num_replicas !== b.replicas) drift.push("num_replicas");
+      if (b.ttlMs !== undefined && info.config.max_age !== b.ttlMs * 1_000_000)
+        drift.push("max_age");
+      if (drift.length > 0) {
+        await jsm.streams.update(name, {
+          ...info.config,
+          num_replicas: b.replicas,
+          ...(b.ttlMs !== undefined ? { max_age: b.ttlMs * 1_000_000 } : {}),
+        });
+        report.updated.push(`kv:${b.bucket} (${drift.join(", ")})`);
+      } else report.unchanged.push(`kv:${b.bucket}`);
       continue;
     }
     await kvm.create(b.bucket, {
