@@ -26,7 +26,11 @@ export interface CassandraRingOptions {
 }
 
 export interface CassandraRing {
-  /** The nodes, the seed first; each can be stopped (or its process killed) and started again. */
+  /**
+   * The nodes, the seed first; each can be stopped (or its process killed) and started again.
+   * A node other than the seed starts only while the seed runs ("Unable to gossip with any
+   * peers" otherwise): bring the seed back first.
+   */
   nodes: CassandraNodeHandle[];
   /** "127.0.0.N:port" of every node, for ADCLICK_CASSANDRA (comma separated). */
   contactPoints: string[];
