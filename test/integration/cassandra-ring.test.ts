@@ -14,7 +14,8 @@
  * The worker's write failures (each one a retry) stay few, and its memory bounded, while a
  * node is down.
  *
- * Knobs: ADCLICK_RING_LINES (lines per server, default 10 000).
+ * Knobs: ADCLICK_RING_LINES (lines per server, default 10 000), ADCLICK_RING_KEEP=1 keeps the
+ * logs and the nodes' folders.
  */
 import {
   createWriteStream,
@@ -59,6 +60,7 @@ import {
 } from "../support/sources.js";
 
 const LINES = Number(process.env.ADCLICK_RING_LINES ?? 10_000);
+const KEEP = process.env.ADCLICK_RING_KEEP === "1";
 const SERVERS = 3;
 /** Each server's log is shipped in this many consecutive parts, paced around the faults. */
 const PARTS = 3;
@@ -146,7 +148,7 @@ describe("a 3-node Cassandra ring (RF 3, LOCAL_QUORUM) with one node down at a t
 
   afterAll(async () => {
     await ring?.stop();
-    if (!failed) rmSync(dir, { recursive: true, force: true });
+    if (!failed && !KEEP) rmSync(dir, { recursive: true, force: true });
     else console.log(`[ring] logs and data kept in ${dir}`);
   }, 120_000);
 
