@@ -118,7 +118,8 @@ export async function ringAsSeenBy(
 /**
  * Waits until every one of `nodes` sees all of them NORMAL and alive: after a start, and
  * after a stopped node came back (so that hints are on their way and reads at ONE on it are
- * meaningful once they are delivered).
+ * meaningful once they are delivered). Nodes of a ring startCassandraRing started (it creates
+ * the keyspace the liveness probe reads).
  */
 export async function waitForRing(nodes: CassandraNodeHandle[], timeoutMs = 120_000) {
   const want = nodes.map((n) => n.host).sort();
