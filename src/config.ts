@@ -25,6 +25,22 @@ export const WORKER_ROLES = [
 export type WorkerRole = (typeof WORKER_ROLES)[number];
 
 /**
+ * Consistency levels AdClick may read and write at (one level for both). Not ANY (reads
+ * cannot use it) nor SERIAL/LOCAL_SERIAL (lightweight transactions only).
+ */
+export const CASSANDRA_CONSISTENCIES = [
+  "ONE",
+  "TWO",
+  "THREE",
+  "QUORUM",
+  "ALL",
+  "LOCAL_ONE",
+  "LOCAL_QUORUM",
+  "EACH_QUORUM",
+] as const;
+export type CassandraConsistency = (typeof CASSANDRA_CONSISTENCIES)[number];
+
+/**
  * AdClick's configuration, parsed and validated once at start-up. Every field names its
  * unit. Sources, later ones winning: defaults, environment (ADCLICK_*), command-line flags.
  */
@@ -47,6 +63,11 @@ export interface AdclickConfig {
   cassandraKeyspace: string;
   /** Replication factor used when AdClick creates its keyspace. */
   cassandraReplicationFactor: number;
+  /**
+   * Consistency of every read and write. LOCAL_QUORUM: with RF 3 a node may be down, and a
+   * quorum read sees every quorum write.
+   */
+  cassandraConsistency: CassandraConsistency;
   cassandraUsername?: string;
   cassandraPassword?: string;
   /**
@@ -127,6 +148,7 @@ export const DEFAULT_CONFIG: AdclickConfig = {
   cassandraLocalDataCenter: "datacenter1",
   cassandraKeyspace: "adclick",
   cassandraReplicationFactor: 1,
+  cassandraConsistency: "LOCAL_QUORUM",
   partitions: 16,
   duplicateWindowMs: 2 * 60_000,
   rawStreamMaxAgeMs: 7 * 24 * 3_600_000,
@@ -166,6 +188,7 @@ export const ENV_VARS = {
   ADCLICK_CASSANDRA_DC: "cassandraLocalDataCenter",
   ADCLICK_KEYSPACE: "cassandraKeyspace",
   ADCLICK_CASSANDRA_RF: "cassandraReplicationFactor",
+  ADCLICK_CASSANDRA_CONSISTENCY: "cassandraConsistency",
   ADCLICK_CASSANDRA_USER: "cassandraUsername",
   ADCLICK_CASSANDRA_PASSWORD: "cassandraPassword",
   ADCLICK_PARTITIONS: "partitions",
@@ -248,6 +271,16 @@ export function loadConfig(
       1,
       9,
     );
+  if (raw.cassandraConsistency) {
+    const level = raw.cassandraConsistency.trim().toUpperCase();
+    if (!(CASSANDRA_CONSISTENCIES as readonly string[]).includes(level)) {
+      throw new ConfigError(
+        s("cassandraConsistency"),
+        `"${raw.cassandraConsistency}" is not one of ${CASSANDRA_CONSISTENCIES.join(", ")}`,
+      );
+    }
+    c.cassandraConsistency = level as CassandraConsistency;
+  }
   if (raw.cassandraUsername) c.cassandraUsername = raw.cassandraUsername;
   if (raw.cassandraPassword) c.cassandraPassword = raw.cassandraPassword;
   if (raw.partitions) c.partitions = int(s("partitions"), raw.partitions, 1, 4096);

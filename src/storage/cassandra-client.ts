@@ -1,7 +1,19 @@
 import cassandra from "cassandra-driver";
-import type { AdclickConfig } from "../config.js";
+import type { AdclickConfig, CassandraConsistency } from "../config.js";
 
 export type CassandraClient = cassandra.Client;
+
+/** The driver's code for a consistency level named as in CQL ("LOCAL_QUORUM" → localQuorum). */
+export function driverConsistency(level: CassandraConsistency): number {
+  const key = level
+    .toLowerCase()
+    .replace(/_([a-z])/g, (_, ch: string) =>
+      ch.toUpperCase(),
+    ) as keyof typeof cassandra.types.consistencies;
+  const code = cassandra.types.consistencies[key];
+  if (code === undefined) throw new Error(`unknown consistency level ${level}`);
+  return code;
+}
 
 /**
  * A cassandra-driver client for AdClick's configuration. Without a keyspace it connects to
@@ -14,7 +26,8 @@ export function createCassandraClient(
     | "cassandraLocalDataCenter"
     | "cassandraUsername"
     | "cassandraPassword"
-  >,
+  > &
+    Partial<Pick<AdclickConfig, "cassandraConsistency">>,
   keyspace?: string,
 ): CassandraClient {
   return new cassandra.Client({
@@ -27,7 +40,10 @@ export function createCassandraClient(
         : undefined,
     // Counts are bigint end to end: no precision loss, no Long objects leaking out.
     encoding: { useBigIntAsLong: true, useBigIntAsVarint: true },
-    queryOptions: { prepare: true, consistency: cassandra.types.consistencies.localQuorum },
+    queryOptions: {
+      prepare: true,
+      consistency: driverConsistency(c.cassandraConsistency ?? "LOCAL_QUORUM"),
+    },
     socketOptions: { connectTimeout: 5000, readTimeout: 20_000 },
     pooling: { coreConnectionsPerHost: { [cassandra.types.distance.local]: 2 } },
   });

@@ -1,7 +1,9 @@
+import cassandra from "cassandra-driver";
 import { describe, expect, it } from "vitest";
 import { allRoles } from "../../app/worker.js";
-import { DEFAULT_CONFIG, loadConfig } from "../../src/config.js";
+import { CASSANDRA_CONSISTENCIES, DEFAULT_CONFIG, loadConfig } from "../../src/config.js";
 import { ConfigError } from "../../src/errors.js";
+import { driverConsistency } from "../../src/storage/cassandra-client.js";
 
 describe("loadConfig", () => {
   it("gives the documented defaults when no variable is set", () => {
@@ -12,6 +14,21 @@ describe("loadConfig", () => {
     expect(loadConfig({}).amendHorizonMs).toBe(15 * 60_000);
     // Seconds, not the client library's 2 minutes: a frozen NATS node is left quickly.
     expect(loadConfig({}).natsPingIntervalMs).toBe(2000);
+    expect(loadConfig({}).cassandraConsistency).toBe("LOCAL_QUORUM");
+  });
+
+  it("maps every consistency level to the driver's code of the same name", () => {
+    const { consistencies } = cassandra.types;
+    expect(CASSANDRA_CONSISTENCIES.map(driverConsistency)).toEqual([
+      consistencies.one,
+      consistencies.two,
+      consistencies.three,
+      consistencies.quorum,
+      consistencies.all,
+      consistencies.localOne,
+      consistencies.localQuorum,
+      consistencies.eachQuorum,
+    ]);
   });
 
   it.each([
@@ -37,6 +54,13 @@ describe("loadConfig", () => {
     [{ ADCLICK_MAX_OPEN_MINUTES: "60" }, "maxOpenMinutes", 60],
     [{ ADCLICK_DIMENSIONS: "country,userId" }, "dimensions", ["country", "userId"]],
     [{ ADCLICK_KEYSPACE: "billing_eu" }, "cassandraKeyspace", "billing_eu"],
+    [
+      { ADCLICK_CASSANDRA: "127.0.0.1:9142,127.0.0.2:9142,127.0.0.3:9142" },
+      "cassandraContactPoints",
+      ["127.0.0.1:9142", "127.0.0.2:9142", "127.0.0.3:9142"],
+    ],
+    [{ ADCLICK_CASSANDRA_CONSISTENCY: "QUORUM" }, "cassandraConsistency", "QUORUM"],
+    [{ ADCLICK_CASSANDRA_CONSISTENCY: "local_one" }, "cassandraConsistency", "LOCAL_ONE"],
     [{ ADCLICK_METRICS_PORT: "0" }, "metricsPort", 0],
     [{ ADCLICK_OWN_PARTITIONS: "0-3, 7,9-10" }, "ownPartitions", [0, 1, 2, 3, 7, 9, 10]],
     [{ ADCLICK_OWN_PARTITIONS: "5,5,4" }, "ownPartitions", [4, 5]],
@@ -62,6 +86,14 @@ describe("loadConfig", () => {
     [{ ADCLICK_KEYSPACE: "Bad-Name" }, "ADCLICK_KEYSPACE", /lower-case/],
     [{ ADCLICK_NATS_URL: "http://x" }, "ADCLICK_NATS_URL", /not nats:\/\/host:port/],
     [{ ADCLICK_CASSANDRA: "a b" }, "ADCLICK_CASSANDRA", /not host\[:port\]/],
+    [
+      { ADCLICK_CASSANDRA_CONSISTENCY: "MOST" },
+      "ADCLICK_CASSANDRA_CONSISTENCY",
+      /^ADCLICK_CASSANDRA_CONSISTENCY: "MOST" is not one of ONE, TWO, THREE, QUORUM, ALL, LOCAL_ONE, LOCAL_QUORUM, EACH_QUORUM$/,
+    ],
+    // Reads cannot use ANY; SERIAL is for lightweight transactions only.
+    [{ ADCLICK_CASSANDRA_CONSISTENCY: "ANY" }, "ADCLICK_CASSANDRA_CONSISTENCY", /not one of/],
+    [{ ADCLICK_CASSANDRA_CONSISTENCY: "SERIAL" }, "ADCLICK_CASSANDRA_CONSISTENCY", /not one of/],
     [{ ADCLICK_METRICS_PORT: "70000" }, "ADCLICK_METRICS_PORT", /outside/],
     [{ ADCLICK_OWN_PARTITIONS: "3-1" }, "ADCLICK_OWN_PARTITIONS", /empty range/],
     [{ ADCLICK_OWN_PARTITIONS: "a-b" }, "ADCLICK_OWN_PARTITIONS", /not a partition/],
