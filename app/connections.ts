@@ -7,6 +7,7 @@ import {
 import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { KV_BUCKETS } from "../nats/layout.js";
+import { retryForMs } from "../src/backoff.js";
 import type { AdclickConfig } from "../src/config.js";
 import { connectNats } from "../src/nats/connect.js";
 import {
@@ -66,12 +67,16 @@ export async function openConnections(c: AdclickConfig, name: string): Promise<C
   try {
     const admin = createCassandraClient(c);
     try {
-      await ensureKeyspace(admin, c.cassandraKeyspace, c.cassandraReplicationFactor);
+      await retryForMs(
+        () => ensureKeyspace(admin, c.cassandraKeyspace, c.cassandraReplicationFactor),
+        { forMs: 60_000 },
+      );
     } finally {
       await admin.shutdown().catch(() => {});
     }
     cql = createCassandraClient(c, c.cassandraKeyspace);
-    await ensureLayout(nc, c);
+    // A NATS leader election (a node down) answers "no responders" for a few seconds.
+    await retryForMs(() => ensureLayout(nc, c), { forMs: 60_000 });
     const js = jetstream(nc);
     const jsm = await jetstreamManager(nc);
     const kvm = new Kvm(js);

@@ -14,6 +14,7 @@ import {
   type AggregatorSnapshotState,
   aggregatorSnapshotKey,
 } from "../src/aggregate/aggregator-core.js";
+import { retryForMs } from "../src/backoff.js";
 import { type AdclickConfig, envNameOf, type WorkerRole } from "../src/config.js";
 import { mapConsumer } from "../src/ingest/ingest-router.js";
 import { rawWriterConsumer } from "../src/ingest/raw-writer.js";
@@ -117,9 +118,16 @@ export async function prepareStores(
         })
       : undefined;
   const stores = storesOf(conn, workerName, balance);
-  await stores.raw.createSchema();
-  if (c.rawRetentionDays > 0) await applyRawRetention(conn.cql, c.rawRetentionDays);
-  await stores.aggregates.createSchema();
+  // Several workers starting at once against a busy ring can time out on schema changes
+  // (and the lightweight transaction of the raw store's meta row): retried, not fatal.
+  await retryForMs(
+    async () => {
+      await stores.raw.createSchema();
+      if (c.rawRetentionDays > 0) await applyRawRetention(conn.cql, c.rawRetentionDays);
+      await stores.aggregates.createSchema();
+    },
+    { forMs: 120_000 },
+  );
   if (roles.map) await ensureDurable(conn.jsm, mapConsumer());
   if (roles.rawWriter) await ensureDurable(conn.jsm, rawWriterConsumer());
   if (roles.aggregateWriter) {

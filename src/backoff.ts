@@ -1,3 +1,5 @@
+import { AdclickError } from "./errors.js";
+
 /**
  * Retry delays, shared by the supervisor's restarts and every retry loop (store writers,
  * publishers): exponential backoff with "equal jitter", and a sleep that a shutdown cuts short.
@@ -45,4 +47,29 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<boolean> {
     }, ms);
     signal?.addEventListener("abort", onAbort, { once: true });
   });
+}
+
+/**
+ * Runs `attempt` until it succeeds, retrying what may pass (a timeout, a node restarting, a
+ * leader election) with jittered backoff for at most `forMs`; then, or at once for an
+ * AdclickError (our own refusals: a configuration that cannot apply), rethrows the error.
+ * For start-up steps: a deployment whose servers are busy starts a little later instead of
+ * exiting.
+ */
+export async function retryForMs<T>(
+  attempt: () => Promise<T>,
+  o: { forMs: number; onRetry?: (err: unknown, attempt: number) => void },
+): Promise<T> {
+  const deadline = Date.now() + o.forMs;
+  for (let n = 1; ; n++) {
+    try {
+      return await attempt();
+    } catch (err) {
+      if (err instanceof AdclickError) throw err;
+      const wait = jitteredBackoffMs(n, { baseMs: 250, maxMs: 5000 });
+      if (Date.now() + wait > deadline) throw err;
+      o.onRetry?.(err, n);
+      await sleep(wait);
+    }
+  }
 }

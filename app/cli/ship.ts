@@ -3,6 +3,7 @@ import { hostname } from "node:os";
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { KV_BUCKETS } from "../../nats/layout.js";
+import { retryForMs } from "../../src/backoff.js";
 import type { AdclickConfig } from "../../src/config.js";
 import { BatchPublisher } from "../../src/ingest/batch-publisher.js";
 import { KvCheckpointStore } from "../../src/ingest/checkpoint-store.js";
@@ -32,7 +33,8 @@ export async function runShip(
   const source = o.source ?? hostname();
   const nc = await natsFor(c, `adclick-ship-${source}`);
   try {
-    await ensureLayout(nc, c);
+    // A NATS leader election (a node down) answers "no responders" for a few seconds.
+    await retryForMs(() => ensureLayout(nc, c), { forMs: 60_000 });
     const js = jetstream(nc);
     const kv = await new Kvm(js).open(KV_BUCKETS.shipperCheckpoints);
     const clicks = new BatchPublisher(js, { label: "clicks" });

@@ -36,13 +36,7 @@ import {
   waitForRing,
 } from "../../app/infra/cassandra-ring.js";
 import { freePort } from "../../app/infra/free-port.js";
-import { STREAMS } from "../../nats/layout.js";
-import {
-  AD_ROWS_WRITER_DURABLE,
-  AGGREGATE_WRITER_DURABLE,
-} from "../../src/aggregate/aggregate-writer.js";
 import { DEFAULT_CONFIG } from "../../src/config.js";
-import { RAW_WRITER_DURABLE } from "../../src/ingest/raw-writer.js";
 import { AggregateStore } from "../../src/storage/aggregate-store.js";
 import { type CassandraClient, createCassandraClient } from "../../src/storage/cassandra-client.js";
 import { RawStore } from "../../src/storage/raw-store.js";
@@ -58,6 +52,7 @@ import {
   START_MS,
   writeServerLogs,
 } from "../support/sources.js";
+import { durablesBehind } from "../support/streams.js";
 
 const LINES = Number(process.env.ADCLICK_RING_LINES ?? 10_000);
 const KEEP = process.env.ADCLICK_RING_KEEP === "1";
@@ -216,15 +211,7 @@ describe("a 3-node Cassandra ring (RF 3, LOCAL_QUORUM) with one node down at a t
       const store = new AggregateStore(cql);
       /** What was shipped so far is stored: every writer's consumer drained. */
       const drained = async () => {
-        for (const [stream, durable] of [
-          [STREAMS.clicks, RAW_WRITER_DURABLE],
-          [STREAMS.aggregates, AGGREGATE_WRITER_DURABLE],
-          [STREAMS.aggregates, AD_ROWS_WRITER_DURABLE],
-        ] as const) {
-          const c = await jsm.consumers.info(stream, durable);
-          if (c.num_pending + c.num_ack_pending > 0) return false;
-        }
-        return true;
+        return (await durablesBehind(jsm)).length === 0;
       };
       const shipParts = async (from: number, to: number) => {
         await Promise.all(

@@ -29,15 +29,9 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
 import { type NatsClusterHandle, startNatsCluster } from "../../app/infra/nats-cluster.js";
 import { KV_BUCKETS, STREAMS } from "../../nats/layout.js";
-import {
-  AD_ROWS_WRITER_DURABLE,
-  AGGREGATE_WRITER_DURABLE,
-} from "../../src/aggregate/aggregate-writer.js";
 import { DEFAULT_CONFIG } from "../../src/config.js";
 import { KvCheckpointStore } from "../../src/ingest/checkpoint-store.js";
-import { RAW_WRITER_DURABLE } from "../../src/ingest/raw-writer.js";
 import { connectNats } from "../../src/nats/connect.js";
-import { LATE_REPAIR_DURABLE } from "../../src/recalc/late-repair.js";
 import { AggregateStore } from "../../src/storage/aggregate-store.js";
 import { RawStore } from "../../src/storage/raw-store.js";
 import { useKeyspace } from "../harness/servers.js";
@@ -52,6 +46,7 @@ import {
   START_MS,
   writeServerLogs,
 } from "../support/sources.js";
+import { durablesBehind, PIPELINE_DURABLES } from "../support/streams.js";
 
 const LINES = Number(process.env.ADCLICK_CLUSTER_LINES ?? 10_000);
 const KEEP = process.env.ADCLICK_CLUSTER_KEEP === "1";
@@ -202,12 +197,7 @@ describe("a 3-node NATS cluster: exactly once while a node crashes and another f
         `${name} at R3`,
       ).toEqual({ name, replicas: 3, peers: 3 });
     }
-    for (const [stream, durable] of [
-      [STREAMS.clicks, RAW_WRITER_DURABLE],
-      [STREAMS.aggregates, AGGREGATE_WRITER_DURABLE],
-      [STREAMS.aggregates, AD_ROWS_WRITER_DURABLE],
-      [STREAMS.late, LATE_REPAIR_DURABLE],
-    ] as const) {
+    for (const [stream, durable] of PIPELINE_DURABLES) {
       // num_replicas 0: the consumer inherits its stream's replicas.
       const ci = await jsm.consumers.info(stream, durable);
       expect(
@@ -353,16 +343,7 @@ describe("a 3-node NATS cluster: exactly once while a node crashes and another f
         (p) => (progress.get(p) ?? 0) < lastMinute + MIN,
       );
       if (behind.length > 0) missing.push(`progress of ${behind.length} partitions`);
-      for (const [stream, durable] of [
-        [STREAMS.clicks, RAW_WRITER_DURABLE],
-        [STREAMS.aggregates, AGGREGATE_WRITER_DURABLE],
-        [STREAMS.aggregates, AD_ROWS_WRITER_DURABLE],
-        [STREAMS.late, LATE_REPAIR_DURABLE],
-      ] as const) {
-        const ci = await jsm.consumers.info(stream, durable);
-        if (ci.num_pending + ci.num_ack_pending > 0)
-          missing.push(`${durable} ${ci.num_pending} pending, ${ci.num_ack_pending} unacked`);
-      }
+      missing.push(...(await durablesBehind(jsm)));
       if (missing.length === 0) {
         const am = new Map<string, number>();
         for (const pm of await store.partitionMinutes(PARTITIONS, ...RANGE))

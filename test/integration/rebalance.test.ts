@@ -14,13 +14,6 @@ import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, describe, expect, it } from "vitest";
 import type { ActorRow } from "../../actors/admin-service.js";
-import { STREAMS } from "../../nats/layout.js";
-import {
-  AD_ROWS_WRITER_DURABLE,
-  AGGREGATE_WRITER_DURABLE,
-} from "../../src/aggregate/aggregate-writer.js";
-import { RAW_WRITER_DURABLE } from "../../src/ingest/raw-writer.js";
-import { LATE_REPAIR_DURABLE } from "../../src/recalc/late-repair.js";
 import { AggregateStore } from "../../src/storage/aggregate-store.js";
 import { useKeyspace, useNatsServer } from "../harness/servers.js";
 import { exited, pipeLines, until } from "../support/chaos.js";
@@ -34,6 +27,7 @@ import {
   ship,
   writeServerLogs,
 } from "../support/sources.js";
+import { durablesBehind } from "../support/streams.js";
 
 const PARTITIONS = 16; // the default
 const TOP_N = 1000; // the default
@@ -177,15 +171,7 @@ describe("rebalancing: workers join, leave in order and die while clicks flow", 
     await until(
       "the pipeline to converge",
       async () => {
-        for (const [stream, durable] of [
-          [STREAMS.clicks, RAW_WRITER_DURABLE],
-          [STREAMS.aggregates, AGGREGATE_WRITER_DURABLE],
-          [STREAMS.aggregates, AD_ROWS_WRITER_DURABLE],
-          [STREAMS.late, LATE_REPAIR_DURABLE],
-        ] as const) {
-          const c = await jsm.consumers.info(stream, durable);
-          if (c.num_pending + c.num_ack_pending > 0) return false;
-        }
+        if ((await durablesBehind(jsm)).length > 0) return false;
         const progress = await store.progress();
         return (
           progress.size === PARTITIONS && [...progress.values()].every((t) => t >= lastMinute + MIN)

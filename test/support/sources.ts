@@ -13,17 +13,11 @@ import { afterAll, describe, expect, inject, it } from "vitest";
 import { type Node, startNode } from "../../app/node.js";
 import { allRoles } from "../../app/worker.js";
 import { KV_BUCKETS, STREAMS, SUBJECTS } from "../../nats/layout.js";
-import {
-  AD_ROWS_WRITER_DURABLE,
-  AGGREGATE_WRITER_DURABLE,
-} from "../../src/aggregate/aggregate-writer.js";
 import type { AggregatorStatus } from "../../src/aggregate/aggregator-core.js";
 import { loadConfig } from "../../src/config.js";
 import { generateClickLog, type TruthClick, type TruthLine } from "../../src/gen/click-log.js";
 import { KvCheckpointStore } from "../../src/ingest/checkpoint-store.js";
-import { RAW_WRITER_DURABLE } from "../../src/ingest/raw-writer.js";
 import { ONE_MINUTE_MS } from "../../src/model.js";
-import { LATE_REPAIR_DURABLE } from "../../src/recalc/late-repair.js";
 import { AggregateStore } from "../../src/storage/aggregate-store.js";
 import type { CassandraClient } from "../../src/storage/cassandra-client.js";
 import { uniqueName, useNatsServer } from "../harness/servers.js";
@@ -31,6 +25,7 @@ import { runningAggregators } from "./actors.js";
 import { diffCounts, diffSize, until } from "./chaos.js";
 import { adclick } from "./cli.js";
 import { uniqueClicks } from "./oracle.js";
+import { durablesBehind } from "./streams.js";
 
 export const MIN = ONE_MINUTE_MS;
 /** The period every server's log covers: 12 minutes. */
@@ -189,15 +184,7 @@ export async function converged(node: Node, jsm: JetStreamManager): Promise<bool
     if (s.sources.some((src) => src.standing === "active" || src.standing === "lagging"))
       return false;
   }
-  for (const [stream, durable] of [
-    [STREAMS.clicks, RAW_WRITER_DURABLE],
-    [STREAMS.aggregates, AGGREGATE_WRITER_DURABLE],
-    [STREAMS.aggregates, AD_ROWS_WRITER_DURABLE],
-    [STREAMS.late, LATE_REPAIR_DURABLE],
-  ] as const) {
-    const c = await jsm.consumers.info(stream, durable);
-    if (c.num_pending + c.num_ack_pending > 0) return false;
-  }
+  if ((await durablesBehind(jsm)).length > 0) return false;
   const progress = await new AggregateStore(node.cql).progress();
   const lastMinute = START_MS + SPAN_MS - MIN;
   return (

@@ -1,6 +1,13 @@
-import { type JetStreamClient, jetstreamManager } from "@nats-io/jetstream";
+import { type JetStreamClient, type JetStreamManager, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { STREAMS } from "../../nats/layout.js";
+import {
+  AD_ROWS_WRITER_DURABLE,
+  AGGREGATE_WRITER_DURABLE,
+} from "../../src/aggregate/aggregate-writer.js";
+import { RAW_WRITER_DURABLE } from "../../src/ingest/raw-writer.js";
 import type { ClickEvent } from "../../src/model.js";
+import { LATE_REPAIR_DURABLE } from "../../src/recalc/late-repair.js";
 import { decodeBatch } from "../../src/wire/batch-codec.js";
 
 /** Every message of a stream, from the start, through an ordered consumer. */
@@ -42,4 +49,23 @@ export async function uniqueStreamEvents(
     }
   }
   return out;
+}
+
+/** The pipeline's shared durable consumers: [stream, durable]. */
+export const PIPELINE_DURABLES = [
+  [STREAMS.clicks, RAW_WRITER_DURABLE],
+  [STREAMS.aggregates, AGGREGATE_WRITER_DURABLE],
+  [STREAMS.aggregates, AD_ROWS_WRITER_DURABLE],
+  [STREAMS.late, LATE_REPAIR_DURABLE],
+] as const;
+
+/** What the durable consumers still have to do ("<durable> N pending, M unacked"); empty when drained. */
+export async function durablesBehind(jsm: JetStreamManager): Promise<string[]> {
+  const behind: string[] = [];
+  for (const [stream, durable] of PIPELINE_DURABLES) {
+    const c = await jsm.consumers.info(stream, durable);
+    if (c.num_pending + c.num_ack_pending > 0)
+      behind.push(`${durable} ${c.num_pending} pending, ${c.num_ack_pending} unacked`);
+  }
+  return behind;
 }

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { jitteredBackoffMs, sleep } from "../../src/backoff.js";
+import { jitteredBackoffMs, retryForMs, sleep } from "../../src/backoff.js";
+import { AdclickError } from "../../src/errors.js";
 
 describe("jitteredBackoffMs", () => {
   it.each([
@@ -89,5 +90,49 @@ describe("sleep", () => {
     await vi.advanceTimersByTimeAsync(5);
     ac.abort();
     expect(await p).toBe(true);
+  });
+});
+
+describe("retryForMs", () => {
+  it("retries a failing attempt until it succeeds", async () => {
+    let n = 0;
+    const retried: number[] = [];
+    const v = await retryForMs(
+      async () => {
+        if (++n < 3) throw new Error("timeout");
+        return "ok";
+      },
+      { forMs: 10_000, onRetry: (_e, i) => retried.push(i) },
+    );
+    expect(v).toBe("ok");
+    expect(retried).toEqual([1, 2]);
+  });
+
+  it("rethrows an AdclickError at once: a refusal is not retried", async () => {
+    let n = 0;
+    await expect(
+      retryForMs(
+        async () => {
+          n++;
+          throw new AdclickError("LAYOUT_CONFLICT", "partitions differ");
+        },
+        { forMs: 10_000 },
+      ),
+    ).rejects.toThrow("partitions differ");
+    expect(n).toBe(1);
+  });
+
+  it("gives up with the last error when the next wait would pass the deadline", async () => {
+    let n = 0;
+    await expect(
+      retryForMs(
+        async () => {
+          n++;
+          throw new Error(`down ${n}`);
+        },
+        { forMs: 0 },
+      ),
+    ).rejects.toThrow("down 1");
+    expect(n).toBe(1);
   });
 });
