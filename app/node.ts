@@ -109,7 +109,7 @@ export async function startNode(
   const name = workerNameOf(c);
   let stores: Awaited<ReturnType<typeof prepareStores>>;
   try {
-    stores = await prepareStores(conn, c, roles, name);
+    stores = await prepareStores(conn, c, roles, name, log);
   } catch (err) {
     // Refused to start (e.g. a saved state the configuration cannot apply to): let go of
     // the connections, then say why.

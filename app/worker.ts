@@ -107,15 +107,21 @@ export async function prepareStores(
   c: AdclickConfig,
   roles: WorkerRoles,
   workerName: string,
+  log: (m: string) => void = () => {},
 ): Promise<Stores> {
   // Workers that run aggregators share the partitions fairly (src/leases/lease-balance.ts).
   const balance =
     roles.partitions.length > 0
-      ? new LeaseBalance(conn.kv.leases, workerName, {
-          partitions: c.partitions,
-          ...(c.ownPartitions ? { offers: roles.partitions } : {}),
-          ttlMs: LEASE_TTL_MS,
-        })
+      ? new LeaseBalance(
+          conn.kv.leases,
+          workerName,
+          {
+            partitions: c.partitions,
+            ...(c.ownPartitions ? { offers: roles.partitions } : {}),
+            ttlMs: LEASE_TTL_MS,
+          },
+          log,
+        )
       : undefined;
   const stores = storesOf(conn, workerName, balance);
   // Several workers starting at once against a busy ring can time out on schema changes

@@ -66,6 +66,7 @@ export class LeaseBalance {
   private polling = false;
   private leaving = false;
   private liveWorkers = 0;
+  private lastShown = "";
   private readonly pollMs: number;
   private readonly settleMs: number;
   private readonly now: () => number;
@@ -128,6 +129,12 @@ export class LeaseBalance {
   /** Counts a hand-over (the aggregator calls it as it stops to hand over). */
   handedOver(p: number): void {
     handOvers.inc({ partition: String(p) });
+    this.log(`lease balance: handed partition ${p} over`);
+  }
+
+  /** Says which partition's lease this worker took (the other end of a hand-over). */
+  took(p: number): void {
+    this.log(`lease balance: took partition ${p}`);
   }
 
   /** Calls `fn` after every poll that read a view; returns the unsubscribe. */
@@ -172,9 +179,12 @@ export class LeaseBalance {
           }
         }),
       );
-      // This worker is live whether or not its presence key was read back yet.
+      // This worker is live whether or not its presence key was read back yet; a key updated
+      // while the keys were listed may come twice.
       if (!this.leaving && !workers.some((w) => w.id === this.workerId))
         workers.push({ id: this.workerId, ...(this.o.offers ? { offers: this.o.offers } : {}) });
+      const unique = new Map(workers.map((w) => [w.id, w]));
+      workers.splice(0, workers.length, ...unique.values());
       const partitions = Array.from({ length: this.o.partitions }, (_, p) => p);
       this.assignment = assignPartitions({ partitions, workers, holders });
       this.liveWorkers = workers.length;
@@ -186,7 +196,13 @@ export class LeaseBalance {
           if (!this.awaySince.has(p)) this.awaySince.set(p, now);
         } else this.awaySince.delete(p);
       }
-      assignedGauge.set({ worker: this.workerId }, this.view().assigned.length);
+      const mine = this.view().assigned;
+      const shown = `${workers.length} workers, assigned ${mine.length}: ${mine.join(",")}`;
+      if (shown !== this.lastShown) {
+        this.lastShown = shown;
+        this.log(`lease balance: ${shown}`);
+      }
+      assignedGauge.set({ worker: this.workerId }, mine.length);
       liveWorkersGauge.set({ worker: this.workerId }, workers.length);
     } finally {
       this.polling = false;

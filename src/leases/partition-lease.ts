@@ -95,6 +95,7 @@ export class PartitionLeases {
       }
     }
     this.held++;
+    this.balance?.took(p);
     leasesHeld.set({ worker: this.workerId }, this.held);
     const lost = new AbortController();
     const moved = new AbortController();

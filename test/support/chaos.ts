@@ -46,7 +46,8 @@ export function pipeLines(p: ChildProcessWithoutNullStreams, tag: string, log: W
     const text = rest + d.toString();
     const lines = text.split("\n");
     rest = lines.pop() ?? "";
-    for (const line of lines) log.write(`${tag} ${line}\n`);
+    const at = new Date().toISOString().slice(11, 23);
+    for (const line of lines) log.write(`${at} ${tag} ${line}\n`);
   };
   p.stdout.on("data", onData);
   p.stderr.on("data", onData);
