@@ -134,7 +134,8 @@ export class LeaseBalance {
 
   /** Says which partition's lease this worker took (the other end of a hand-over). */
   took(p: number): void {
-    this.log(`lease balance: took partition ${p}`);
+    // Alone, a worker takes every lease at start: not worth a line each.
+    if (this.liveWorkers > 1) this.log(`lease balance: took partition ${p}`);
   }
 
   /** Calls `fn` after every poll that read a view; returns the unsubscribe. */
@@ -197,7 +198,7 @@ export class LeaseBalance {
         } else this.awaySince.delete(p);
       }
       const mine = this.view().assigned;
-      const shown = `${workers.length} workers, assigned ${mine.length}: ${mine.join(",")}`;
+      const shown = `${workers.length} worker${workers.length === 1 ? "" : "s"}, assigned ${mine.length}: ${mine.join(",")}`;
       if (shown !== this.lastShown) {
         this.lastShown = shown;
         this.log(`lease balance: ${shown}`);
