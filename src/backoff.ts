@@ -52,21 +52,26 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<boolean> {
 /**
  * Runs `attempt` until it succeeds, retrying what may pass (a timeout, a node restarting, a
  * leader election) with jittered backoff for at most `forMs`; then, or at once for an
- * AdclickError (our own refusals: a configuration that cannot apply), rethrows the error.
- * For start-up steps: a deployment whose servers are busy starts a little later instead of
- * exiting.
+ * AdclickError (our own refusals: a configuration that cannot apply) or an error `isFinal`
+ * names (a compare-and-set conflict), rethrows the error. For start-up steps and KV writes:
+ * a deployment whose servers are busy goes on a little later instead of exiting.
  */
 export async function retryForMs<T>(
   attempt: () => Promise<T>,
-  o: { forMs: number; onRetry?: (err: unknown, attempt: number) => void },
+  o: {
+    forMs: number;
+    isFinal?: (err: unknown) => boolean;
+    bounds?: BackoffBounds;
+    onRetry?: (err: unknown, attempt: number) => void;
+  },
 ): Promise<T> {
   const deadline = Date.now() + o.forMs;
   for (let n = 1; ; n++) {
     try {
       return await attempt();
     } catch (err) {
-      if (err instanceof AdclickError) throw err;
-      const wait = jitteredBackoffMs(n, { baseMs: 250, maxMs: 5000 });
+      if (err instanceof AdclickError || o.isFinal?.(err)) throw err;
+      const wait = jitteredBackoffMs(n, o.bounds ?? { baseMs: 250, maxMs: 5000 });
       if (Date.now() + wait > deadline) throw err;
       o.onRetry?.(err, n);
       await sleep(wait);

@@ -1,7 +1,7 @@
 import { hash } from "node:crypto";
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { jitteredBackoffMs, sleep } from "../backoff.js";
+import { retryForMs } from "../backoff.js";
 
 /**
  * How far the shipper has got in one log file. Written to JetStream KV with compare-and-set,
@@ -77,20 +77,21 @@ export class KvCheckpointStore implements CheckpointStore {
     private readonly retryForMs = 30_000,
   ) {}
 
-  private async retrying<T>(op: () => Promise<T>, applied?: () => Promise<T | undefined>) {
-    const deadline = Date.now() + this.retryForMs;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await op();
-      } catch (err) {
-        // A write that timed out may have been applied after all (a retry then conflicts
-        // with it): what is stored decides.
-        const stored = await applied?.().catch(() => undefined);
-        if (stored !== undefined) return stored;
-        if (isConflict(err) || Date.now() > deadline) throw err;
-        await sleep(jitteredBackoffMs(attempt, { baseMs: 200, maxMs: 2000 }));
-      }
-    }
+  private retrying<T>(op: () => Promise<T>, applied?: () => Promise<T | undefined>) {
+    return retryForMs(
+      async () => {
+        try {
+          return await op();
+        } catch (err) {
+          // A write that timed out may have been applied after all (a retry then conflicts
+          // with it): what is stored decides.
+          const stored = await applied?.().catch(() => undefined);
+          if (stored !== undefined) return stored;
+          throw err;
+        }
+      },
+      { forMs: this.retryForMs, isFinal: isConflict, bounds: { baseMs: 200, maxMs: 2000 } },
+    );
   }
 
   async load(source: string, path: string): Promise<StoredCheckpoint | undefined> {

@@ -59,6 +59,7 @@ export interface LeaseBalanceOptions {
  */
 export class LeaseBalance {
   private assignment = new Map<number, string>();
+  private holders = new Map<number, string>();
   private awaySince = new Map<number, number>();
   private readonly listeners = new Set<() => void>();
   private heartbeat?: ReturnType<typeof setInterval>;
@@ -117,6 +118,11 @@ export class LeaseBalance {
   /** Whether this worker may take partition p's lease now. */
   mayTake(p: number): boolean {
     return !this.leaving && this.assignment.get(p) === this.workerId;
+  }
+
+  /** Who held partition p's lease at the last poll. */
+  holderOf(p: number): string | undefined {
+    return this.holders.get(p);
   }
 
   /** Whether this worker should hand partition p over (assigned elsewhere for settleMs). */
@@ -188,6 +194,7 @@ export class LeaseBalance {
       workers.splice(0, workers.length, ...unique.values());
       const partitions = Array.from({ length: this.o.partitions }, (_, p) => p);
       this.assignment = assignPartitions({ partitions, workers, holders });
+      this.holders = holders;
       this.liveWorkers = workers.length;
       const now = this.now();
       for (const p of partitions) {

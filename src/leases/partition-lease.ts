@@ -75,9 +75,9 @@ export class PartitionLeases {
     while (revision === undefined) {
       if (signal.aborted) throw signal.reason ?? new Error("aborted");
       if (this.balance && !this.balance.mayTake(p)) {
-        // Another worker's share: wait for the view to change (or the holder to go).
-        const e = await this.kv.get(key).catch(() => null);
-        if (e && e.operation === "PUT" && e.length > 0) onWait?.(e.string());
+        // Another worker's share: wait for the view to change (the balance read the holder).
+        const holder = this.balance.holderOf(p);
+        if (holder !== undefined) onWait?.(holder);
         await sleep(retryMs, signal, this.balance);
         continue;
       }

@@ -136,3 +136,19 @@ describe("retryForMs", () => {
     expect(n).toBe(1);
   });
 });
+
+describe("retryForMs with isFinal", () => {
+  it("rethrows at once what isFinal names (a compare-and-set conflict)", async () => {
+    let n = 0;
+    await expect(
+      retryForMs(
+        async () => {
+          n++;
+          throw new Error("wrong last sequence");
+        },
+        { forMs: 10_000, isFinal: (e) => String(e).includes("wrong last sequence") },
+      ),
+    ).rejects.toThrow("wrong last sequence");
+    expect(n).toBe(1);
+  });
+});
