@@ -149,6 +149,9 @@ export async function waitForRing(nodes: CassandraNodeHandle[], timeoutMs = 120_
   }
 }
 
+/** Cassandra's own default ring delay. */
+const NON_SEED_RING_DELAY_MS = 30_000;
+
 /**
  * A local Cassandra ring: node i on 127.0.0.i (all of 127.0.0.0/8 is the loopback interface
  * on Linux), all on the same CQL and storage ports, one evenly spaced token each, node 1 the
@@ -174,6 +177,11 @@ export async function startCassandraRing(opts: CassandraRingOptions = {}): Promi
       seeds: [hosts[0] as string],
       clusterName: "adclick-ring",
       initialToken: tokens[i],
+      // A node other than the seed first asks the seed for the ring (gossip's shadow round) and
+      // gives up after ring_delay: 0 left it one second, too little for a seed on a loaded
+      // machine ("Unable to gossip with any peers"). The round ends as soon as the seed answers,
+      // and without bootstrap nothing else at start-up waits for ring_delay.
+      ringDelayMs: i === 0 ? undefined : NON_SEED_RING_DELAY_MS,
       heapMb: opts.heapMb,
       dataDir: join(dir, `node${i + 1}`),
       nativePort,
