@@ -9,23 +9,42 @@ import {
 
 export type { LiveMinuteView };
 
+import { closeEpoch, liveEpochs, openEpoch, snapshotEpoch } from "../hot/epochs.js";
+import {
+  createHotDetector,
+  type HotDecision,
+  type HotDetectorOptions,
+  type HotDetectorSnapshot,
+  type HotDetectorState,
+  hotView,
+  observeMessage,
+  observeTime,
+  restoreHotDetector,
+  snapshotHotDetector,
+} from "../hot/hot-detector.js";
+import type { PartialCounts } from "../hot/merge.js";
 import {
   type AggregatorOptions,
   type AggregatorSnapshot,
   type AggregatorState,
   advance,
+  barrierWants,
   checkRestorable,
   completeness,
   createAggregatorState,
   holdingSource,
   ingest,
+  mergeAtBarrier,
+  minutesHolding,
   nextIdleDeadlineMs,
   type OptionChange,
   openMinutes,
   restoreAggregator,
   type SourceView,
+  shardPurgeBoundMs,
   snapshotAggregator,
   sourcesOf,
+  takeBarrierRequests,
 } from "../windows/partition-aggregator.js";
 import { maxProgressOf } from "../windows/watermark.js";
 import {
@@ -40,6 +59,14 @@ import {
   tickMsgId,
 } from "../wire/aggregate-messages.js";
 import { type ClickMessage, decodeClickMessage, encodeBatch } from "../wire/batch-codec.js";
+import {
+  barrierMsgId,
+  decodeHotControl,
+  encodeHotControl,
+  HOT_TICK,
+  type HotControl,
+  mergeMsgId,
+} from "../wire/hot-messages.js";
 
 /**
  * The aggregator of one partition as pure state and pure steps: a batch of the partition's
@@ -57,8 +84,10 @@ export interface StreamMessage {
   seq: number;
   /** The stream's stored timestamp: the same on every replay of the message. */
   timestampMs: number;
-  /** An idle tick the aggregator published into its own partition (no clicks). */
+  /** An idle tick or hot control message the aggregator published into its own partition (no clicks). */
   tick: boolean;
+  /** A hot control message (`data` is a HotControl: src/wire/hot-messages.ts). */
+  hot?: boolean;
   data: Uint8Array;
 }
 
@@ -98,6 +127,28 @@ export interface AggregatorStatus {
   longestHoldMs: number;
   /** Settings the configuration changed against the restored snapshot (applied). */
   configChanges: OptionChange[];
+  /** Hot ads' clicks left to their shards so far. */
+  routed: number;
+  /** Hot ads: the detector's view and the live epochs (what `adclick admin actors` shows). */
+  hot?: HotStatus;
+}
+
+export interface HotStatus {
+  ads: { adId: string; shards: number; ratePerSec: number; share: number }[];
+  epochs: {
+    epoch: number;
+    adId: string;
+    shards: number;
+    startSeq: number;
+    merged: boolean;
+    minutes: number;
+  }[];
+  /** Partition rate (clicks/s of stream time) over the detection period. */
+  ratePerSec: number;
+  splits: number;
+  merges: number;
+  /** Minutes waiting for a barrier now. */
+  awaiting: number;
 }
 
 /** What an aggregator snapshot holds besides the operator state. */
@@ -108,6 +159,10 @@ export interface AggregatorSnapshotState {
   closedThroughMs: number;
   /** The last progress report's key (see reportProgress); absent in older snapshots. */
   reportedKey?: string;
+  /** The hot-ad detector (absent: none yet, or splitting off). */
+  hotDetector?: HotDetectorSnapshot;
+  /** Splits and merges so far. */
+  hotCounts?: { splits: number; merges: number };
 }
 
 export interface AggregatorCore {
@@ -120,6 +175,11 @@ export interface AggregatorCore {
   holdStartedAtMs: number | null;
   /** Emitted minutes the store may not have yet (see liveMinutes), with their positions. */
   recentlyEmitted: Map<number, MinuteRevision & { throughSeq: number }>;
+  /** Detects hot ads and decides splits and merges (undefined: splitting is off). */
+  hotDetector?: HotDetectorState;
+  hotCounts: { splits: number; merges: number };
+  /** Scratch: one message's clicks per ad, for the detector. */
+  readonly adScratch: Map<string, number>;
 }
 
 /** What a batch did, besides its publications: for metrics and logs. */
@@ -134,6 +194,29 @@ export interface BatchOutcome {
   emitted: { minuteStartMs: number; kind: "closed" | "correction" }[];
   /** Holds that ended in this batch, their lengths in stream time. */
   holdsEndedMs: number[];
+  /** Hot ads' clicks left to their shards. */
+  routed: number;
+  /** Splits and merges made in this batch. */
+  hotChanges: HotChange[];
+  /**
+   * The batch stopped at a barrier of ours: the partials it wants must be fetched and given to
+   * {@link resumeAtBarrier}, then `rest` stepped.
+   */
+  stop?: BarrierStop;
+}
+
+export type HotChange =
+  | { kind: "split"; adId: string; epoch: number; shards: number; atSeq: number }
+  | { kind: "merge"; adId: string; epoch: number; atSeq: number };
+
+export interface BarrierStop {
+  minuteStartMs: number;
+  episode: number;
+  /** The barrier's stream sequence: the partials are "as of" it. */
+  seq: number;
+  timestampMs: number;
+  wants: [epoch: number, shard: number][];
+  rest: StreamMessage[];
 }
 
 const RECENT_MINUTES_KEPT = 10;
@@ -164,6 +247,7 @@ function emptyStatus(partition: number): AggregatorStatus {
     holds: 0,
     longestHoldMs: 0,
     configChanges: [],
+    routed: 0,
   };
 }
 
@@ -174,6 +258,8 @@ function emptyStatus(partition: number): AggregatorStatus {
 export function restoreCore(
   options: AggregatorOptions,
   stored?: { state: AggregatorSnapshotState; streamSeq: number; takenAtMs: number },
+  /** Hot-ad splitting: its settings, or null for off. Off under late policy "drop". */
+  hot: HotDetectorOptions | null = null,
 ): AggregatorCore {
   const core: AggregatorCore = {
     partition: options.partition,
@@ -182,7 +268,12 @@ export function restoreCore(
     reportedKey: "",
     holdStartedAtMs: null,
     recentlyEmitted: new Map(),
+    hotCounts: { splits: 0, merges: 0 },
+    adScratch: new Map(),
   };
+  // Under "drop" a shard cannot know which of its clicks the aggregator would drop as late.
+  const splitting = hot !== null && core.state.options.latePolicy === "amend";
+  if (splitting) core.hotDetector = createHotDetector(hot);
   if (stored) {
     const s = stored.state;
     core.state = restoreAggregator(s.agg, options, s.lastEventAtMs);
@@ -191,6 +282,8 @@ export function restoreCore(
     core.status.lastSeq = stored.streamSeq;
     core.status.lastSnapshotAtMs = stored.takenAtMs;
     core.reportedKey = s.reportedKey ?? "";
+    if (splitting && s.hotDetector) core.hotDetector = restoreHotDetector(s.hotDetector, hot);
+    if (s.hotCounts) core.hotCounts = { ...s.hotCounts };
   }
   refreshStatus(core);
   return core;
@@ -204,6 +297,8 @@ export function snapshotStateOf(core: AggregatorCore): AggregatorSnapshotState {
     lastEventAtMs: Number.isFinite(nowMs) ? nowMs : null,
     closedThroughMs: core.status.closedThroughMs,
     reportedKey: core.reportedKey,
+    ...(core.hotDetector ? { hotDetector: snapshotHotDetector(core.hotDetector) } : {}),
+    ...(core.hotCounts.splits > 0 ? { hotCounts: { ...core.hotCounts } } : {}),
   };
 }
 
@@ -221,8 +316,8 @@ function decode(data: Uint8Array): ClickMessage | undefined {
  * state (one increment per message that changed the minute), so the newest revision's
  * content and position are the same however a replay happens to batch the messages.
  */
-export function stepBatch(core: AggregatorCore, msgs: readonly StreamMessage[]): BatchOutcome {
-  const out: BatchOutcome = {
+export function newOutcome(): BatchOutcome {
+  return {
     publications: [],
     counted: 0,
     duplicates: 0,
@@ -231,11 +326,43 @@ export function stepBatch(core: AggregatorCore, msgs: readonly StreamMessage[]):
     lateDropped: 0,
     emitted: [],
     holdsEndedMs: [],
+    routed: 0,
+    hotChanges: [],
   };
+}
+
+export function stepBatch(
+  core: AggregatorCore,
+  msgs: readonly StreamMessage[],
+  out: BatchOutcome = newOutcome(),
+): BatchOutcome {
+  out.stop = undefined;
   const p = core.partition;
   const corrections = new Map<number, MinuteRevision & { throughSeq: number }>();
-  for (const m of msgs) {
+  for (let i = 0; i < msgs.length; i++) {
+    const m = msgs[i] as StreamMessage;
     const nowMs = m.timestampMs;
+    if (m.hot) {
+      const control = decodeControl(m.data);
+      if (control?.kind === "barrier") {
+        const wants = barrierWants(core.state, control.minuteStartMs, control.episode);
+        if (wants.length > 0) {
+          emitCorrections(core, out, corrections);
+          out.stop = {
+            minuteStartMs: control.minuteStartMs,
+            episode: control.episode,
+            seq: m.seq,
+            timestampMs: nowMs,
+            wants,
+            rest: msgs.slice(i + 1),
+          };
+          refreshStatus(core);
+          return out;
+        }
+      }
+      afterMessage(core, out, m.seq, nowMs);
+      continue;
+    }
     const message = m.tick ? undefined : decode(m.data);
     if (message) {
       const r = ingest(core.state, message.events, nowMs, message);
@@ -261,13 +388,104 @@ export function stepBatch(core: AggregatorCore, msgs: readonly StreamMessage[]):
         });
       }
       for (const c of r.corrections) corrections.set(c.minuteStartMs, { ...c, throughSeq: m.seq });
+      out.routed += r.routed;
+      core.status.routed += r.routed;
+      if (core.hotDetector) observeHot(core, out, message.events, m.seq, nowMs);
     }
-    for (const c of advance(core.state, nowMs))
-      emit(core, out, { ...c, throughSeq: m.seq }, "closed");
-    reportProgress(core, out, m.seq);
-    trackHold(core, out, nowMs);
-    core.status.lastSeq = m.seq;
+    afterMessage(core, out, m.seq, nowMs);
   }
+  emitCorrections(core, out, corrections);
+  refreshStatus(core);
+  return out;
+}
+
+/** The detector sees a message's clicks; its decisions take effect from the next message. */
+function observeHot(
+  core: AggregatorCore,
+  out: BatchOutcome,
+  events: readonly { adId: string }[],
+  seq: number,
+  nowMs: number,
+): void {
+  const counts = core.adScratch;
+  counts.clear();
+  for (let i = 0; i < events.length; i++) {
+    const ad = (events[i] as { adId: string }).adId;
+    counts.set(ad, (counts.get(ad) ?? 0) + 1);
+  }
+  const decisions = observeMessage(core.hotDetector as HotDetectorState, counts, nowMs);
+  counts.clear();
+  applyHotDecisions(core, out, decisions, seq);
+}
+
+function applyHotDecisions(
+  core: AggregatorCore,
+  out: BatchOutcome,
+  decisions: readonly HotDecision[],
+  seq: number,
+): void {
+  for (const d of decisions) {
+    if (d.kind === "split") {
+      const e = openEpoch(
+        core.state.hot,
+        d.adId,
+        d.shards,
+        seq + 1,
+        minutesHolding(core.state, d.adId),
+      );
+      core.hotCounts.splits++;
+      out.hotChanges.push({
+        kind: "split",
+        adId: d.adId,
+        epoch: e.id,
+        shards: e.shards,
+        atSeq: seq,
+      });
+    } else {
+      const e = closeEpoch(core.state.hot, d.adId, seq);
+      if (!e) continue;
+      core.hotCounts.merges++;
+      out.hotChanges.push({ kind: "merge", adId: d.adId, epoch: e.id, atSeq: seq });
+      out.publications.push(
+        hotControlPublication(core.partition, mergeMsgId(core.partition, e.id), {
+          kind: "merge",
+          epoch: e.id,
+          routed: snapshotEpoch(e).routed,
+        }),
+      );
+    }
+  }
+}
+
+/** What every message ends with: closes, barriers asked for, progress, holds, position. */
+function afterMessage(core: AggregatorCore, out: BatchOutcome, seq: number, nowMs: number): void {
+  if (core.hotDetector) applyHotDecisions(core, out, observeTime(core.hotDetector, nowMs), seq);
+  for (const c of advance(core.state, nowMs)) emit(core, out, { ...c, throughSeq: seq }, "closed");
+  for (const b of takeBarrierRequests(core.state)) {
+    const control: HotControl = {
+      kind: "barrier",
+      minuteStartMs: b.minuteStartMs,
+      episode: b.episode,
+      purgedThroughMs: finiteOrNull(shardPurgeBoundMs(core.state)),
+    };
+    out.publications.push(
+      hotControlPublication(
+        core.partition,
+        barrierMsgId(core.partition, b.minuteStartMs, b.episode),
+        control,
+      ),
+    );
+  }
+  reportProgress(core, out, seq);
+  trackHold(core, out, nowMs);
+  core.status.lastSeq = seq;
+}
+
+function emitCorrections(
+  core: AggregatorCore,
+  out: BatchOutcome,
+  corrections: Map<number, MinuteRevision & { throughSeq: number }>,
+): void {
   for (const minute of [...corrections.keys()].sort((x, y) => x - y)) {
     emit(
       core,
@@ -276,8 +494,53 @@ export function stepBatch(core: AggregatorCore, msgs: readonly StreamMessage[]):
       "correction",
     );
   }
+  corrections.clear();
+}
+
+/**
+ * Finishes the barrier `out.stop` with the partials it wanted (keyed by `partKey(epoch,
+ * shard)`): merges and emits its minute, then ends the barrier message like any other. The
+ * caller then steps `stop.rest` with the same outcome.
+ */
+export function resumeAtBarrier(
+  core: AggregatorCore,
+  out: BatchOutcome,
+  partials: ReadonlyMap<string, PartialCounts>,
+): void {
+  const stop = out.stop;
+  if (!stop) return;
+  out.stop = undefined;
+  const minute = mergeAtBarrier(core.state, stop.minuteStartMs, stop.episode, partials);
+  if (minute) {
+    emit(
+      core,
+      out,
+      { ...minute, throughSeq: stop.seq },
+      minute.version === 1 ? "closed" : "correction",
+    );
+  }
+  afterMessage(core, out, stop.seq, stop.timestampMs);
   refreshStatus(core);
-  return out;
+}
+
+const finiteOrNull = (x: number) => (Number.isFinite(x) ? x : null);
+
+function decodeControl(data: Uint8Array): HotControl | undefined {
+  try {
+    return decodeHotControl(data);
+  } catch {
+    return undefined;
+  }
+}
+
+function hotControlPublication(p: number, msgId: string, control: HotControl): Publication {
+  return {
+    subject: SUBJECTS.clicks(p),
+    msgId,
+    payload: encodeHotControl(control),
+    events: 0,
+    headers: { [TICK_HEADER]: HOT_TICK },
+  };
 }
 
 function emit(
@@ -313,7 +576,9 @@ function reportProgress(core: AggregatorCore, out: BatchOutcome, seq: number): v
   // To the minute: a report per minute a watermark or a lagging source moves, not per click.
   const toMinute = (t: number) =>
     Number.isFinite(t) ? Math.floor(t / ONE_MINUTE_MS) * ONE_MINUTE_MS : null;
-  const closedThrough = toMinute(c.watermarkMs) as number;
+  // A closed minute waiting for its barrier is not stored yet: not closed to the readers.
+  let closedThrough = toMinute(c.watermarkMs) as number;
+  for (const start of core.state.awaiting.keys()) closedThrough = Math.min(closedThrough, start);
   // null: a lagging source has no progress at all, so no minute is complete.
   const completeThrough = toMinute(c.completeThroughMs);
   const behind = c.behind.map((b) => ({ source: b.source, progressMs: toMinute(b.progressMs) }));
@@ -363,6 +628,7 @@ function trackHold(core: AggregatorCore, out: BatchOutcome, nowMs: number): void
 }
 
 function refreshStatus(core: AggregatorCore): void {
+  if (core.hotDetector) core.status.hot = hotStatus(core);
   const c = completeness(core.state);
   core.status.watermarkMs = c.watermarkMs;
   core.status.completeThroughMs = c.completeThroughMs;
@@ -370,6 +636,30 @@ function refreshStatus(core: AggregatorCore): void {
   core.status.maxProgressMs = maxProgressOf(core.state.watermark);
   core.status.heldMs = heldMs(core);
   core.status.heldBy = holdingSource(core.state);
+}
+
+function hotStatus(core: AggregatorCore): HotStatus {
+  const view = hotView(core.hotDetector as HotDetectorState, 0);
+  return {
+    ads: view.hot.map((h) => ({
+      adId: h.adId,
+      shards: h.shards,
+      ratePerSec: h.ratePerSec,
+      share: h.share,
+    })),
+    epochs: liveEpochs(core.state.hot).map((e) => ({
+      epoch: e.id,
+      adId: e.adId,
+      shards: e.shards,
+      startSeq: e.startSeq,
+      merged: e.closedAtSeq !== null,
+      minutes: e.routed.size,
+    })),
+    ratePerSec: view.totalRatePerSec,
+    splits: core.hotCounts.splits,
+    merges: core.hotCounts.merges,
+    awaiting: core.state.awaiting.size,
+  };
 }
 
 /**

@@ -32,6 +32,17 @@
  *   never on how often `advance` is called; only `version` numbering depends on that.
  */
 import { AdclickError, ConfigError } from "../errors.js";
+import {
+  createHotEpochs,
+  epochsRoutedIn,
+  type HotEpochs,
+  type HotEpochsSnapshot,
+  ownerOf,
+  purgeEpochMinutes,
+  restoreHotEpochs,
+  snapshotHotEpochs,
+} from "../hot/epochs.js";
+import { mergePartials, type PartialCounts } from "../hot/merge.js";
 import type { ClickEvent, Dimension } from "../model.js";
 import { type IdSet, WindowDedupe } from "./dedupe.js";
 import {
@@ -154,6 +165,14 @@ export interface IngestResult {
   lateReason: LateReason;
   /** Revisions of already emitted minutes changed by this message, ascending by minute. */
   corrections: ClosedMinute[];
+  /** Clicks of hot ads left to their epoch's shards (counted there, merged at a barrier). */
+  routed: number;
+}
+
+/** A minute whose hot shards' partials must be merged at a barrier of this episode. */
+export interface BarrierRequest {
+  minuteStartMs: number;
+  episode: number;
 }
 
 /** Counts and ids of one minute, plus its emission bookkeeping. */
@@ -170,6 +189,15 @@ interface Slot {
    * counts only grow, so an unchanged event count means unchanged counts).
    */
   live?: { eventCount: number; view: Omit<LiveMinute, "closed"> };
+  /**
+   * The latest partials of the hot shards that were routed clicks of this minute, by
+   * `<epoch>.<shard>` (see docs/hot-ads.md); merged into every emission.
+   */
+  parts?: Map<string, PartialCounts>;
+  /** Barriers asked for this minute so far (episodes 1, 2, …). */
+  episodes: number;
+  /** Waiting for the barrier of episode `episodes` before (re-)emitting. */
+  awaiting: boolean;
 }
 
 /** Mutable operator state. Treat as opaque; read it through the exported functions. */
@@ -183,6 +211,12 @@ export interface AggregatorState {
   readonly dedupe: WindowDedupe;
   /** End of the newest purged minute: minutes ending at or before it are never re-created. */
   purgedThroughMs: number;
+  /** Closed minutes not emitted yet because hot shards' partials are due at a barrier. */
+  readonly awaiting: Map<number, Slot>;
+  /** Hot ads' epochs: which clicks the shards count (src/hot/epochs.ts). */
+  readonly hot: HotEpochs;
+  /** Barriers to publish (drained by the runtime: {@link takeBarrierRequests}). */
+  barrierRequests: BarrierRequest[];
 }
 
 function intSetting(setting: string, v: unknown, min: number): number {
@@ -248,7 +282,11 @@ function watermarkOptions(o: ResolvedAggregatorOptions) {
   };
 }
 
-function newState(options: ResolvedAggregatorOptions, watermark: WatermarkState): AggregatorState {
+function newState(
+  options: ResolvedAggregatorOptions,
+  watermark: WatermarkState,
+  hot: HotEpochs = createHotEpochs(),
+): AggregatorState {
   return {
     options,
     watermark,
@@ -256,6 +294,9 @@ function newState(options: ResolvedAggregatorOptions, watermark: WatermarkState)
     retained: new Map(),
     dedupe: new WindowDedupe(),
     purgedThroughMs: Number.NEGATIVE_INFINITY,
+    awaiting: new Map(),
+    hot,
+    barrierRequests: [],
   };
 }
 
@@ -265,6 +306,8 @@ function newPendingSlot(state: AggregatorState, startMs: number): Slot {
     ids: state.dedupe.idsFor(startMs),
     version: 0,
     dirty: false,
+    episodes: 0,
+    awaiting: false,
   };
   state.pending.set(startMs, slot);
   return slot;
@@ -272,15 +315,28 @@ function newPendingSlot(state: AggregatorState, startMs: number): Slot {
 
 function toClosedMinute(state: AggregatorState, slot: Slot): ClosedMinute {
   const sorted = slot.counts.sortedAds();
-  const adCounts = slot.counts.adCounts(sorted);
+  let adCounts = slot.counts.adCounts(sorted);
+  let dimCounts = slot.counts.dimCounts(sorted);
+  let eventCount = slot.counts.eventCount;
+  if (slot.parts !== undefined && slot.parts.size > 0) {
+    const merged = mergePartials(
+      adCounts,
+      dimCounts,
+      slot.parts.values(),
+      state.options.dimensions,
+    );
+    adCounts = merged.adCounts;
+    dimCounts = merged.dimCounts;
+    eventCount += merged.events;
+  }
   return {
     partition: state.options.partition,
     minuteStartMs: slot.counts.startMs,
     version: slot.version,
     adCounts,
-    dimCounts: slot.counts.dimCounts(sorted),
+    dimCounts,
     topK: topK(adCounts, state.options.topK),
-    eventCount: slot.counts.eventCount,
+    eventCount,
   };
 }
 
@@ -328,7 +384,15 @@ export function ingest(
   const lateReason: LateReason = amend ? "horizon" : "drop";
   if (n === 0) {
     observeSource(w, origin.source, { maxEventTimeMs: Number.NEGATIVE_INFINITY, ...origin }, nowMs);
-    return { accepted: 0, amended: 0, duplicates: 0, late: [], lateReason, corrections: [] };
+    return {
+      accepted: 0,
+      amended: 0,
+      duplicates: 0,
+      late: [],
+      lateReason,
+      corrections: [],
+      routed: 0,
+    };
   }
 
   const wm = w.watermarkMs;
@@ -336,10 +400,14 @@ export function ingest(
   const purgedThrough = state.purgedThroughMs;
   const pending = state.pending;
   const retained = state.retained;
+  const awaiting = state.awaiting;
+  const hot = state.hot;
+  const anyHot = hot.byAd.size > 0;
   const late: ClickEvent[] = [];
   let accepted = 0;
   let amended = 0;
   let duplicates = 0;
+  let routed = 0;
   let maxEventTimeMs = Number.NEGATIVE_INFINITY;
   let dirty: Slot[] | null = null;
   // Cache of the current click's minute: consecutive clicks mostly share one.
@@ -357,9 +425,34 @@ export function ingest(
       }
       curStart = windowStartOf(t, WINDOW_SIZE_MS);
       curEnd = curStart + WINDOW_SIZE_MS;
-      cur = pending.get(curStart) ?? retained.get(curStart);
+      cur = pending.get(curStart) ?? retained.get(curStart) ?? awaiting.get(curStart);
     }
     if (t > maxEventTimeMs) maxEventTimeMs = t;
+    if (anyHot) {
+      const epoch = ownerOf(hot, e.adId, curStart);
+      if (epoch !== null) {
+        // A hot ad's click: its shard counts (and dedupes) it; the minute must exist here so
+        // it closes, and an emitted one is merged again at a barrier.
+        if (cur !== undefined && (cur.awaiting || cur.version === 0)) {
+          // open, or closed and waiting for its barrier: the partial then includes it
+        } else if (curEnd > wm) {
+          cur = newPendingSlot(state, curStart);
+        } else if (amend && curEnd > purgedThrough && curEnd + horizonMs > wm) {
+          if (cur === undefined) cur = newPendingSlot(state, curStart);
+          else {
+            cur.episodes++;
+            cur.awaiting = true;
+            state.barrierRequests.push({ minuteStartMs: curStart, episode: cur.episodes });
+          }
+        } else {
+          late.push(e);
+          continue;
+        }
+        epoch.routed.add(curStart);
+        routed++;
+        continue;
+      }
+    }
     if (curEnd > wm) {
       // Open minute: never emitted, so it is pending or not created yet.
       if (cur === undefined) cur = newPendingSlot(state, curStart);
@@ -398,13 +491,47 @@ export function ingest(
       corrections.push(toClosedMinute(state, slot));
     }
   }
-  return { accepted, amended, duplicates, late, lateReason, corrections };
+  return { accepted, amended, duplicates, late, lateReason, corrections, routed };
 }
 
 function purge(state: AggregatorState, slot: Slot): void {
   const start = slot.counts.startMs;
   state.dedupe.forget(start);
-  if (slot.counts.endMs > state.purgedThroughMs) state.purgedThroughMs = slot.counts.endMs;
+  if (slot.counts.endMs > state.purgedThroughMs) {
+    state.purgedThroughMs = slot.counts.endMs;
+    if (state.hot.byAd.size > 0) {
+      purgeEpochMinutes(state.hot, shardPurgeBoundMs(state), WINDOW_SIZE_MS);
+    }
+  }
+}
+
+/**
+ * What shards may forget: minutes ending at or before it. The purge bound, held back before
+ * any minute still waiting for a barrier (a re-merge of an old minute outlives its horizon).
+ */
+export function shardPurgeBoundMs(state: AggregatorState): number {
+  let bound = state.purgedThroughMs;
+  for (const slot of state.awaiting.values()) bound = Math.min(bound, slot.counts.startMs);
+  for (const slot of state.retained.values()) {
+    if (slot.awaiting) bound = Math.min(bound, slot.counts.startMs);
+  }
+  return bound;
+}
+
+/** Emits a slot for the first time (version 1), then keeps it for amendments or purges it. */
+function emitFirst(state: AggregatorState, slot: Slot, wm: number): ClosedMinute {
+  slot.version = 1;
+  const minute = toClosedMinute(state, slot);
+  if (
+    state.options.latePolicy === "amend" &&
+    slot.counts.endMs + state.options.amendHorizonMs > wm
+  ) {
+    // Kept for amendments, which are rare: its growth slack goes.
+    slot.counts.compact();
+    slot.ids.compact();
+    state.retained.set(slot.counts.startMs, slot);
+  } else purge(state, slot);
+  return minute;
 }
 
 /**
@@ -427,16 +554,18 @@ export function advance(state: AggregatorState, nowMs: number): ClosedMinute[] {
   for (const slot of closing) {
     const start = slot.counts.startMs;
     state.pending.delete(start);
-    slot.version = 1;
-    out.push(toClosedMinute(state, slot));
-    if (amend && slot.counts.endMs + horizonMs > wm) {
-      // Kept for amendments, which are rare: its growth slack goes.
-      slot.counts.compact();
-      slot.ids.compact();
-      state.retained.set(start, slot);
-    } else purge(state, slot);
+    if (state.hot.byAd.size > 0 && epochsRoutedIn(state.hot, start).length > 0) {
+      // Hot shards hold part of it: emitted at its barrier, merged with their partials.
+      slot.episodes = 1;
+      slot.awaiting = true;
+      state.awaiting.set(start, slot);
+      state.barrierRequests.push({ minuteStartMs: start, episode: 1 });
+      continue;
+    }
+    out.push(emitFirst(state, slot, wm));
   }
   for (const [start, slot] of state.retained) {
+    if (slot.awaiting) continue; // purged after its re-merge
     if (!amend || slot.counts.endMs + horizonMs <= wm) {
       state.retained.delete(start);
       purge(state, slot);
@@ -445,12 +574,94 @@ export function advance(state: AggregatorState, nowMs: number): ClosedMinute[] {
   return out;
 }
 
+/** Barriers to publish since the last call, in the order they were asked for. */
+export function takeBarrierRequests(state: AggregatorState): BarrierRequest[] {
+  const out = state.barrierRequests;
+  state.barrierRequests = [];
+  return out;
+}
+
+/** The slot waiting for this barrier, or undefined (a stale or foreign barrier). */
+function awaitingSlot(state: AggregatorState, minuteStartMs: number, episode: number) {
+  const slot = state.awaiting.get(minuteStartMs) ?? state.retained.get(minuteStartMs);
+  return slot?.awaiting && slot.episodes === episode ? slot : undefined;
+}
+
+/**
+ * The partials a barrier read back at this point needs, as `[epoch, shard]` pairs: every
+ * shard of every epoch routed clicks of the minute so far. Empty when the barrier is not one
+ * this state waits for (stale, repeated after a crash, or already merged): skip it.
+ */
+export function barrierWants(
+  state: AggregatorState,
+  minuteStartMs: number,
+  episode: number,
+): [epoch: number, shard: number][] {
+  if (!awaitingSlot(state, minuteStartMs, episode)) return [];
+  const wants: [number, number][] = [];
+  for (const e of epochsRoutedIn(state.hot, minuteStartMs)) {
+    for (let k = 0; k < e.shards; k++) wants.push([e.id, k]);
+  }
+  return wants;
+}
+
+/** The key of a shard's partial in a slot: `<epoch>.<shard>`. */
+export const partKey = (epoch: number, shard: number) => `${epoch}.${shard}`;
+
+/**
+ * Merges the partials asked for by {@link barrierWants} (keyed by {@link partKey}) into the
+ * minute at its barrier, read at processing time `nowMs`. A first merge emits the minute
+ * (version 1); a re-merge emits a new revision only if a partial changed (shards' counts only
+ * grow). Returns the emission, or null (nothing changed, or not a barrier this state waits for).
+ */
+export function mergeAtBarrier(
+  state: AggregatorState,
+  minuteStartMs: number,
+  episode: number,
+  partials: ReadonlyMap<string, PartialCounts>,
+): ClosedMinute | null {
+  const slot = awaitingSlot(state, minuteStartMs, episode);
+  if (!slot) return null;
+  slot.awaiting = false;
+  let changed = slot.version === 0;
+  const parts = slot.parts ?? new Map<string, PartialCounts>();
+  for (const [key, p] of partials) {
+    if ((parts.get(key)?.eventCount ?? -1) !== p.eventCount) changed = true;
+    parts.set(key, p);
+  }
+  slot.parts = parts;
+  const wm = state.watermark.watermarkMs;
+  if (slot.version === 0) {
+    state.awaiting.delete(minuteStartMs);
+    return emitFirst(state, slot, wm);
+  }
+  if (changed) slot.version++;
+  const minute = changed ? toClosedMinute(state, slot) : null;
+  if (
+    state.options.latePolicy !== "amend" ||
+    slot.counts.endMs + state.options.amendHorizonMs <= wm
+  ) {
+    state.retained.delete(minuteStartMs);
+    purge(state, slot);
+  }
+  return minute;
+}
+
+/** Minutes the aggregator holds a count of the ad in (what a split of the ad excludes). */
+export function minutesHolding(state: AggregatorState, adId: string): number[] {
+  const out: number[] = [];
+  for (const map of [state.pending, state.awaiting, state.retained]) {
+    for (const [start, slot] of map) if (slot.counts.adCount(adId) > 0) out.push(start);
+  }
+  return out.sort((a, b) => a - b);
+}
+
 /**
  * Minutes not emitted yet (open, or closed with emission pending), ascending. The arrays
  * are shared between calls while a minute's counts do not change: treat them as read-only.
  */
 export function openMinutes(state: AggregatorState): LiveMinute[] {
-  const slots = [...state.pending.values()].sort(byStart);
+  const slots = [...state.pending.values(), ...state.awaiting.values()].sort(byStart);
   const wm = state.watermark.watermarkMs;
   return slots.map((slot) => {
     if (slot.live?.eventCount !== slot.counts.eventCount) {
@@ -537,7 +748,12 @@ export function nextIdleDeadlineMs(state: AggregatorState): number | null {
  * 16-byte id keys), whose single watermark becomes one anonymous source.
  */
 export const AGGREGATOR_SNAPSHOT_FORMAT_VERSION = 3;
-const READABLE_SNAPSHOT_FORMATS: readonly number[] = [1, 2, 3];
+/**
+ * 4: format 3 plus hot ads' state (epochs, partials, minutes waiting for a barrier). Written
+ * only when that state exists, so a deployment that never split an ad can still roll back.
+ */
+export const AGGREGATOR_SNAPSHOT_FORMAT_HOT = 4;
+const READABLE_SNAPSHOT_FORMATS: readonly number[] = [1, 2, 3, 4];
 
 /** One minute in a snapshot: its counts, emission version and remembered ids. */
 export interface MinuteSnapshot extends MinuteCountsSnapshot {
@@ -547,6 +763,12 @@ export interface MinuteSnapshot extends MinuteCountsSnapshot {
   ids: string[];
   /** The other ids, as the dedupe set's exact 16-byte keys in base64 (see dedupe.ts). */
   idKeys?: string;
+  /** Hot shards' latest partials, by `<epoch>.<shard>` (absent: none). */
+  parts?: [key: string, counts: PartialCounts][];
+  /** Barriers asked for the minute (absent: 0). */
+  episodes?: number;
+  /** Waiting for the barrier of episode `episodes` (absent: false). */
+  awaiting?: boolean;
 }
 
 /** The options a snapshot was taken with (formats 1 and 2 had policy "correct" and minutes). */
@@ -576,6 +798,8 @@ export interface AggregatorSnapshot {
   minutes: MinuteSnapshot[];
   /** See {@link AggregatorState.purgedThroughMs}; absent before format 3. */
   purgedThroughMs?: number | null;
+  /** Hot ads' epochs (absent: none, as in snapshots of older builds). */
+  hot?: HotEpochsSnapshot;
 }
 
 /**
@@ -583,10 +807,16 @@ export interface AggregatorSnapshot {
  * it can be encoded asynchronously while the operator goes on.
  */
 export function snapshotAggregator(state: AggregatorState): AggregatorSnapshot {
-  const slots = [...state.pending.values(), ...state.retained.values()].sort(byStart);
+  const slots = [
+    ...state.pending.values(),
+    ...state.awaiting.values(),
+    ...state.retained.values(),
+  ].sort(byStart);
   const o = state.options;
+  const hot =
+    state.hot.nextId > 1 || slots.some((slot) => slot.episodes > 0 || slot.parts !== undefined);
   return {
-    formatVersion: AGGREGATOR_SNAPSHOT_FORMAT_VERSION,
+    formatVersion: hot ? AGGREGATOR_SNAPSHOT_FORMAT_HOT : AGGREGATOR_SNAPSHOT_FORMAT_VERSION,
     options: {
       partition: o.partition,
       allowedLatenessMs: o.allowedLatenessMs,
@@ -607,8 +837,12 @@ export function snapshotAggregator(state: AggregatorState): AggregatorSnapshot {
         version: slot.version,
         ids: ids.long,
         ...(ids.keys ? { idKeys: ids.keys } : {}),
+        ...(slot.parts && slot.parts.size > 0 ? { parts: [...slot.parts] } : {}),
+        ...(slot.episodes > 0 ? { episodes: slot.episodes } : {}),
+        ...(slot.awaiting ? { awaiting: true } : {}),
       };
     }),
+    ...(hot ? { hot: snapshotHotEpochs(state.hot) } : {}),
   };
 }
 
@@ -729,7 +963,11 @@ export function restoreAggregator(
     ];
     wsnap.nowMs = lastEventAtMs;
   }
-  const state = newState(options, restoreWatermark(watermarkOptions(options), wsnap));
+  const state = newState(
+    options,
+    restoreWatermark(watermarkOptions(options), wsnap),
+    restoreHotEpochs(snap.hot),
+  );
   if (snap.purgedThroughMs != null) state.purgedThroughMs = snap.purgedThroughMs;
   else if (snap.formatVersion < 3 && snap.watermark.watermarkMs !== null) {
     // Older builds purged emitted minutes without recording it: every closed minute not
@@ -752,12 +990,16 @@ export function restoreAggregator(
       ids,
       version: m.version,
       dirty: false,
+      episodes: m.episodes ?? 0,
+      awaiting: m.awaiting ?? false,
+      ...(m.parts ? { parts: new Map(m.parts) } : {}),
     };
     if (m.version > 0) {
       slot.counts.compact();
       ids.compact();
     }
-    (m.version === 0 ? state.pending : state.retained).set(m.startMs, slot);
+    const into = m.version > 0 ? state.retained : slot.awaiting ? state.awaiting : state.pending;
+    into.set(m.startMs, slot);
   }
   return state;
 }
