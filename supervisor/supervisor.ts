@@ -31,6 +31,12 @@ export interface ChildSpec {
   shutdownMs: number;
   logic: AnyActorLogic;
   input?: unknown;
+  /**
+   * For a dynamic child (started with START_CHILD) that finished its work for good, e.g. a
+   * hot-ad shard whose epoch ended: when it ends normally and its restart type does not
+   * restart it (transient, temporary), its spec and entry are removed, as after STOP_CHILD.
+   */
+  removeWhenDone?: boolean;
 }
 
 /** The commands every child takes. KILL is a crash: no orderly stop, no final snapshot. */
@@ -75,6 +81,10 @@ export interface ChildInfo {
   startedAtMs: number;
   /** Times of the restarts within the intensity period. */
   history: number[];
+  /** Started with START_CHILD rather than from the input's specs. */
+  dynamic?: true;
+  /** Being stopped by STOP_CHILD: when it ends it is removed, never restarted. */
+  removing?: true;
 }
 
 /** The supervisor's answer to STATUS: its state and every child with the child's own status. */
@@ -92,6 +102,13 @@ export type SupervisorEvent =
   | { type: "RESTART"; id: string }
   | { type: "SHUTDOWN_TIMEOUT"; id: string }
   | { type: "STOP" }
+  /** Adds a child (OTP's start_child); answered with {@link ChildStarted}. */
+  | { type: "START_CHILD"; spec: ChildSpec; replyTo?: AnyActorRef; requestId?: string }
+  /**
+   * Stops one child in order and forgets it (OTP's terminate_child + delete_child);
+   * answered with {@link ChildStopped} once it has ended.
+   */
+  | { type: "STOP_CHILD"; id: string; replyTo?: AnyActorRef; requestId?: string }
   | { type: `xstate.done.actor.${string}`; output?: ChildOutput }
   | { type: `xstate.error.actor.${string}`; error: unknown };
 
@@ -109,6 +126,35 @@ export interface SupervisorStatusReply {
   status: SupervisorStatus;
 }
 
+/** The reply to START_CHILD, sent to its `replyTo`. */
+export interface ChildStarted {
+  type: "CHILD_STARTED";
+  requestId?: string;
+  id: string;
+  ok: boolean;
+  /** Why not: "already running" (a live child has the id) or "stopping" (the supervisor is). */
+  error?: string;
+}
+
+/**
+ * The reply to STOP_CHILD, sent to its `replyTo` once the child has ended (stopped, failed
+ * or stopped outright after its shutdown time: all ok) and been removed.
+ */
+export interface ChildStopped {
+  type: "CHILD_STOPPED";
+  requestId?: string;
+  id: string;
+  ok: boolean;
+  /** Why not: "not found" (no child has the id) or "stopping" (the supervisor is). */
+  error?: string;
+}
+
+/** Where to send a {@link ChildStopped} when the child has ended. */
+interface StopWaiter {
+  replyTo: AnyActorRef;
+  requestId?: string;
+}
+
 export interface SupervisorInput {
   specs: ChildSpec[];
   policy?: RestartPolicy;
@@ -124,6 +170,8 @@ interface SupervisorContext {
   now: () => number;
   random: () => number;
   children: Record<string, ChildInfo>;
+  /** STOP_CHILD requests waiting for their child to end, by child id. */
+  stopWaiters: Record<string, StopWaiter[]>;
   escalation?: string;
 }
 
@@ -146,6 +194,37 @@ function exitOf(event: AnyEventObject): { failed: boolean; error?: unknown } {
 }
 
 const shutdownTimer = (id: string) => `shutdown:${id}`;
+const restartTimer = (id: string) => `restart:${id}`;
+
+function childStarted(
+  event: { requestId?: string },
+  id: string,
+  ok: boolean,
+  error?: string,
+): ChildStarted {
+  return {
+    type: "CHILD_STARTED",
+    ...(event.requestId !== undefined ? { requestId: event.requestId } : {}),
+    id,
+    ok,
+    ...(error !== undefined ? { error } : {}),
+  };
+}
+
+function childStopped(
+  event: { requestId?: string },
+  id: string,
+  ok: boolean,
+  error?: string,
+): ChildStopped {
+  return {
+    type: "CHILD_STOPPED",
+    ...(event.requestId !== undefined ? { requestId: event.requestId } : {}),
+    id,
+    ok,
+    ...(error !== undefined ? { error } : {}),
+  };
+}
 
 /**
  * The supervisor, in the OTP mould: starts its children in order, restarts them one_for_one
@@ -153,6 +232,13 @@ const shutdownTimer = (id: string) => `shutdown:${id}`;
  * asks every child to stop, stopping outright any that has not finished within its spec's
  * shutdown time. When a child exceeds the intensity it stops everything and ends in
  * `escalated`: the process should exit and be restarted from outside.
+ *
+ * Children can also be added and removed while it runs, like OTP's start_child and
+ * terminate_child + delete_child: START_CHILD adds a spec and starts it (then it is
+ * supervised, stopped and counted towards the intensity like the others); STOP_CHILD stops
+ * one child in order (stopped outright after its shutdown time) and then forgets it, so it
+ * is neither restarted nor listed. A dynamic child whose spec says `removeWhenDone` is
+ * forgotten as well when it ends normally without a restart.
  *
  * Pure: context changes only through `assign`, time comes from the injected `now` and the
  * actor system's clock (delays), randomness is injected, and reports are emitted events.
@@ -165,29 +251,33 @@ export const supervisorMachine = setup({
     emitted: {} as SupervisorReport,
   },
   actions: {
-    startChild: enqueueActions(({ context, enqueue }, params: { id: string }) => {
-      const spec = context.specs.find((s) => s.id === params.id);
-      if (!spec) return;
-      // Registered under its id, so that other actors can address it (system.get(id)).
-      const options = { id: spec.id, systemId: spec.id, input: spec.input };
-      enqueue.spawnChild(spec.logic as never, options as never);
-      const prev = context.children[spec.id];
-      enqueue.assign({
-        children: ({ context: c }) => ({
-          ...c.children,
-          [spec.id]: {
-            id: spec.id,
-            kind: spec.kind,
-            ...(spec.partition !== undefined ? { partition: spec.partition } : {}),
-            state: "running",
-            restarts: prev?.restarts ?? 0,
-            ...(prev?.lastError ? { lastError: prev.lastError } : {}),
-            startedAtMs: c.now(),
-            history: prev?.history ?? [],
-          },
-        }),
-      });
-    }),
+    startChild: enqueueActions(
+      ({ context, enqueue }, params: { id: string; dynamic?: boolean }) => {
+        const spec = context.specs.find((s) => s.id === params.id);
+        if (!spec) return;
+        // Registered under its id, so that other actors can address it (system.get(id)).
+        const options = { id: spec.id, systemId: spec.id, input: spec.input };
+        enqueue.spawnChild(spec.logic as never, options as never);
+        const prev = context.children[spec.id];
+        const dynamic = params.dynamic ?? prev?.dynamic ?? false;
+        enqueue.assign({
+          children: ({ context: c }) => ({
+            ...c.children,
+            [spec.id]: {
+              id: spec.id,
+              kind: spec.kind,
+              ...(spec.partition !== undefined ? { partition: spec.partition } : {}),
+              state: "running",
+              restarts: prev?.restarts ?? 0,
+              ...(prev?.lastError ? { lastError: prev.lastError } : {}),
+              startedAtMs: c.now(),
+              history: prev?.history ?? [],
+              ...(dynamic ? { dynamic: true as const } : {}),
+            },
+          }),
+        });
+      },
+    ),
     // A child ended while running: restart it (per its restart type, within the intensity,
     // after a jittered backoff) or escalate.
     childExited: enqueueActions(({ context, event, enqueue }) => {
@@ -195,10 +285,19 @@ export const supervisorMachine = setup({
       const spec = context.specs.find((s) => s.id === id);
       const info = context.children[id];
       if (!spec || !info) return;
+      // Stopped by STOP_CHILD (or killed meanwhile): gone for good, whatever its restart type.
+      if (info.removing) {
+        removeChild(enqueue, context, id);
+        return;
+      }
       const exit = exitOf(event);
       const restart = spec.restart === "permanent" || (spec.restart === "transient" && exit.failed);
       const exited = exitedChildren(context.children, id, exit)[id] as ChildInfo;
       if (!restart) {
+        if (info.dynamic && spec.removeWhenDone && !exit.failed) {
+          removeChild(enqueue, context, id);
+          return;
+        }
         enqueue.assign({ children: ({ context: c }) => ({ ...c.children, [id]: exited }) });
         return;
       }
@@ -234,14 +333,38 @@ export const supervisorMachine = setup({
         error: exited.lastError ?? "stopped",
         restartInMs: delay,
       });
-      enqueue.raise({ type: "RESTART", id }, { delay, id: `restart:${id}` });
+      enqueue.raise({ type: "RESTART", id }, { delay, id: restartTimer(id) });
     }),
     // A child ended while stopping: it is stopped (or failed); its shutdown timer is off.
-    childStopped: enqueueActions(({ event, enqueue }) => {
+    childStopped: enqueueActions(({ context, event, enqueue }) => {
       const id = childIdOf(event.type);
+      if (context.children[id]?.removing) {
+        removeChild(enqueue, context, id);
+        return;
+      }
       const exit = exitOf(event);
       enqueue.cancel(shutdownTimer(id));
       enqueue.assign({ children: ({ context: c }) => exitedChildren(c.children, id, exit) });
+    }),
+    // The shutdown time of a child asked to stop has passed: stop it outright.
+    killChild: enqueueActions(({ context, enqueue }, params: { id: string }) => {
+      const { id } = params;
+      const spec = context.specs.find((s) => s.id === id);
+      const afterMs = spec?.shutdownMs ?? 0;
+      const removing = context.children[id]?.removing === true;
+      enqueue.stopChild(id);
+      enqueue.assign({
+        children: ({ context: c }) => ({
+          ...c.children,
+          [id]: {
+            ...(c.children[id] as ChildInfo),
+            state: "killed",
+            lastError: `did not stop within ${afterMs} ms`,
+          },
+        }),
+      });
+      enqueue.emit({ type: "child_killed", id, afterMs });
+      if (removing) removeChild(enqueue, context, id);
     }),
     answerStatus: enqueueActions(({ context, event, self, enqueue }) => {
       if (event.type !== "STATUS") return;
@@ -278,6 +401,7 @@ export const supervisorMachine = setup({
     now: input.now ?? Date.now,
     random: input.random ?? Math.random,
     children: {},
+    stopWaiters: {},
   }),
   initial: "running",
   on: {
@@ -330,6 +454,78 @@ export const supervisorMachine = setup({
           guard: ({ context, event }) => isAlive(context.children[event.id]),
           actions: enqueueActions(({ event, enqueue }) => enqueue.sendTo(event.id, event.event)),
         },
+        START_CHILD: {
+          actions: enqueueActions(({ context, event, enqueue }) => {
+            const { spec } = event;
+            const info = context.children[spec.id];
+            if (isAlive(info) || info?.state === "restarting") {
+              if (event.replyTo) {
+                enqueue.sendTo(
+                  event.replyTo,
+                  childStarted(event, spec.id, false, "already running"),
+                );
+              }
+              return;
+            }
+            // A new id is added at the end; an ended child's spec is replaced in place.
+            enqueue.assign({
+              specs: ({ context: c }) =>
+                c.specs.some((s) => s.id === spec.id)
+                  ? c.specs.map((s) => (s.id === spec.id ? spec : s))
+                  : [...c.specs, spec],
+            });
+            enqueue({ type: "startChild", params: { id: spec.id, dynamic: true } });
+            if (event.replyTo) enqueue.sendTo(event.replyTo, childStarted(event, spec.id, true));
+          }),
+        },
+        STOP_CHILD: {
+          actions: enqueueActions(({ context, event, enqueue }) => {
+            const { id } = event;
+            const info = context.children[id];
+            const spec = context.specs.find((s) => s.id === id);
+            if (!info || !spec) {
+              if (event.replyTo)
+                enqueue.sendTo(event.replyTo, childStopped(event, id, false, "not found"));
+              return;
+            }
+            // Not running (ended, or waiting for a restart, which is cancelled): gone at once.
+            if (!isAlive(info)) {
+              removeChild(enqueue, context, id);
+              if (event.replyTo) enqueue.sendTo(event.replyTo, childStopped(event, id, true));
+              return;
+            }
+            // Told when it has ended (already on its way out or not).
+            if (event.replyTo) {
+              const waiter: StopWaiter = {
+                replyTo: event.replyTo,
+                ...(event.requestId !== undefined ? { requestId: event.requestId } : {}),
+              };
+              enqueue.assign({
+                stopWaiters: ({ context: c }) => ({
+                  ...c.stopWaiters,
+                  [id]: [...(c.stopWaiters[id] ?? []), waiter],
+                }),
+              });
+            }
+            if (info.removing) return;
+            enqueue.sendTo(id, { type: "STOP" });
+            enqueue.raise(
+              { type: "SHUTDOWN_TIMEOUT", id },
+              { delay: spec.shutdownMs, id: shutdownTimer(id) },
+            );
+            enqueue.assign({
+              children: ({ context: c }) => ({
+                ...c.children,
+                [id]: { ...(c.children[id] as ChildInfo), state: "stopping", removing: true },
+              }),
+            });
+          }),
+        },
+        SHUTDOWN_TIMEOUT: {
+          guard: ({ context, event }) =>
+            context.children[event.id]?.removing === true && isAlive(context.children[event.id]),
+          actions: { type: "killChild", params: ({ event }) => ({ id: event.id }) },
+        },
         STOP: { target: "stopping" },
         "xstate.done.actor.*": { actions: "childExited" },
         "xstate.error.actor.*": { actions: "childExited" },
@@ -342,12 +538,13 @@ export const supervisorMachine = setup({
         for (const spec of [...context.specs].reverse()) {
           const info = context.children[spec.id];
           if (info?.state === "restarting") {
-            enqueue.cancel(`restart:${spec.id}`);
+            enqueue.cancel(restartTimer(spec.id));
             enqueue.assign({
               children: ({ context: c }) => withState(c.children, spec.id, "stopped"),
             });
           }
-          if (!isAlive(info)) continue;
+          // Not alive, or already asked by STOP_CHILD (its shutdown timer is running).
+          if (!isAlive(info) || info?.state === "stopping") continue;
           enqueue.sendTo(spec.id, { type: "STOP" });
           enqueue.raise(
             { type: "SHUTDOWN_TIMEOUT", id: spec.id },
@@ -365,21 +562,20 @@ export const supervisorMachine = setup({
       on: {
         SHUTDOWN_TIMEOUT: {
           guard: ({ context, event }) => isAlive(context.children[event.id]),
-          actions: enqueueActions(({ context, event, enqueue }) => {
-            const spec = context.specs.find((s) => s.id === event.id);
-            const afterMs = spec?.shutdownMs ?? 0;
-            enqueue.stopChild(event.id);
-            enqueue.assign({
-              children: ({ context: c }) => ({
-                ...c.children,
-                [event.id]: {
-                  ...(c.children[event.id] as ChildInfo),
-                  state: "killed",
-                  lastError: `did not stop within ${afterMs} ms`,
-                },
-              }),
-            });
-            enqueue.emit({ type: "child_killed", id: event.id, afterMs });
+          actions: { type: "killChild", params: ({ event }) => ({ id: event.id }) },
+        },
+        START_CHILD: {
+          actions: enqueueActions(({ event, enqueue }) => {
+            if (event.replyTo) {
+              enqueue.sendTo(event.replyTo, childStarted(event, event.spec.id, false, "stopping"));
+            }
+          }),
+        },
+        STOP_CHILD: {
+          actions: enqueueActions(({ event, enqueue }) => {
+            if (event.replyTo) {
+              enqueue.sendTo(event.replyTo, childStopped(event, event.id, false, "stopping"));
+            }
           }),
         },
         "xstate.done.actor.*": { actions: "childStopped" },
@@ -390,6 +586,30 @@ export const supervisorMachine = setup({
     escalated: { type: "final" },
   },
 });
+
+/** The part of `enqueueActions`' queue that {@link removeChild} uses. */
+interface RemovalQueue {
+  cancel(id: string): void;
+  sendTo(to: AnyActorRef, event: AnyEventObject): void;
+  assign(f: (a: { context: SupervisorContext }) => Partial<SupervisorContext>): void;
+}
+
+/**
+ * Forgets a child that has ended (or will not start again), as OTP's delete_child: its spec
+ * and entry go, its timers are off, and whoever asked for its stop is told.
+ */
+function removeChild(enqueue: RemovalQueue, context: SupervisorContext, id: string): void {
+  enqueue.cancel(shutdownTimer(id));
+  enqueue.cancel(restartTimer(id));
+  for (const w of context.stopWaiters[id] ?? []) {
+    enqueue.sendTo(w.replyTo, childStopped(w, id, true));
+  }
+  enqueue.assign(({ context: c }) => {
+    const { [id]: _gone, ...children } = c.children;
+    const { [id]: _told, ...stopWaiters } = c.stopWaiters;
+    return { specs: c.specs.filter((s) => s.id !== id), children, stopWaiters };
+  });
+}
 
 function withState(
   children: Record<string, ChildInfo>,

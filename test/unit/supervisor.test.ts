@@ -2,6 +2,8 @@ import { describe, expect, it } from "vitest";
 import { assign, createActor, fromCallback, SimulatedClock, setup } from "xstate";
 import {
   type ChildSpec,
+  type ChildStarted,
+  type ChildStopped,
   type SupervisorReport,
   type SupervisorStatus,
   type SupervisorStatusReply,
@@ -72,7 +74,7 @@ function journal(o: Partial<Journal> = {}): Journal {
 function child(
   id: string,
   j: Journal,
-  o: { restart?: ChildSpec["restart"]; shutdownMs?: number } = {},
+  o: { restart?: ChildSpec["restart"]; shutdownMs?: number; removeWhenDone?: boolean } = {},
 ): ChildSpec {
   return {
     id,
@@ -81,6 +83,7 @@ function child(
     shutdownMs: o.shutdownMs ?? 5000,
     logic: testChild,
     input: { id, journal: j },
+    ...(o.removeWhenDone !== undefined ? { removeWhenDone: o.removeWhenDone } : {}),
   };
 }
 
@@ -112,6 +115,19 @@ function status(sup: ReturnType<typeof start>["sup"]): SupervisorStatus {
   inbox.stop();
   if (!answer) throw new Error("no answer");
   return answer;
+}
+
+/** An actor that keeps every event sent to it (the replies to START_CHILD and STOP_CHILD). */
+function inbox() {
+  const got: (ChildStarted | ChildStopped)[] = [];
+  const ref = createActor(
+    fromCallback(({ receive }) => {
+      receive((e) => {
+        got.push(e as ChildStarted | ChildStopped);
+      });
+    }),
+  ).start();
+  return { ref, got };
 }
 
 describe("the supervisor", () => {
@@ -243,5 +259,278 @@ describe("the supervisor", () => {
     expect(sup.getSnapshot().value).toBe("stopped");
     clock.increment(10_000);
     expect(b.starts).toBe(1);
+  });
+});
+
+describe("the supervisor's dynamic children", () => {
+  it("starts a child on START_CHILD, answers, and lists it in STATUS", () => {
+    const a = journal();
+    const d = journal();
+    const { sup, info } = start([child("a", a)]);
+    const box = inbox();
+    sup.send({ type: "START_CHILD", spec: child("d", d), replyTo: box.ref, requestId: "s1" });
+    expect(box.got).toEqual([{ type: "CHILD_STARTED", requestId: "s1", id: "d", ok: true }]);
+    expect(d.log).toEqual(["start d#1"]);
+    expect(info("d")).toMatchObject({ state: "running", restarts: 0, dynamic: true });
+    expect(sup.getSnapshot().context.specs.map((s) => s.id)).toEqual(["a", "d"]);
+    expect(status(sup).children.map((c) => [c.id, c.state])).toEqual([
+      ["a", "running"],
+      ["d", "running"],
+    ]);
+    expect(status(sup).children[1]).toMatchObject({ id: "d", status: { n: 1 } });
+    // Registered under its id, as static children are.
+    expect(sup.system.get("d")).toBeDefined();
+  });
+
+  it("refuses a second START_CHILD for a live id, and starts again one that has ended", () => {
+    const d = journal();
+    const { sup, info } = start([]);
+    const box = inbox();
+    sup.send({ type: "START_CHILD", spec: child("d", d, { restart: "temporary" }) });
+    sup.send({ type: "START_CHILD", spec: child("d", d), replyTo: box.ref, requestId: "s2" });
+    expect(box.got).toEqual([
+      { type: "CHILD_STARTED", requestId: "s2", id: "d", ok: false, error: "already running" },
+    ]);
+    expect(d.starts).toBe(1);
+    // A temporary child that failed stays ended; a new spec for its id replaces it.
+    sup.send({ type: "KILL", id: "d" });
+    expect(info("d")?.state).toBe("failed");
+    sup.send({ type: "START_CHILD", spec: child("d", d), replyTo: box.ref, requestId: "s3" });
+    expect(box.got.at(-1)).toEqual({ type: "CHILD_STARTED", requestId: "s3", id: "d", ok: true });
+    expect(d.starts).toBe(2);
+    expect(info("d")).toMatchObject({ state: "running", lastError: "Error: killed" });
+    expect(sup.getSnapshot().context.specs).toHaveLength(1);
+    expect(sup.getSnapshot().context.specs[0]?.restart).toBe("permanent");
+  });
+
+  it("restarts a failing dynamic child with backoff, as a static one", () => {
+    const d = journal({ failFirst: 2 });
+    const { sup, clock, reports, info } = start([]);
+    sup.send({ type: "START_CHILD", spec: child("d", d) });
+    expect(info("d")?.state).toBe("restarting");
+    expect(reports[0]).toEqual({
+      type: "child_failed",
+      id: "d",
+      error: "Error: boom",
+      restartInMs: 75,
+    });
+    clock.increment(75);
+    expect(d.starts).toBe(2);
+    expect(reports.at(-1)).toMatchObject({ type: "child_failed", id: "d", restartInMs: 150 });
+    clock.increment(150);
+    expect(d.starts).toBe(3);
+    expect(info("d")).toMatchObject({ state: "running", restarts: 2, dynamic: true });
+  });
+
+  it("escalates when a dynamic child exceeds the restart intensity", () => {
+    const a = journal();
+    const d = journal({ failFirst: 100 });
+    const { sup, clock, reports } = start([child("a", a)]);
+    sup.send({ type: "START_CHILD", spec: child("d", d) });
+    for (let i = 0; i < 10; i++) clock.increment(1000);
+    expect(d.starts).toBe(4);
+    expect(sup.getSnapshot().value).toBe("escalated");
+    expect(reports.find((r) => r.type === "escalated")).toMatchObject({
+      reason: expect.stringMatching(/^d failed 3 times within 60000 ms/),
+    });
+    expect(a.log).toContain("stop a");
+  });
+
+  it.each([
+    { name: "a dynamic child", dynamic: true },
+    { name: "a static child", dynamic: false },
+  ])("STOP_CHILD stops $name in order and forgets it: no restart, not in STATUS", ({ dynamic }) => {
+    const a = journal();
+    const d = journal();
+    const { sup, clock, reports, info } = start(
+      dynamic ? [child("a", a)] : [child("a", a), child("d", d)],
+    );
+    if (dynamic) sup.send({ type: "START_CHILD", spec: child("d", d) });
+    const box = inbox();
+    sup.send({ type: "STOP_CHILD", id: "d", replyTo: box.ref, requestId: "x1" });
+    expect(d.log).toEqual(["start d#1", "stop d"]);
+    expect(box.got).toEqual([{ type: "CHILD_STOPPED", requestId: "x1", id: "d", ok: true }]);
+    expect(info("d")).toBeUndefined();
+    expect(sup.getSnapshot().context.specs.map((s) => s.id)).toEqual(["a"]);
+    expect(status(sup).children.map((c) => c.id)).toEqual(["a"]);
+    clock.increment(60_000);
+    expect(d.starts).toBe(1);
+    expect(reports).toEqual([]);
+    expect(sup.getSnapshot().value).toBe("running");
+    // The supervisor still stops at once: the removed child does not hold it up.
+    sup.send({ type: "STOP" });
+    expect(sup.getSnapshot().value).toBe("stopped");
+  });
+
+  it("STOP_CHILD stops outright a child that ignores STOP after its shutdown time, then forgets it", () => {
+    const d = journal({ hangOnStop: true });
+    const { sup, clock, reports, info } = start([]);
+    sup.send({ type: "START_CHILD", spec: child("d", d, { shutdownMs: 2000 }) });
+    const box = inbox();
+    sup.send({ type: "STOP_CHILD", id: "d", replyTo: box.ref, requestId: "x2" });
+    expect(info("d")).toMatchObject({ state: "stopping", removing: true });
+    expect(status(sup).children).toMatchObject([{ id: "d", state: "stopping" }]);
+    // A second request waits for the same end.
+    sup.send({ type: "STOP_CHILD", id: "d", replyTo: box.ref, requestId: "x3" });
+    clock.increment(1999);
+    expect(box.got).toEqual([]);
+    expect(Object.keys(sup.getSnapshot().children)).toEqual(["d"]);
+    clock.increment(1);
+    expect(reports).toContainEqual({ type: "child_killed", id: "d", afterMs: 2000 });
+    expect(box.got).toEqual([
+      { type: "CHILD_STOPPED", requestId: "x2", id: "d", ok: true },
+      { type: "CHILD_STOPPED", requestId: "x3", id: "d", ok: true },
+    ]);
+    expect(info("d")).toBeUndefined();
+    expect(Object.keys(sup.getSnapshot().children)).toEqual([]);
+    expect(sup.getSnapshot().context.specs).toEqual([]);
+    clock.increment(60_000);
+    expect(d.starts).toBe(1);
+  });
+
+  it("STOP_CHILD of a child being stopped that then crashes: forgotten, not restarted", () => {
+    const d = journal({ hangOnStop: true });
+    const { sup, clock, reports, info } = start([]);
+    sup.send({ type: "START_CHILD", spec: child("d", d, { shutdownMs: 2000 }) });
+    const box = inbox();
+    sup.send({ type: "STOP_CHILD", id: "d", replyTo: box.ref, requestId: "x4" });
+    sup.send({ type: "KILL", id: "d" });
+    expect(info("d")).toBeUndefined();
+    expect(box.got).toEqual([{ type: "CHILD_STOPPED", requestId: "x4", id: "d", ok: true }]);
+    clock.increment(60_000);
+    expect(d.starts).toBe(1);
+    expect(reports).toEqual([]); // no restart, and the shutdown timer was cancelled
+  });
+
+  it.each([
+    { name: "in running", stopFirst: false, error: "not found" },
+    { name: "while the supervisor stops", stopFirst: true, error: "stopping" },
+  ])("refuses STOP_CHILD of an unknown id and START_CHILD $name", ({ stopFirst, error }) => {
+    const hung = journal({ hangOnStop: true });
+    const { sup } = start([child("hung", hung)]);
+    if (stopFirst) sup.send({ type: "STOP" });
+    const box = inbox();
+    sup.send({ type: "STOP_CHILD", id: "nobody", replyTo: box.ref, requestId: "x5" });
+    expect(box.got).toEqual([
+      { type: "CHILD_STOPPED", requestId: "x5", id: "nobody", ok: false, error },
+    ]);
+    if (!stopFirst) return;
+    const d = journal();
+    sup.send({ type: "START_CHILD", spec: child("d", d), replyTo: box.ref, requestId: "s4" });
+    expect(box.got.at(-1)).toEqual({
+      type: "CHILD_STARTED",
+      requestId: "s4",
+      id: "d",
+      ok: false,
+      error: "stopping",
+    });
+    expect(d.starts).toBe(0);
+  });
+
+  it("stops dynamic children on STOP, with their own shutdown time", () => {
+    const a = journal();
+    const d = journal();
+    const h = journal({ hangOnStop: true });
+    const { sup, clock, reports, info } = start([child("a", a)]);
+    sup.send({ type: "START_CHILD", spec: child("d", d) });
+    sup.send({ type: "START_CHILD", spec: child("h", h, { shutdownMs: 300 }) });
+    sup.send({ type: "STOP" });
+    expect(d.log).toContain("stop d");
+    expect(info("d")?.state).toBe("stopped");
+    expect(sup.getSnapshot().value).toBe("stopping");
+    clock.increment(300);
+    expect(sup.getSnapshot().value).toBe("stopped");
+    expect(reports).toContainEqual({ type: "child_killed", id: "h", afterMs: 300 });
+  });
+
+  it("a STOP_CHILD in progress when the supervisor stops: its own timer, answered, forgotten", () => {
+    const h = journal({ hangOnStop: true });
+    const { sup, clock, reports, info } = start([]);
+    sup.send({ type: "START_CHILD", spec: child("h", h, { shutdownMs: 1000 }) });
+    const box = inbox();
+    sup.send({ type: "STOP_CHILD", id: "h", replyTo: box.ref, requestId: "x6" });
+    clock.increment(600);
+    sup.send({ type: "STOP" });
+    clock.increment(400); // the STOP_CHILD's timer, not a new one from STOP
+    expect(reports.filter((r) => r.type === "child_killed")).toEqual([
+      { type: "child_killed", id: "h", afterMs: 1000 },
+    ]);
+    expect(box.got).toEqual([{ type: "CHILD_STOPPED", requestId: "x6", id: "h", ok: true }]);
+    expect(info("h")).toBeUndefined();
+    expect(sup.getSnapshot().value).toBe("stopped");
+  });
+
+  it.each([
+    {
+      name: "transient, removeWhenDone, ends normally",
+      restart: "transient",
+      removeWhenDone: true,
+      fail: false,
+      gone: true,
+    },
+    {
+      name: "temporary, removeWhenDone, ends normally",
+      restart: "temporary",
+      removeWhenDone: true,
+      fail: false,
+      gone: true,
+    },
+    {
+      name: "transient, no removeWhenDone",
+      restart: "transient",
+      removeWhenDone: false,
+      fail: false,
+      gone: false,
+    },
+    {
+      name: "transient, removeWhenDone, fails: restarted",
+      restart: "transient",
+      removeWhenDone: true,
+      fail: true,
+      gone: false,
+    },
+  ] as const)("a dynamic child, $name", ({ restart, removeWhenDone, fail, gone }) => {
+    const d = journal();
+    const { sup, clock, info } = start([]);
+    sup.send({ type: "START_CHILD", spec: child("d", d, { restart, removeWhenDone }) });
+    // Ends by itself: an orderly end is the child's own STOP (forwarded, so not STOP_CHILD).
+    sup.send(
+      fail ? { type: "KILL", id: "d" } : { type: "FORWARD", id: "d", event: { type: "STOP" } },
+    );
+    clock.increment(1000);
+    if (gone) {
+      expect(info("d")).toBeUndefined();
+      expect(sup.getSnapshot().context.specs).toEqual([]);
+      expect(status(sup).children).toEqual([]);
+    } else {
+      expect(info("d")?.state).toBe(fail ? "running" : "stopped");
+      expect(status(sup).children.map((c) => c.id)).toEqual(["d"]);
+    }
+    expect(d.starts).toBe(fail ? 2 : 1);
+  });
+
+  it("keeps a static removeWhenDone child that ends (only dynamic children are forgotten)", () => {
+    const s = journal();
+    const { sup, info } = start([child("s", s, { restart: "transient", removeWhenDone: true })]);
+    sup.send({ type: "FORWARD", id: "s", event: { type: "STOP" } });
+    expect(info("s")?.state).toBe("stopped");
+  });
+
+  it("STOP_CHILD of a child waiting for its restart cancels the restart and forgets it", () => {
+    const d = journal({ failFirst: 1 });
+    const { sup, clock, reports, info } = start([]);
+    sup.send({ type: "START_CHILD", spec: child("d", d) });
+    expect(info("d")?.state).toBe("restarting");
+    const box = inbox();
+    sup.send({ type: "STOP_CHILD", id: "d", replyTo: box.ref, requestId: "x7" });
+    expect(box.got).toEqual([{ type: "CHILD_STOPPED", requestId: "x7", id: "d", ok: true }]);
+    expect(info("d")).toBeUndefined();
+    clock.increment(10_000);
+    expect(d.starts).toBe(1);
+    expect(reports.filter((r) => r.type === "child_restarted")).toEqual([]);
+    // The id is free again.
+    sup.send({ type: "START_CHILD", spec: child("d", journal()), replyTo: box.ref });
+    expect(box.got.at(-1)).toEqual({ type: "CHILD_STARTED", id: "d", ok: true });
+    expect(info("d")).toMatchObject({ state: "running", restarts: 0 });
   });
 });
