@@ -198,7 +198,10 @@ export function adminServiceChild(nc: NatsConnection, o: AdminServiceOptions): C
             );
         });
       };
-      const owns = (id: unknown): id is string => typeof id === "string" && o.actorIds.includes(id);
+      // Hot-ad shards come and go (docs/hot-ads.md): every worker with aggregators may run one.
+      const owns = (id: unknown): id is string =>
+        typeof id === "string" &&
+        (o.actorIds.includes(id) || (o.aggregatorIds.length > 0 && id.startsWith("hot-shard-")));
       handle("status", async () => workerSummary(o.worker, await askStatus()));
       handle("actors", async () => actorRows(o.worker, await askStatus()));
       for (const command of ["kill", "pause", "resume"] as const) {

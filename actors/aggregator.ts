@@ -1,4 +1,5 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
 import { headers as natsHeaders } from "@nats-io/nats-core";
 import { Counter, Gauge, Histogram } from "prom-client";
 import { type AnyActorRef, assign, enqueueActions, fromCallback, fromPromise, setup } from "xstate";
@@ -8,17 +9,22 @@ import {
   type AggregatorSnapshotState,
   aggregatorSnapshotKey,
   answerLiveQuery,
+  type BarrierStop,
   type BatchOutcome,
   idleTick,
   idleTickWanted,
   type Publication,
   restoreCore,
+  resumeAtBarrier,
   type StreamMessage,
   snapshotStateOf,
   stepBatch,
 } from "../src/aggregate/aggregator-core.js";
 import { reportSources } from "../src/aggregate/source-metrics.js";
 import { type AdclickErrorCode, errorCodeOf, messageOf } from "../src/errors.js";
+import { type HotEpochSnapshot, liveEpochs, snapshotEpoch } from "../src/hot/epochs.js";
+import type { HotDetectorOptions } from "../src/hot/hot-detector.js";
+import type { PartialCounts } from "../src/hot/merge.js";
 import { BatchPublisher } from "../src/ingest/batch-publisher.js";
 import type { Lease, PartitionLeases } from "../src/leases/partition-lease.js";
 import { registry } from "../src/metrics/registry.js";
@@ -27,6 +33,7 @@ import type { LiveReply, LiveRequest } from "../src/query/live.js";
 import type { SnapshotStore } from "../src/snapshots/snapshot-store.js";
 import type { AggregatorOptions } from "../src/windows/partition-aggregator.js";
 import { TICK_HEADER } from "../src/wire/aggregate-messages.js";
+import { decodeShardPartial, epochsKey, HOT_TICK, partialKey } from "../src/wire/hot-messages.js";
 import {
   type ChildCommand,
   type ChildOutput,
@@ -79,6 +86,31 @@ const emitLatency = new Histogram({
   buckets: [1, 2, 5, 10, 15, 20, 30, 45, 60, 120, 300, 600],
   registers: [registry],
 });
+const hotChanges = new Counter({
+  name: "adclick_hot_changes_total",
+  help: "Hot ads split into shards (kind split) and merged back (kind merge)",
+  labelNames: ["partition", "kind"] as const,
+  registers: [registry],
+});
+const hotAds = new Gauge({
+  name: "adclick_hot_ads",
+  help: "Ads of the partition split into shards now",
+  labelNames: ["partition"] as const,
+  registers: [registry],
+});
+const hotAdRate = new Gauge({
+  name: "adclick_hot_ad_rate",
+  help: "Clicks per second (stream time, guaranteed lower bound) of the partition's hottest split ad",
+  labelNames: ["partition"] as const,
+  registers: [registry],
+});
+const barrierWait = new Histogram({
+  name: "adclick_hot_barrier_wait_seconds",
+  help: "How long an aggregator waited at a barrier for its hot shards' partials",
+  labelNames: ["partition"] as const,
+  buckets: [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  registers: [registry],
+});
 const snapshotBytes = new Gauge({
   name: "adclick_snapshot_bytes",
   help: "Size of the latest snapshot",
@@ -108,6 +140,8 @@ export interface AggregatorActorInput {
   maxBatchMessages: number;
   /** The wall clock (snapshot times, metrics, the idle tick's period). */
   now: () => number;
+  /** Hot-ad splitting (docs/hot-ads.md): its settings, or null for off. */
+  hot?: HotDetectorOptions | null;
 }
 
 /** A reply to SNAPSHOT_NOW. */
@@ -142,6 +176,9 @@ interface Waiter {
 interface AggregatorContext {
   id: string;
   options: AggregatorOptions;
+  hot: HotDetectorOptions | null;
+  /** The live epochs last written for the shard pools (their JSON), to write only changes. */
+  epochsWritten?: string;
   snapshotEveryMs: number;
   maxBatchMessages: number;
   now: () => number;
@@ -187,12 +224,28 @@ export interface SnapshotToSave {
 const unprovided = <O, I>(what: string) =>
   fromPromise<O, I>(() => Promise.reject(new Error(`${what} is not provided`)));
 
-const toStreamMessage = (m: JsMsg): StreamMessage => ({
-  seq: m.seq,
-  timestampMs: Math.floor(m.info.timestampNanos / 1e6),
-  tick: m.headers?.has(TICK_HEADER) ?? false,
-  data: m.data,
-});
+export const toStreamMessage = (m: JsMsg): StreamMessage => {
+  const tick = m.headers?.get(TICK_HEADER);
+  return {
+    seq: m.seq,
+    timestampMs: Math.floor(m.info.timestampNanos / 1e6),
+    tick: tick !== undefined && tick !== "",
+    ...(tick === HOT_TICK ? { hot: true } : {}),
+    data: m.data,
+  };
+};
+
+/** What the publish effect is given: the batch's publications, and the epochs if they changed. */
+export interface PublishInput {
+  publications: Publication[];
+  /** The partition's live epochs, for the shard pools, when they changed. */
+  epochs?: { partition: number; epochs: HotEpochSnapshot[] };
+}
+
+/** The live epochs of a core as the shard pools read them. */
+function epochsOf(core: AggregatorCore): HotEpochSnapshot[] {
+  return liveEpochs(core.state.hot).map(snapshotEpoch);
+}
 
 /**
  * The aggregator actor of one partition. It waits for the partition's lease (standby while
@@ -237,9 +290,14 @@ export const aggregatorMachine = setup({
     releaseLease: fromPromise<void, { lease: Lease | null }>(async ({ input }) => {
       await input.lease?.release();
     }),
-    restore: unprovided<Restored, { options: AggregatorOptions }>("restore"),
+    restore: unprovided<Restored, { options: AggregatorOptions; hot: HotDetectorOptions | null }>(
+      "restore",
+    ),
     consumer: unprovidedConsumer,
-    publish: unprovided<void, { publications: Publication[] }>("publish"),
+    publish: unprovided<void, PublishInput>("publish"),
+    fetchPartials: unprovided<Map<string, PartialCounts>, { partition: number; stop: BarrierStop }>(
+      "fetchPartials",
+    ),
     saveSnapshot: unprovided<SnapshotSaved, SnapshotToSave>("saveSnapshot"),
   },
   delays: {
@@ -251,6 +309,7 @@ export const aggregatorMachine = setup({
     pauseRequested: ({ context }) => context.intent === "pause",
     snapshotRequested: ({ context }) => context.waiters.length > 0,
     hasInbox: ({ context }) => context.inbox !== undefined,
+    atBarrier: ({ context }) => context.outcome?.stop !== undefined,
     snapshotDue: ({ context }) =>
       context.now() - Number(context.core?.status.lastSnapshotAtMs ?? 0) >= context.snapshotEveryMs,
     tickWanted: ({ context }) => context.core !== undefined && idleTickWanted(context.core),
@@ -262,6 +321,15 @@ export const aggregatorMachine = setup({
       const core = context.core as AggregatorCore;
       const outcome = stepBatch(core, (context.inbox ?? []).map(toStreamMessage));
       return { inbox: undefined, outbox: outcome.publications, outcome };
+    }),
+    /** The partials of the barrier the step stopped at are in: merge, then step the rest. */
+    resume: assign(({ context }, partials: Map<string, PartialCounts>) => {
+      const core = context.core as AggregatorCore;
+      const outcome = context.outcome as BatchOutcome;
+      const rest = (outcome.stop as BarrierStop).rest;
+      resumeAtBarrier(core, outcome, partials);
+      stepBatch(core, rest, outcome);
+      return { outbox: outcome.publications, outcome };
     }),
     pull: enqueueActions(({ enqueue }) =>
       enqueue.sendTo("consumer", { type: "PULL" } as PullEvent),
@@ -276,6 +344,11 @@ export const aggregatorMachine = setup({
       eventsIn.inc({ ...labels, disposition: "amended" }, o.amended);
       eventsIn.inc({ ...labels, disposition: "late_horizon" }, o.lateHorizon);
       eventsIn.inc({ ...labels, disposition: "late_dropped" }, o.lateDropped);
+      eventsIn.inc({ ...labels, disposition: "routed" }, o.routed);
+      for (const h of o.hotChanges) hotChanges.inc({ ...labels, kind: h.kind });
+      const hot = core.status.hot;
+      hotAds.set(labels, hot?.ads.length ?? 0);
+      hotAdRate.set(labels, hot ? Math.max(0, ...hot.ads.map((a) => a.ratePerSec)) : 0);
       const now = context.now();
       for (const e of o.emitted) {
         windowsClosed.inc({ ...labels, kind: e.kind });
@@ -310,6 +383,14 @@ export const aggregatorMachine = setup({
       };
       enqueue.sendTo(event.replyTo, done);
     }),
+    /** The outbox is out; the epochs written (if they were) are what the pools now see. */
+    published: assign(({ context }) => {
+      const epochs = publishInput(context).epochs;
+      return {
+        outbox: [],
+        ...(epochs ? { epochsWritten: JSON.stringify(epochs.epochs) } : {}),
+      };
+    }),
     /** Back to standby after a hand-over: nothing of the partition stays here. */
     forgetPartition: assign(({ context }) => ({
       lease: null,
@@ -341,6 +422,7 @@ export const aggregatorMachine = setup({
   context: ({ input }) => ({
     id: input.id,
     options: { ...input.aggregator, partition: input.partition },
+    hot: input.hot ?? null,
     snapshotEveryMs: input.snapshotEveryMs,
     maxBatchMessages: input.maxBatchMessages,
     now: input.now,
@@ -391,7 +473,7 @@ export const aggregatorMachine = setup({
         restoring: {
           invoke: {
             src: "restore",
-            input: ({ context }) => ({ options: context.options }),
+            input: ({ context }) => ({ options: context.options, hot: context.hot }),
             onDone: {
               target: "running",
               actions: assign(({ event }) => ({
@@ -452,7 +534,7 @@ export const aggregatorMachine = setup({
                 { guard: "stopRequested", target: "#aggregator.leased.finishing" },
                 { guard: "pauseRequested", target: "#aggregator.leased.paused" },
                 { guard: "snapshotRequested", target: "snapshotting" },
-                { guard: "hasInbox", target: "publishing", actions: ["step", "pull", "observe"] },
+                { guard: "hasInbox", target: "stepped", actions: ["step", "pull"] },
               ],
               after: {
                 idle: [
@@ -461,13 +543,47 @@ export const aggregatorMachine = setup({
                 ],
               },
             },
+            // A batch stepped: it stopped at a barrier (merge the hot shards' partials first) or
+            // its publications go out.
+            stepped: {
+              always: [
+                { guard: "atBarrier", target: "merging" },
+                { target: "publishing", actions: "observe" },
+              ],
+            },
+            merging: {
+              invoke: {
+                src: "fetchPartials",
+                input: ({ context }) => ({
+                  partition: context.options.partition,
+                  stop: context.outcome?.stop as BarrierStop,
+                }),
+                onDone: {
+                  target: "stepped",
+                  actions: { type: "resume", params: ({ event }) => event.output },
+                },
+                onError: {
+                  target: "#aggregator.releasing",
+                  actions: assign({ error: ({ event }) => event.error }),
+                },
+              },
+              on: {
+                // Mid-batch: nothing of it may be snapshotted before it is published. Stop
+                // without a final snapshot; the next holder replays from the last one.
+                STOP: { target: "#aggregator.releasing" },
+                HAND_OVER: {
+                  target: "#aggregator.releasing",
+                  actions: assign({ intent: "handover" }),
+                },
+              },
+            },
             publishing: {
               invoke: {
                 src: "publish",
-                input: ({ context }) => ({ publications: context.outbox }),
+                input: ({ context }) => publishInput(context),
                 onDone: [
-                  { guard: "snapshotDue", target: "snapshotting", actions: assign({ outbox: [] }) },
-                  { target: "waiting", actions: assign({ outbox: [] }) },
+                  { guard: "snapshotDue", target: "snapshotting", actions: "published" },
+                  { target: "waiting", actions: "published" },
                 ],
                 onError: {
                   target: "#aggregator.releasing",
@@ -581,6 +697,16 @@ function snapshotReplies(
   });
 }
 
+function publishInput(context: AggregatorContext): PublishInput {
+  const core = context.core;
+  if (!core || !core.hotDetector) return { publications: context.outbox };
+  const epochs = epochsOf(core);
+  const json = JSON.stringify(epochs);
+  // Written once on the first batch (the pools may have missed a change before a restart).
+  if (json === context.epochsWritten) return { publications: context.outbox };
+  return { publications: context.outbox, epochs: { partition: core.partition, epochs } };
+}
+
 function snapshotInput(context: AggregatorContext): SnapshotToSave {
   const core = context.core as AggregatorCore;
   return {
@@ -598,6 +724,8 @@ export interface AggregatorDeps {
   snapshots: SnapshotStore;
   /** Without leases (tests, tools), the aggregator runs at once. */
   leases?: PartitionLeases;
+  /** Hot ads: the shards' partials (KV_BUCKETS.hot) and where the epochs go (the snapshots bucket). */
+  hot?: { partials: KV; epochs: KV };
 }
 
 /** The aggregator machine with its effects bound to real NATS and KV handles. */
@@ -622,22 +750,52 @@ export function aggregatorLogic(deps: AggregatorDeps) {
           );
         return () => stop.abort();
       }),
-      restore: fromPromise<Restored, { options: AggregatorOptions }>(async ({ input }) => {
+      restore: fromPromise<
+        Restored,
+        { options: AggregatorOptions; hot: HotDetectorOptions | null }
+      >(async ({ input }) => {
         const stored = await deps.snapshots.load<AggregatorSnapshotState>(
           aggregatorSnapshotKey(input.options.partition),
         );
-        if (!stored) return { core: restoreCore(input.options) };
+        // Without somewhere to put partials nothing could merge them: no splitting.
+        const hot = deps.hot ? input.hot : null;
+        if (!stored) return { core: restoreCore(input.options, undefined, hot) };
         return {
-          core: restoreCore(input.options, {
-            state: stored.snapshot.state,
-            streamSeq: stored.snapshot.streamSeq,
-            takenAtMs: stored.snapshot.takenAtMs,
-          }),
+          core: restoreCore(
+            input.options,
+            {
+              state: stored.snapshot.state,
+              streamSeq: stored.snapshot.streamSeq,
+              takenAtMs: stored.snapshot.takenAtMs,
+            },
+            hot,
+          ),
           revision: stored.revision,
         };
       }),
+      fetchPartials: fromPromise<
+        Map<string, PartialCounts>,
+        { partition: number; stop: BarrierStop }
+      >(async ({ input, signal }) => {
+        const kv = deps.hot?.partials;
+        if (!kv) throw new Error("hot partials bucket not provided");
+        const started = performance.now();
+        const got = await fetchShardPartials(kv, input.partition, input.stop, signal);
+        barrierWait.observe(
+          { partition: String(input.partition) },
+          (performance.now() - started) / 1000,
+        );
+        return got;
+      }),
       consumer: streamConsumer(deps.js),
-      publish: fromPromise<void, { publications: Publication[] }>(async ({ input }) => {
+      publish: fromPromise<void, PublishInput>(async ({ input }) => {
+        if (input.epochs && deps.hot) {
+          // Before the barriers that may need them: the pools start the shards from it.
+          await deps.hot.epochs.put(
+            epochsKey(input.epochs.partition),
+            JSON.stringify(input.epochs.epochs),
+          );
+        }
         if (input.publications.length === 0) return;
         const publisher = new BatchPublisher(deps.js, { label: "aggregates" });
         for (const p of input.publications) {
@@ -673,6 +831,33 @@ export function aggregatorLogic(deps: AggregatorDeps) {
   });
 }
 
+/**
+ * The partials a barrier wants, keyed by `<epoch>.<shard>`: each shard writes its own when it
+ * reads the barrier, so the wait is as long as the slowest shard is behind (or restarting).
+ */
+async function fetchShardPartials(
+  kv: KV,
+  partition: number,
+  stop: BarrierStop,
+  signal: AbortSignal,
+): Promise<Map<string, PartialCounts>> {
+  const got = new Map<string, PartialCounts>();
+  let waitMs = 5;
+  for (;;) {
+    for (const [epoch, shard] of stop.wants) {
+      const key = `${epoch}.${shard}`;
+      if (got.has(key)) continue;
+      const e = await kv.get(partialKey(partition, epoch, shard, stop.minuteStartMs, stop.seq));
+      if (e && e.operation === "PUT" && e.length > 0)
+        got.set(key, decodeShardPartial(e.value).counts);
+    }
+    if (got.size === stop.wants.length) return got;
+    if (signal.aborted) throw signal.reason ?? new Error("aborted");
+    await new Promise((r) => setTimeout(r, waitMs));
+    waitMs = Math.min(500, waitMs * 2);
+  }
+}
+
 /** The supervisor's child spec of partition `partition`'s aggregator (`logic` from {@link aggregatorLogic}). */
 export function aggregatorChild(
   logic: ReturnType<typeof aggregatorLogic>,
@@ -689,6 +874,7 @@ export function aggregatorChild(
     snapshotEveryMs: o.snapshotEveryMs ?? 10_000,
     maxBatchMessages: o.maxBatchMessages ?? 64,
     now: o.now,
+    hot: o.hot ?? null,
   };
   return {
     id: o.id,

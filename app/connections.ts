@@ -39,7 +39,7 @@ export interface Connections {
   js: JetStreamClient;
   jsm: JetStreamManager;
   cql: CassandraClient;
-  kv: { snapshots: KV; leases: KV };
+  kv: { snapshots: KV; leases: KV; hot: KV };
   close(withinMs?: number): Promise<void>;
 }
 
@@ -83,6 +83,7 @@ export async function openConnections(c: AdclickConfig, name: string): Promise<C
     const kv = {
       snapshots: await kvm.open(KV_BUCKETS.snapshots),
       leases: await kvm.open(KV_BUCKETS.leases),
+      hot: await kvm.open(KV_BUCKETS.hot),
     };
     const client = cql;
     return {

@@ -2,6 +2,8 @@ import { hostname } from "node:os";
 import { adminServiceChild } from "../actors/admin-service.js";
 import { aggregateWriterChild } from "../actors/aggregate-writer.js";
 import { aggregatorChild, aggregatorLogic } from "../actors/aggregator.js";
+import { hotShardLogic } from "../actors/hot-shard.js";
+import { hotShardPoolChild } from "../actors/hot-shard-pool.js";
 import { lateRepairChild } from "../actors/late-repair.js";
 import { liveServerChild } from "../actors/live-server.js";
 import { mapChild } from "../actors/map.js";
@@ -16,6 +18,7 @@ import {
 } from "../src/aggregate/aggregator-core.js";
 import { retryForMs } from "../src/backoff.js";
 import { type AdclickConfig, envNameOf, type WorkerRole } from "../src/config.js";
+import type { HotDetectorOptions } from "../src/hot/hot-detector.js";
 import { mapConsumer } from "../src/ingest/ingest-router.js";
 import { rawWriterConsumer } from "../src/ingest/raw-writer.js";
 import { LeaseBalance } from "../src/leases/lease-balance.js";
@@ -76,6 +79,19 @@ export function aggregatorOptionsOf(c: AdclickConfig): Omit<AggregatorOptions, "
     topK: c.topK,
     latePolicy: c.latePolicy,
     amendHorizonMs: c.amendHorizonMs,
+  };
+}
+
+/** Hot-ad splitting's settings, from the configuration (null: off). */
+export function hotOptionsOf(c: AdclickConfig): HotDetectorOptions | null {
+  if (!c.hotSplit) return null;
+  return {
+    hotShare: c.hotShare,
+    hotMinRatePerSec: c.hotMinRatePerSec,
+    shardRatePerSec: c.hotShardRatePerSec,
+    maxShards: c.hotMaxShards,
+    maxHotAds: c.hotMaxAds,
+    periodMs: c.hotPeriodMs,
   };
 }
 
@@ -211,7 +227,13 @@ export function workerChildren(
     );
   }
   const aggregator = aggregatorOptionsOf(c);
-  const logic = aggregatorLogic({ js, snapshots: stores.snapshots, leases: stores.leases });
+  const hot = hotOptionsOf(c);
+  const logic = aggregatorLogic({
+    js,
+    snapshots: stores.snapshots,
+    leases: stores.leases,
+    hot: { partials: conn.kv.hot, epochs: conn.kv.snapshots },
+  });
   for (const p of roles.partitions) {
     specs.push(
       aggregatorChild(logic, {
@@ -220,6 +242,28 @@ export function workerChildren(
         partition: p,
         aggregator,
         snapshotEveryMs: c.snapshotEveryMs,
+        hot,
+      }),
+    );
+  }
+  // Hot ads' shards run in any worker with aggregators (their leases pick one), started and
+  // stopped by the pool as the partitions' aggregators split and merge ads.
+  if (roles.partitions.length > 0) {
+    specs.push(
+      hotShardPoolChild({
+        id: "hot-shard-pool",
+        epochsKv: conn.kv.snapshots,
+        logic: hotShardLogic({
+          js,
+          snapshots: stores.snapshots,
+          partials: conn.kv.hot,
+          leases: stores.leases,
+        }),
+        dimensions: c.dimensions,
+        snapshotEveryMs: c.snapshotEveryMs,
+        shutdownMs: c.actorShutdownMs,
+        now: o.now,
+        log: o.log,
       }),
     );
   }

@@ -43,7 +43,12 @@ export const KV_BUCKETS = {
   leases: "adclick_leases",
   /** Log shipper checkpoints: (source, file) → byte offset acknowledged. */
   shipperCheckpoints: "adclick_shipper",
+  /** Hot ads' shard partials, as of the barriers that asked for them (docs/hot-ads.md). */
+  hot: "adclick_hot",
 } as const;
+
+/** How long a shard's partial is kept: far beyond any replay of its partition's aggregator. */
+export const HOT_PARTIAL_TTL_MS = 3_600_000;
 
 /** How long a partition lease lives without renewal (holders renew every third of it). */
 export const LEASE_TTL_MS = 10_000;
@@ -169,6 +174,13 @@ export function jetStreamLayout(o: LayoutOptions): JetStreamLayout {
         history: 1,
         replicas: o.replicas,
         ttlMs: 0,
+      },
+      {
+        bucket: KV_BUCKETS.hot,
+        description: "hot ads' shard partials",
+        history: 1,
+        replicas: o.replicas,
+        ttlMs: HOT_PARTIAL_TTL_MS,
       },
     ],
   };

@@ -137,6 +137,20 @@ export interface AdclickConfig {
   reducerOverdueGraceMs: number;
   /** Longest range a query may ask for, in minutes. */
   queryMaxRangeMinutes: number;
+  /**
+   * Hot ads get shards of their own (docs/hot-ads.md): on by default; off under late policy
+   * "drop". An ad is hot when, over the last `hotPeriodMs` of stream time, it draws at least
+   * `hotShare` of its partition's clicks and `hotMinRatePerSec` clicks a second; it cools below
+   * half of either. It gets one shard per `hotShardRatePerSec` (2..`hotMaxShards`).
+   */
+  hotSplit: boolean;
+  hotShare: number;
+  hotMinRatePerSec: number;
+  hotShardRatePerSec: number;
+  hotMaxShards: number;
+  /** Hot ads per partition at most. */
+  hotMaxAds: number;
+  hotPeriodMs: number;
 }
 
 export const DEFAULT_CONFIG: AdclickConfig = {
@@ -173,6 +187,13 @@ export const DEFAULT_CONFIG: AdclickConfig = {
   reducerReplayMs: 3 * 3_600_000,
   reducerOverdueGraceMs: 30_000,
   queryMaxRangeMinutes: 7 * 24 * 60,
+  hotSplit: true,
+  hotShare: 0.3,
+  hotMinRatePerSec: 5_000,
+  hotShardRatePerSec: 20_000,
+  hotMaxShards: 4,
+  hotMaxAds: 4,
+  hotPeriodMs: 10_000,
 };
 
 const DIMENSIONS: readonly Dimension[] = ["country", "ip", "userId"];
@@ -215,6 +236,13 @@ export const ENV_VARS = {
   ADCLICK_REDUCER_REPLAY_MS: "reducerReplayMs",
   ADCLICK_REDUCER_OVERDUE_GRACE_MS: "reducerOverdueGraceMs",
   ADCLICK_QUERY_MAX_RANGE_MINUTES: "queryMaxRangeMinutes",
+  ADCLICK_HOT_SPLIT: "hotSplit",
+  ADCLICK_HOT_SHARE: "hotShare",
+  ADCLICK_HOT_MIN_RATE: "hotMinRatePerSec",
+  ADCLICK_HOT_SHARD_RATE: "hotShardRatePerSec",
+  ADCLICK_HOT_MAX_SHARDS: "hotMaxShards",
+  ADCLICK_HOT_MAX_ADS: "hotMaxAds",
+  ADCLICK_HOT_PERIOD_MS: "hotPeriodMs",
 } as const satisfies Record<string, keyof AdclickConfig>;
 
 type RawSettings = Partial<Record<keyof AdclickConfig, string>>;
@@ -229,6 +257,21 @@ function int(setting: string, raw: string, min: number, max: number): number {
   const n = Number(raw);
   if (n < min || n > max) throw new ConfigError(setting, `${n} is outside ${min}..${max}`);
   return n;
+}
+
+function fraction(setting: string, raw: string): number {
+  const n = Number(raw.trim());
+  if (!/^\s*(0|1)?(\.\d+)?\s*$/.test(raw) || !(n > 0 && n <= 1)) {
+    throw new ConfigError(setting, `"${raw}" is not a number in (0, 1]`);
+  }
+  return n;
+}
+
+function onOff(setting: string, raw: string): boolean {
+  const v = raw.trim().toLowerCase();
+  if (["on", "true", "1", "yes"].includes(v)) return true;
+  if (["off", "false", "0", "no"].includes(v)) return false;
+  throw new ConfigError(setting, `"${raw}" is not on or off`);
 }
 
 function list(raw: string): string[] {
@@ -372,6 +415,21 @@ export function loadConfig(
       1,
       366 * 24 * 60,
     );
+
+  if (raw.hotSplit) c.hotSplit = onOff(s("hotSplit"), raw.hotSplit);
+  if (raw.hotShare) c.hotShare = fraction(s("hotShare"), raw.hotShare);
+  if (raw.hotMinRatePerSec)
+    c.hotMinRatePerSec = int(s("hotMinRatePerSec"), raw.hotMinRatePerSec, 1, 100_000_000);
+  if (raw.hotShardRatePerSec)
+    c.hotShardRatePerSec = int(s("hotShardRatePerSec"), raw.hotShardRatePerSec, 1, 100_000_000);
+  if (raw.hotMaxShards) c.hotMaxShards = int(s("hotMaxShards"), raw.hotMaxShards, 2, 64);
+  if (raw.hotMaxAds) c.hotMaxAds = int(s("hotMaxAds"), raw.hotMaxAds, 1, 64);
+  if (raw.hotPeriodMs) {
+    c.hotPeriodMs = int(s("hotPeriodMs"), raw.hotPeriodMs, 1_000, 3_600_000);
+    // Judged in 5 buckets of equal length (src/hot/heavy-hitters.ts).
+    if (c.hotPeriodMs % 5 !== 0)
+      throw new ConfigError(s("hotPeriodMs"), `${c.hotPeriodMs} is not a multiple of 5`);
+  }
 
   Object.assign(c, overrides);
   validate(c);

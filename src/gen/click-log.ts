@@ -29,6 +29,9 @@ export interface GenOptions {
   /** Share of clicks that are later than `lateByMs` behind the clock (past the lateness). */
   lateRatio: number;
   lateByMs: number;
+  /** Share of clicks that go to one hot ad, `hotAdId` (0: none, the Zipf popularity alone). */
+  hotShare: number;
+  hotAdId: string;
 }
 
 export const DEFAULT_GEN: GenOptions = {
@@ -46,6 +49,8 @@ export const DEFAULT_GEN: GenOptions = {
   disorderMs: 5_000,
   lateRatio: 0,
   lateByMs: 60_000,
+  hotShare: 0,
+  hotAdId: "ad-hot",
 };
 
 export interface TruthClick {
@@ -138,8 +143,10 @@ export function generateClickLog(opts: Partial<GenOptions> = {}): {
     const ts = late
       ? clockMs - o.lateByMs - Math.floor(rand() * 30_000)
       : clockMs - Math.floor(rand() * o.disorderMs);
+    // No draw without a hot ad: the logs of a seed stay what they were.
+    const hot = o.hotShare > 0 && rand() < o.hotShare;
     const click: TruthClick = {
-      adId: `ad${String(adRank()).padStart(6, "0")}`,
+      adId: hot ? o.hotAdId : `ad${String(adRank()).padStart(6, "0")}`,
       // Whole seconds, as the seed format writes them; some with milliseconds (ISO form).
       timestampMs: rand() < 0.1 ? ts : Math.floor(ts / 1000) * 1000,
       userId: `user-${Math.floor(rand() * o.users)}`,

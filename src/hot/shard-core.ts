@@ -173,6 +173,7 @@ function control(core: ShardCore, c: HotControl, seq: number, out: ShardStepOutc
   }
   if (!owns(core, c.minuteStartMs)) return;
   out.partials.push({
+    partition: o.partition,
     epoch: o.epoch,
     shard: o.shard,
     minuteStartMs: c.minuteStartMs,

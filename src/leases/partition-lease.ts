@@ -68,17 +68,40 @@ export class PartitionLeases {
   }
 
   /** Waits until this worker holds partition p's lease (or the signal aborts). */
-  async acquire(p: number, signal: AbortSignal, onWait?: (holder: string) => void): Promise<Lease> {
-    const key = leaseKey(p);
+  acquire(p: number, signal: AbortSignal, onWait?: (holder: string) => void): Promise<Lease> {
+    return this.acquireKey(leaseKey(p), p, signal, onWait, this.balance);
+  }
+
+  /**
+   * Waits until this worker holds the lease `key` (another kind of work of partition p, e.g.
+   * a hot ad's shard: `hs.<p>.<epoch>.<shard>`), outside the balance (or the signal aborts).
+   */
+  acquireWork(
+    key: string,
+    p: number,
+    signal: AbortSignal,
+    onWait?: (holder: string) => void,
+  ): Promise<Lease> {
+    return this.acquireKey(key, p, signal, onWait, undefined);
+  }
+
+  private async acquireKey(
+    key: string,
+    p: number,
+    signal: AbortSignal,
+    onWait: ((holder: string) => void) | undefined,
+    balance: LeaseBalance | undefined,
+  ): Promise<Lease> {
+    const what = key === leaseKey(p) ? `of partition ${p}` : key;
     let revision: number | undefined;
     const retryMs = Math.max(200, this.ttlMs / 5);
     while (revision === undefined) {
       if (signal.aborted) throw signal.reason ?? new Error("aborted");
-      if (this.balance && !this.balance.mayTake(p)) {
+      if (balance && !balance.mayTake(p)) {
         // Another worker's share: wait for the view to change (the balance read the holder).
-        const holder = this.balance.holderOf(p);
+        const holder = balance.holderOf(p);
         if (holder !== undefined) onWait?.(holder);
-        await sleep(retryMs, signal, this.balance);
+        await sleep(retryMs, signal, balance);
         continue;
       }
       try {
@@ -91,15 +114,14 @@ export class PartitionLeases {
         } else if (e) {
           onWait?.(e.string());
         }
-        if (revision === undefined) await sleep(retryMs, signal, this.balance);
+        if (revision === undefined) await sleep(retryMs, signal, balance);
       }
     }
     this.held++;
-    this.balance?.took(p);
+    balance?.took(p);
     leasesHeld.set({ worker: this.workerId }, this.held);
     const lost = new AbortController();
     const moved = new AbortController();
-    const balance = this.balance;
     const checkMoved = () => {
       if (balance?.shouldHandOver(p) && !moved.signal.aborted) moved.abort();
     };
@@ -123,7 +145,7 @@ export class PartitionLeases {
         renewedAt = Date.now();
         return;
       }
-      if (e?.operation === "PUT") throw new LeaseLostError(`lease of partition ${p} taken over`);
+      if (e?.operation === "PUT") throw new LeaseLostError(`lease ${what} taken over`);
       // Expired or deleted: take it again unless someone is faster (then the next renewal
       // reads their value and gives up).
       current = await this.kv.create(key, this.workerId);
@@ -142,7 +164,7 @@ export class PartitionLeases {
       lost.abort(
         err instanceof LeaseLostError
           ? err
-          : new LeaseLostError(`lease of partition ${p} not renewed: ${messageOf(err)}`, {
+          : new LeaseLostError(`lease ${what} not renewed: ${messageOf(err)}`, {
               cause: err,
             }),
       );
@@ -176,7 +198,7 @@ export class PartitionLeases {
         this.held--;
         leasesHeld.set({ worker: this.workerId }, this.held);
         if (!lost.signal.aborted)
-          await this.kv.delete(leaseKey(p), { previousSeq: current }).catch(() => {});
+          await this.kv.delete(key, { previousSeq: current }).catch(() => {});
       },
     };
   }

@@ -27,6 +27,7 @@ export const HOT_TICK = "hot";
 
 /** One shard's counts of its ad in one minute, as of a barrier. */
 export interface ShardPartial {
+  partition: number;
   epoch: number;
   shard: number;
   minuteStartMs: number;

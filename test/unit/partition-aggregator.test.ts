@@ -429,6 +429,7 @@ describe("late events", () => {
       late: [late],
       lateReason: "drop",
       corrections: [],
+      routed: 0,
     });
     expect(advance(s, 3)).toEqual([]);
   });
@@ -815,7 +816,7 @@ describe("snapshot and restore", () => {
   it("refuses a snapshot of another format version", () => {
     const snap = {
       ...snapshotAggregator(agg()),
-      formatVersion: 4,
+      formatVersion: 5,
     } as unknown as AggregatorSnapshot;
     expect(() => restore(snap)).toThrow(AdclickError);
   });
