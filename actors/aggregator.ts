@@ -16,6 +16,7 @@ import {
   type Publication,
   restoreCore,
   resumeAtBarrier,
+  type ShardLive,
   type StreamMessage,
   snapshotStateOf,
   stepBatch,
@@ -33,7 +34,13 @@ import type { LiveReply, LiveRequest } from "../src/query/live.js";
 import type { SnapshotStore } from "../src/snapshots/snapshot-store.js";
 import type { AggregatorOptions } from "../src/windows/partition-aggregator.js";
 import { TICK_HEADER } from "../src/wire/aggregate-messages.js";
-import { decodeShardPartial, epochsKey, HOT_TICK, partialKey } from "../src/wire/hot-messages.js";
+import {
+  decodeShardLive,
+  decodeShardPartial,
+  epochsKey,
+  HOT_TICK,
+  partialKey,
+} from "../src/wire/hot-messages.js";
 import {
   type ChildCommand,
   type ChildOutput,
@@ -166,7 +173,9 @@ export type AggregatorEvent =
   | { type: "LEASE_HELD"; lease: Lease | null }
   | { type: "LEASE_LOST"; error: unknown }
   /** The lease balance assigned the partition elsewhere: stop in order, release, stand by. */
-  | { type: "HAND_OVER" };
+  | { type: "HAND_OVER" }
+  /** A hot shard's live counts changed (none: gone). */
+  | { type: "SHARD_LIVE"; key: string; live?: ShardLive };
 
 interface Waiter {
   replyTo?: AnyActorRef;
@@ -179,6 +188,8 @@ interface AggregatorContext {
   hot: HotDetectorOptions | null;
   /** The live epochs last written for the shard pools (their JSON), to write only changes. */
   epochsWritten?: string;
+  /** What the hot shards last said of their minutes, by KV key: merged into live answers. */
+  shardLive: Map<string, ShardLive>;
   snapshotEveryMs: number;
   maxBatchMessages: number;
   now: () => number;
@@ -298,6 +309,7 @@ export const aggregatorMachine = setup({
     fetchPartials: unprovided<Map<string, PartialCounts>, { partition: number; stop: BarrierStop }>(
       "fetchPartials",
     ),
+    watchShardLive: fromCallback<AggregatorEvent, { partition: number }>(() => {}),
     saveSnapshot: unprovided<SnapshotSaved, SnapshotToSave>("saveSnapshot"),
   },
   delays: {
@@ -368,7 +380,9 @@ export const aggregatorMachine = setup({
       const answer: LiveAnswer = {
         type: "LIVE_ANSWER",
         requestId: event.requestId,
-        ...(context.core ? { reply: answerLiveQuery(context.core, event.request) } : {}),
+        ...(context.core
+          ? { reply: answerLiveQuery(context.core, event.request, context.shardLive.values()) }
+          : {}),
       };
       enqueue.sendTo(event.replyTo, answer);
     }),
@@ -431,6 +445,7 @@ export const aggregatorMachine = setup({
     waiters: [],
     intent: "run",
     status: { partition: input.partition },
+    shardLive: new Map(),
   }),
   initial: "standby",
   on: {
@@ -493,20 +508,36 @@ export const aggregatorMachine = setup({
           },
         },
         running: {
-          invoke: {
-            id: "consumer",
-            src: "consumer",
-            input: ({ context }) => ({
-              kind: "ordered" as const,
-              stream: STREAMS.clicks,
-              filterSubjects: [SUBJECTS.clicks(context.options.partition), SUBJECTS.progress],
-              startSeq: (context.core?.status.lastSeq ?? 0) + 1,
-              maxBatch: context.maxBatchMessages,
-            }),
-          },
+          invoke: [
+            {
+              src: "watchShardLive",
+              input: ({ context }) => ({ partition: context.options.partition }),
+            },
+            {
+              id: "consumer",
+              src: "consumer",
+              input: ({ context }) => ({
+                kind: "ordered" as const,
+                stream: STREAMS.clicks,
+                filterSubjects: [SUBJECTS.clicks(context.options.partition), SUBJECTS.progress],
+                startSeq: (context.core?.status.lastSeq ?? 0) + 1,
+                maxBatch: context.maxBatchMessages,
+              }),
+            },
+          ],
           exit: assign({ inbox: undefined }),
           on: {
             BATCH: { actions: assign({ inbox: ({ event }) => event.msgs }) },
+            SHARD_LIVE: {
+              actions: assign({
+                shardLive: ({ context, event }) => {
+                  const next = new Map(context.shardLive);
+                  if (event.live) next.set(event.key, event.live);
+                  else next.delete(event.key);
+                  return next;
+                },
+              }),
+            },
             CONSUMER_FAILED: {
               target: "#aggregator.releasing",
               actions: assign({ error: ({ event }) => event.error }),
@@ -788,6 +819,40 @@ export function aggregatorLogic(deps: AggregatorDeps) {
         return got;
       }),
       consumer: streamConsumer(deps.js),
+      watchShardLive: fromCallback<AggregatorEvent, { partition: number }>(
+        ({ sendBack, input }) => {
+          const kv = deps.hot?.partials;
+          if (!kv) return;
+          let stopped = false;
+          let watcher: { stop(): void } | undefined;
+          // Live counts only: a watch that breaks leaves open minutes without them until the
+          // aggregator restarts, never a wrong stored count.
+          void (async () => {
+            const w = await kv.watch({ key: `live.${input.partition}.>` });
+            watcher = w;
+            if (stopped) w.stop();
+            for await (const e of w) {
+              if (e.operation !== "PUT" || e.length === 0) {
+                sendBack({ type: "SHARD_LIVE", key: e.key });
+                continue;
+              }
+              try {
+                sendBack({
+                  type: "SHARD_LIVE",
+                  key: e.key,
+                  live: decodeShardLive<ShardLive>(e.value),
+                });
+              } catch {
+                // not ours to fail on
+              }
+            }
+          })().catch(() => {});
+          return () => {
+            stopped = true;
+            watcher?.stop();
+          };
+        },
+      ),
       publish: fromPromise<void, PublishInput>(async ({ input }) => {
         if (input.epochs && deps.hot) {
           // Before the barriers that may need them: the pools start the shards from it.

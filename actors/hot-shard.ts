@@ -10,6 +10,7 @@ import {
   type ShardSnapshot,
   type ShardStepOutcome,
   shardDone,
+  shardLiveOf,
   snapshotShard,
   stepShard,
 } from "../src/hot/shard-core.js";
@@ -17,9 +18,11 @@ import type { Lease, PartitionLeases } from "../src/leases/partition-lease.js";
 import { registry } from "../src/metrics/registry.js";
 import type { SnapshotStore } from "../src/snapshots/snapshot-store.js";
 import {
+  encodeShardLive,
   encodeShardPartial,
   partialKey,
   type ShardPartial,
+  shardLiveKey,
   shardSnapshotKey,
 } from "../src/wire/hot-messages.js";
 import {
@@ -75,6 +78,8 @@ interface HotShardContext {
   core?: ShardCore;
   snapshotRevision?: number;
   lastSnapshotAtMs: number;
+  /** When the live counts were last written (about every second while clicks come). */
+  lastLiveAtMs: number;
   inbox?: JsMsg[];
   partials: ShardPartial[];
   intent: "run" | "pause" | "stop";
@@ -122,7 +127,7 @@ export const hotShardMachine = setup({
     }),
     restore: unprovided<ShardRestored, { options: ShardOptions }>("restore"),
     consumer: unprovidedConsumer,
-    writePartials: unprovided<void, { partials: ShardPartial[] }>("writePartials"),
+    writePartials: unprovided<void, WriteInput>("writePartials"),
     saveSnapshot: unprovided<
       { revision: number },
       { options: ShardOptions; snapshot: ShardSnapshot; revision?: number; nowMs: number }
@@ -146,6 +151,10 @@ export const hotShardMachine = setup({
       shardEvents.inc({ partition: p, disposition: "duplicate" }, out.duplicates);
       return { inbox: undefined, partials: out.partials, status: { ...core.status } };
     }),
+    written: assign(({ context }) => ({
+      partials: [],
+      ...(writeInput(context).live ? { lastLiveAtMs: context.now() } : {}),
+    })),
     pull: enqueueActions(({ enqueue }) =>
       enqueue.sendTo("consumer", { type: "PULL" } as PullEvent),
     ),
@@ -160,6 +169,7 @@ export const hotShardMachine = setup({
     now: input.now,
     lease: null,
     lastSnapshotAtMs: 0,
+    lastLiveAtMs: 0,
     partials: [],
     intent: "run",
     status: {
@@ -250,14 +260,14 @@ export const hotShardMachine = setup({
             writing: {
               invoke: {
                 src: "writePartials",
-                input: ({ context }) => ({ partials: context.partials }),
+                input: ({ context }) => writeInput(context),
                 onDone: [
                   {
                     guard: "snapshotDue",
                     target: "snapshotting",
-                    actions: assign({ partials: [] }),
+                    actions: "written",
                   },
-                  { target: "waiting", actions: assign({ partials: [] }) },
+                  { target: "waiting", actions: "written" },
                 ],
                 onError: {
                   target: "#hotShard.releasing",
@@ -316,6 +326,24 @@ export const hotShardMachine = setup({
   output: ({ context }) => childOutput(context.error),
 });
 
+interface WriteInput {
+  partials: ShardPartial[];
+  /** The live counts, when due. */
+  live?: { key: string; value: ReturnType<typeof shardLiveOf> };
+}
+
+const LIVE_EVERY_MS = 1000;
+
+function writeInput(context: HotShardContext): WriteInput {
+  const core = context.core as ShardCore;
+  if (context.now() - context.lastLiveAtMs < LIVE_EVERY_MS) return { partials: context.partials };
+  const o = core.options;
+  return {
+    partials: context.partials,
+    live: { key: shardLiveKey(o.partition, o.epoch, o.shard), value: shardLiveOf(core) },
+  };
+}
+
 function snapshotInput(context: HotShardContext) {
   return {
     options: context.options,
@@ -373,13 +401,14 @@ export function hotShardLogic(deps: HotShardDeps) {
         return { core: createShardCore(o, stored.snapshot.state), revision: stored.revision };
       }),
       consumer: streamConsumer(deps.js),
-      writePartials: fromPromise<void, { partials: ShardPartial[] }>(async ({ input }) => {
+      writePartials: fromPromise<void, WriteInput>(async ({ input }) => {
         for (const p of input.partials) {
           await deps.partials.put(
             partialKey(p.partition, p.epoch, p.shard, p.minuteStartMs, p.asOfSeq),
             encodeShardPartial(p),
           );
         }
+        if (input.live) await deps.partials.put(input.live.key, encodeShardLive(input.live.value));
         const first = input.partials[0];
         if (first)
           partialsWritten.inc({ partition: String(first.partition) }, input.partials.length);

@@ -22,7 +22,7 @@ import {
   restoreHotDetector,
   snapshotHotDetector,
 } from "../hot/hot-detector.js";
-import type { PartialCounts } from "../hot/merge.js";
+import { mergePartials, type PartialCounts } from "../hot/merge.js";
 import {
   type AggregatorOptions,
   type AggregatorSnapshot,
@@ -46,6 +46,7 @@ import {
   sourcesOf,
   takeBarrierRequests,
 } from "../windows/partition-aggregator.js";
+import { topK } from "../windows/topk.js";
 import { maxProgressOf } from "../windows/watermark.js";
 import {
   encodeAggregate,
@@ -667,24 +668,78 @@ function hotStatus(core: AggregatorCore): HotStatus {
  * open ones (counts so far) and the last few emitted ones (the aggregate writer may not have
  * stored them yet). Ascending by minute.
  */
-export function liveMinutes(core: AggregatorCore, fromMs: number, toMs: number): LiveMinuteView[] {
+export function liveMinutes(
+  core: AggregatorCore,
+  fromMs: number,
+  toMs: number,
+  shardLive: Iterable<ShardLive> = [],
+): LiveMinuteView[] {
   const byMinute = new Map<number, LiveMinuteView>();
   for (const c of core.recentlyEmitted.values()) {
     if (c.minuteStartMs >= fromMs && c.minuteStartMs < toMs)
       byMinute.set(c.minuteStartMs, { ...c, closed: true });
   }
+  let parts: Map<number, PartialCounts[]> | undefined;
   for (const m of openMinutes(core.state)) {
-    if (m.minuteStartMs >= fromMs && m.minuteStartMs < toMs)
+    if (m.minuteStartMs < fromMs || m.minuteStartMs >= toMs) continue;
+    parts ??= livePartsByMinute(core, shardLive);
+    const extra = parts.get(m.minuteStartMs);
+    if (extra === undefined) {
       byMinute.set(m.minuteStartMs, { ...m, version: 0, throughSeq: core.status.lastSeq });
+      continue;
+    }
+    // A hot ad's open minute: its shards' counts so far (provisional, as every open minute).
+    const merged = mergePartials(m.adCounts, m.dimCounts, extra, core.state.options.dimensions);
+    byMinute.set(m.minuteStartMs, {
+      ...m,
+      adCounts: merged.adCounts,
+      dimCounts: merged.dimCounts,
+      topK: topK(merged.adCounts, core.state.options.topK),
+      eventCount: m.eventCount + merged.events,
+      version: 0,
+      throughSeq: core.status.lastSeq,
+    });
   }
   return [...byMinute.values()].sort((a, b) => a.minuteStartMs - b.minuteStartMs);
 }
 
-/** The answer to a live query. */
-export function answerLiveQuery(core: AggregatorCore, r: LiveRequest): LiveReply {
+/** What a shard last said of its minutes, for live queries (src/hot/shard-core.ts). */
+export interface ShardLive {
+  epoch: number;
+  shard: number;
+  minutes: { minuteStartMs: number; counts: PartialCounts }[];
+}
+
+/** The shards' live counts of each minute, for the epochs routed clicks of it here. */
+function livePartsByMinute(
+  core: AggregatorCore,
+  shardLive: Iterable<ShardLive>,
+): Map<number, PartialCounts[]> {
+  const out = new Map<number, PartialCounts[]>();
+  const epochs = new Map(liveEpochs(core.state.hot).map((e) => [e.id, e]));
+  if (epochs.size === 0) return out;
+  for (const s of shardLive) {
+    const e = epochs.get(s.epoch);
+    if (!e || s.shard >= e.shards) continue;
+    for (const m of s.minutes) {
+      if (!e.routed.has(m.minuteStartMs)) continue;
+      const list = out.get(m.minuteStartMs);
+      if (list) list.push(m.counts);
+      else out.set(m.minuteStartMs, [m.counts]);
+    }
+  }
+  return out;
+}
+
+/** The answer to a live query (with what the hot shards last said of their open minutes). */
+export function answerLiveQuery(
+  core: AggregatorCore,
+  r: LiveRequest,
+  shardLive: Iterable<ShardLive> = [],
+): LiveReply {
   return answerLive(
     core.partition,
-    { minutes: liveMinutes(core, r.fromMs, r.toMs), throughSeq: core.status.lastSeq },
+    { minutes: liveMinutes(core, r.fromMs, r.toMs, shardLive), throughSeq: core.status.lastSeq },
     r,
   );
 }

@@ -230,6 +230,21 @@ function refresh(core: ShardCore): void {
   core.status.minutes = core.minutes.size;
 }
 
+/** The shard's minutes and counts so far, for live queries of open minutes (not exact: live). */
+export function shardLiveOf(core: ShardCore): {
+  epoch: number;
+  shard: number;
+  minutes: { minuteStartMs: number; counts: PartialCounts }[];
+} {
+  return {
+    epoch: core.options.epoch,
+    shard: core.options.shard,
+    minutes: [...core.minutes.entries()]
+      .sort(([a], [b]) => a - b)
+      .map(([minuteStartMs, m]) => ({ minuteStartMs, counts: partialOf(m) })),
+  };
+}
+
 /** After the merge, once every kept minute is purged, the shard has nothing left to do. */
 export function shardDone(core: ShardCore): boolean {
   return core.keep !== null && [...core.keep].every((m) => !owns(core, m));

@@ -64,6 +64,14 @@ export function decodeShardPartial(data: Uint8Array): ShardPartial {
   return p;
 }
 
+export function encodeShardLive(l: unknown): Uint8Array {
+  return packr.pack(l);
+}
+
+export function decodeShardLive<T>(data: Uint8Array): T {
+  return packr.unpack(data) as T;
+}
+
 export const barrierMsgId = (p: number, minuteStartMs: number, episode: number) =>
   `bar:${p}:${minuteStartMs}:${episode}`;
 export const mergeMsgId = (p: number, epoch: number) => `hmerge:${p}:${epoch}`;
@@ -76,6 +84,9 @@ export const partialKey = (
   minuteStartMs: number,
   asOfSeq: number,
 ) => `pt.${p}.${epoch}.${shard}.${minuteStartMs}.${asOfSeq}`;
+/** KV key of a shard's live counts (open minutes, for queries; rewritten about every second). */
+export const shardLiveKey = (p: number, epoch: number, shard: number) =>
+  `live.${p}.${epoch}.${shard}`;
 /** KV key of a shard's snapshot. */
 export const shardSnapshotKey = (p: number, epoch: number, shard: number) =>
   `hs.${p}.${epoch}.${shard}`;

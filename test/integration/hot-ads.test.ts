@@ -168,13 +168,18 @@ describe("hot ads: split over shards in two workers, a shard killed, merged back
     })();
 
     // ---- split: the hot ad's partition splits it; its shards count ---------------------------
+    // Captured where seen: a later `admin actors` may miss a reply (a worker busy past 2 s).
+    let seen: ReturnType<typeof hotAdSplit>;
     await until(
       "the hot ad to be split",
-      async () => hotAdSplit(await actors()) !== undefined,
+      async () => {
+        seen = hotAdSplit(await actors());
+        return seen !== undefined;
+      },
       120_000,
       250,
     );
-    const split = hotAdSplit(await actors()) as NonNullable<ReturnType<typeof hotAdSplit>>;
+    const split = seen as NonNullable<ReturnType<typeof hotAdSplit>>;
     const shards = split.epoch.shards;
     expect(shards).toBeGreaterThanOrEqual(2);
     say(
@@ -182,15 +187,19 @@ describe("hot ads: split over shards in two workers, a shard killed, merged back
         `every split so far: ${JSON.stringify(hotOf(await actors()).map((h) => [h.partition, h.hot?.epochs.map((e) => `${e.adId}x${e.shards}`)]))}`,
     );
     const prefix = `hot-shard-${split.partition}-${split.epoch.epoch}-`;
+    let counting: ActorRow[] = [];
     await until(
       "every shard of the hot ad counting",
-      async () => countingShards(await actors(), prefix).length === shards,
+      async () => {
+        counting = countingShards(await actors(), prefix);
+        return counting.length === shards;
+      },
       60_000,
       250,
     );
 
     // ---- a shard dies: its supervisor restarts it, it restores from its snapshot --------------
-    const victim = countingShards(await actors(), prefix)[0] as ActorRow;
+    const victim = counting[0] as ActorRow;
     const killed = await nc.request(
       "adclick.admin.kill",
       JSON.stringify({ id: victim.id, worker: victim.worker }),
