@@ -8,7 +8,11 @@
  *    runs stale next to the new one for a while, then SIGKILLs it (fencing under load);
  *  - SIGKILLs nats-server and starts it again on the same store;
  *  - freezes Cassandra (SIGSTOP … SIGCONT);
- *  - SIGKILLs the shipper (restarted on the same file, resuming from its checkpoint).
+ *  - SIGKILLs the shipper (restarted on the same file, resuming from its checkpoint);
+ *  - kills a hot ad's counting shard (docs/hot-ads.md) with `adclick.admin.kill`, aimed at the
+ *    worker holding its lease: skipped when no shard counts at that moment, drawn first as
+ *    soon as one does, and required at least once (the runs' hot settings make the generated
+ *    Zipf input's top ad hot: see `HOT_SETTINGS`).
  * Afterwards every stored per-(ad, minute) count, per-(ad, minute, country) count and top N —
  * and the raw store's events — must equal an independent recount of the generated input.
  *
@@ -49,6 +53,7 @@ import {
   AD_ROWS_WRITER_DURABLE,
   AGGREGATE_WRITER_DURABLE,
 } from "../../src/aggregate/aggregate-writer.js";
+import type { HotStatus } from "../../src/aggregate/aggregator-core.js";
 import { generateClickLog, prng } from "../../src/gen/click-log.js";
 import { KvCheckpointStore } from "../../src/ingest/checkpoint-store.js";
 import { RAW_WRITER_DURABLE } from "../../src/ingest/raw-writer.js";
@@ -96,6 +101,7 @@ const FAULT_KINDS = [
   "restart-nats",
   "pause-cassandra",
   "sigkill-shipper",
+  "kill-hot-shard",
   "kill-nats-node",
   "stop-cassandra-node",
   "worker-join",
@@ -121,6 +127,7 @@ const WEIGHTS: Record<FaultKind, number> = {
   "restart-nats": 1.5,
   "pause-cassandra": 1.5,
   "sigkill-shipper": 2,
+  "kill-hot-shard": 3,
   "kill-nats-node": 2,
   "stop-cassandra-node": 2,
   "worker-join": 1.5,
@@ -145,9 +152,26 @@ const PARTITIONS = 4;
 const TOP_N = 1000;
 /**
  * Actors of one worker: map, raw writer, reducer, aggregate writer, ad-rows writer, late repair,
- * one aggregator a partition; and the services: live server, query service, admin service.
+ * one aggregator a partition; and the services: live server, query service, admin service, hot
+ * shard pool. Not counted: the hot ads' shards, which come and go with splits and retirements.
  */
-const ACTORS = 6 + PARTITIONS + 3;
+const ACTORS = 6 + PARTITIONS + 4;
+/**
+ * Hot-ad settings of the chaos runs (the settings under test). The generated input is Zipf
+ * (s 1.1 over 400 ads): its top ad draws about 18 % of all clicks, some 70 % of its partition's.
+ * But detection works on stream time (JetStream timestamps), and the runs ship at a few
+ * thousand lines a second: the top ad's few hundred clicks a second never reach the default
+ * ADCLICK_HOT_MIN_RATE (5000/s), and nothing would split. A test-sized minimum rate makes the
+ * top ad (and at times the next ones) hot while files ship; the default 10 s period spans the
+ * pauses between files, so an ad stays split through them rather than flapping. The shards of
+ * a merged epoch keep counting until its minutes are purged, so shards are there to kill for
+ * most of the chaos period.
+ */
+const HOT_SETTINGS = {
+  ADCLICK_HOT_MIN_RATE: "100",
+  ADCLICK_HOT_SHARD_RATE: "150",
+  ADCLICK_HOT_PERIOD_MS: "10000",
+};
 /** Workers in the scaled topology: 3 at the start, between 2 and 4 as they join and leave. */
 const SCALED_WORKERS = { start: 3, min: 2, max: 4 };
 const START_MS = Date.UTC(2024, 6, 9, 10, 0, 0);
@@ -380,6 +404,7 @@ export function chaosSuite(topology: Topology) {
         ADCLICK_METRICS_PORT: "0",
         ADCLICK_RECONCILE_EVERY_MS: "0",
         ADCLICK_RAW_RETENTION_DAYS: "0",
+        ...HOT_SETTINGS,
         ...(scaled ? { ADCLICK_NATS_REPLICAS: "3", ADCLICK_CASSANDRA_RF: "3" } : {}),
       };
       /** The worker processes, each restarted when it exits (systemd's Restart=always). */
@@ -423,22 +448,25 @@ export function chaosSuite(topology: Topology) {
             aggregating.set(r.partition as number, r);
         return { rows, aggregating };
       };
+      /** Hot ads' shards that count (hold their lease), in every worker. */
+      const countingShards = (rows: ActorRow[]) =>
+        rows.filter(
+          (r) => r.kind === "hot-shard" && r.state === "running" && r.status?.lastSeq !== undefined,
+        );
       /**
-       * Every worker of the pool answers (none named `not`), with every actor running, and
-       * every partition is aggregated somewhere.
+       * Every worker of the pool answers (none named `not`), with every actor running (hot
+       * shards aside: they come and go), and every partition is aggregated somewhere.
        */
       const healthy = async (not?: string): Promise<boolean> => {
         const statuses = await gather<Status>("status");
         if (statuses.length < pool.length) return false;
-        for (const s of statuses)
-          if (
-            s.worker === not ||
-            s.supervisor !== "running" ||
-            s.actors !== ACTORS ||
-            s.running !== ACTORS
-          )
-            return false;
-        return (await actorsNow()).aggregating.size === PARTITIONS;
+        for (const s of statuses) if (s.worker === not || s.supervisor !== "running") return false;
+        const { rows, aggregating } = await actorsNow();
+        for (const s of statuses) {
+          const own = rows.filter((r) => r.worker === s.worker && r.kind !== "hot-shard");
+          if (own.length !== ACTORS || own.some((r) => r.state !== "running")) return false;
+        }
+        return aggregating.size === PARTITIONS;
       };
       const pickWorker = () => {
         const live = pool.filter((w) => w.current);
@@ -549,6 +577,43 @@ export function chaosSuite(topology: Topology) {
               return (
                 row?.state === "running" &&
                 (row.worker !== worker || row.restarts > before.restarts)
+              );
+            },
+            120_000,
+            50,
+          );
+          fault.runningAgainMs = Date.now() - killedAt;
+        } else if (kind === "kill-hot-shard") {
+          // A counting shard of any partition's hot ad, killed in the worker holding its lease.
+          const counting = countingShards((await actorsNow()).rows);
+          const before = counting[Math.floor(rand() * counting.length)];
+          if (!before) {
+            fault.skipped = "no shard counting";
+            return fault;
+          }
+          const { id, worker } = before;
+          fault.target = scaled ? `${id} on ${worker}` : id;
+          const killedAt = Date.now();
+          fault.atMs = killedAt;
+          if (!(await request("kill", { id, worker }))) {
+            fault.skipped = "no worker answered the kill";
+            return fault;
+          }
+          void watchCatchUp(fault, killedAt);
+          // Running again: counting again, restarted by its supervisor or taken over by another
+          // worker's standby — or gone from every worker (its epoch retired meanwhile).
+          await until(
+            `${id} counting again`,
+            async () => {
+              const statuses = await gather<Status>("status");
+              const { rows } = await actorsNow();
+              const of = rows.filter((r) => r.id === id);
+              if (of.length === 0 && statuses.length >= pool.length) {
+                fault.target += " (its epoch ended)";
+                return true;
+              }
+              return countingShards(of).some(
+                (r) => r.worker !== worker || r.restarts > before.restarts,
               );
             },
             120_000,
@@ -749,7 +814,17 @@ export function chaosSuite(topology: Topology) {
         .map((k) => ({ k, r: rand() }))
         .sort((a, b) => a.r - b.r)
         .map((x) => x.k);
-      const pick = (): FaultKind => {
+      /** kill-hot-shard has run (not skipped), or is not enabled. */
+      const shardKilled = () =>
+        !ENABLED.includes("kill-hot-shard") ||
+        faults.some((f) => f.kind === "kill-hot-shard" && !f.skipped);
+      /** Some hot shard counts now, and kill-hot-shard has not run yet: it goes next. */
+      const shardWanted = async () =>
+        !shardKilled() && countingShards((await actorsNow()).rows).length > 0;
+      const pick = async (): Promise<FaultKind> => {
+        // Shards exist only while an ad is split (and until its epoch retires): run the kill
+        // as soon as one counts, before the scaled topology's own firsts.
+        if (await shardWanted()) return "kill-hot-shard";
         const first = firsts.shift();
         if (first) return first;
         let r = rand() * totalWeight;
@@ -765,11 +840,12 @@ export function chaosSuite(topology: Topology) {
           shipped &&
           Date.now() - shipStart >= CHAOS_MS &&
           done >= MIN_FAULTS &&
-          firsts.length === 0
+          firsts.length === 0 &&
+          !(await shardWanted())
         )
           break;
         await sleep(between(1000, 4000));
-        const kind = pick();
+        const kind = await pick();
         const fault = await runFault(kind);
         faults.push(fault);
         say(
@@ -903,6 +979,20 @@ export function chaosSuite(topology: Topology) {
       }
       diffs["raw store recount per (ad, minute)"] = diffCounts(rawCounts, adMinute);
 
+      // Splits and merges per partition, from the aggregators (counted since their last restore).
+      const hotSummary =
+        [...(await actorsNow()).aggregating.values()]
+          .sort((a, b) => Number(a.partition) - Number(b.partition))
+          .flatMap((r) => {
+            const h = r.status?.hot as HotStatus | undefined;
+            return h && (h.splits > 0 || h.epochs.length > 0)
+              ? [
+                  `p${r.partition} ${h.splits} splits, ${h.merges} merges, epochs ${h.epochs.map((e) => `${e.adId}x${e.shards}${e.merged ? " merged" : ""}`).join(" ") || "none"}`,
+                ]
+              : [];
+          })
+          .join("; ") || "no split";
+
       // ---- shut down, then report ------------------------------------------------------------------
       monitoring = false;
       await monitor;
@@ -944,7 +1034,16 @@ export function chaosSuite(topology: Topology) {
             `${fmtMs(percentile(cu, 50))} / ${fmtMs(percentile(cu, 99))}${cu.length < of.length ? ` (${of.length - cu.length} never measured)` : ""}`,
         );
       }
+      const skippedBy = new Map<string, number>();
+      for (const f of faults)
+        if (f.skipped) {
+          const k = `${f.kind} (${f.skipped})`;
+          skippedBy.set(k, (skippedBy.get(k) ?? 0) + 1);
+        }
+      if (skippedBy.size > 0)
+        lines_.push(`skipped: ${[...skippedBy].map(([k, n]) => `${k} ${n}`).join(", ")}`);
       lines_.push(
+        `hot ads: ${hotSummary}`,
         `actor failures seen by supervisors: ${[...byCause].map(([c, n]) => `${c} ${n}`).join(", ") || "none"}; escalations ${escalations}`,
       );
       let total = 0;
@@ -970,6 +1069,9 @@ export function chaosSuite(topology: Topology) {
           different: [],
         });
       if (ENABLED.length > 0) expect(done.length).toBeGreaterThan(0);
+      // The sub-actor kill ran: a hot ad split and one of its counting shards was killed.
+      if (ENABLED.includes("kill-hot-shard"))
+        expect(done.filter((f) => f.kind === "kill-hot-shard").length).toBeGreaterThan(0);
     });
   });
 }
