@@ -730,7 +730,7 @@ function snapshotReplies(
 
 function publishInput(context: AggregatorContext): PublishInput {
   const core = context.core;
-  if (!core || !core.hotDetector) return { publications: context.outbox };
+  if (!core?.hotDetector) return { publications: context.outbox };
   const epochs = epochsOf(core);
   const json = JSON.stringify(epochs);
   // Written once on the first batch (the pools may have missed a change before a restart).

@@ -28,7 +28,6 @@ import {
 import {
   type ChildCommand,
   type ChildOutput,
-  type ChildSpec,
   childOutput,
   killError,
 } from "../supervisor/supervisor.js";
@@ -52,6 +51,9 @@ const partialsWritten = new Counter({
   labelNames: ["partition"] as const,
   registers: [registry],
 });
+
+/** How long the aggregating worker waits before it asks for a shard of its own partition. */
+const SAME_WORKER_DELAY_MS = 3000;
 
 export interface HotShardInput {
   id: string;
@@ -375,12 +377,17 @@ export function hotShardLogic(deps: HotShardDeps) {
           }
           const stop = new AbortController();
           const o = input.options;
-          leases
-            .acquireWork(
-              shardSnapshotKey(o.partition, o.epoch, o.shard),
-              o.partition,
-              stop.signal,
-              (holder) => sendBack({ type: "STANDBY", holder }),
+          // A shard is meant to run beside its aggregator's worker, not in it: the worker that
+          // aggregates the partition lets the others ask first.
+          const mine = leases.balance?.holderOf(o.partition) === leases.workerId;
+          new Promise<void>((r) => setTimeout(r, mine ? SAME_WORKER_DELAY_MS : 0))
+            .then(() =>
+              leases.acquireWork(
+                shardSnapshotKey(o.partition, o.epoch, o.shard),
+                o.partition,
+                stop.signal,
+                (holder) => sendBack({ type: "STANDBY", holder }),
+              ),
             )
             .then(
               (lease) => {

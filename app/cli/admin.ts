@@ -1,4 +1,5 @@
 import type { ActorRow } from "../../actors/admin-service.js";
+import type { HotStatus } from "../../src/aggregate/aggregator-core.js";
 import { mergeSourceSummaries, type SourceSummary } from "../../src/aggregate/source-metrics.js";
 import type { AdclickConfig } from "../../src/config.js";
 import { serviceErrorOf, serviceErrorText } from "../../src/wire/service-errors.js";
@@ -45,14 +46,18 @@ export async function runAdmin(
     } else if (cmd === "actors") {
       const rows = (replies.flat() as ActorRow[]).sort((a, b) => a.id.localeCompare(b.id));
       console.log(
-        `${"id".padEnd(20)} ${"kind".padEnd(17)} ${"state".padEnd(11)} ${"restarts".padStart(8)}  detail`,
+        `${"id".padEnd(22)} ${"kind".padEnd(17)} ${"state".padEnd(11)} ${"restarts".padStart(8)}  detail`,
       );
       for (const r of rows) {
         const s = r.status ?? {};
         const detail = [
-          r.kind === "aggregator" && s.lastSeq === undefined
-            ? `standby${typeof s.standbyFor === "string" ? ` (aggregated by ${s.standbyFor})` : ""}`
+          (r.kind === "aggregator" || r.kind === "hot-shard") && s.lastSeq === undefined
+            ? `standby${typeof s.standbyFor === "string" ? ` (${r.kind === "hot-shard" ? "counted" : "aggregated"} by ${s.standbyFor})` : ""}`
             : "",
+          r.kind === "hot-shard"
+            ? `ad ${String(s.adId)} shard ${Number(s.shard) + 1}/${String(s.shards)} of epoch ${String(s.epoch)}${s.merged ? " (merged back: keeps its minutes)" : ""}`
+            : "",
+          hotDetail(s.hot as HotStatus | undefined),
           s.lastSeq !== undefined ? `seq ${s.lastSeq}` : "",
           s.lagMessages !== undefined ? `lag ${s.lagMessages}` : "",
           typeof s.watermarkMs === "number" && Number.isFinite(s.watermarkMs)
@@ -83,7 +88,7 @@ export async function runAdmin(
           r.lastError ? `last error: ${r.lastError}` : "",
         ].filter(Boolean);
         console.log(
-          `${r.id.padEnd(20)} ${r.kind.padEnd(17)} ${r.state.padEnd(11)} ${String(r.restarts).padStart(8)}  ${detail.join(", ")}`,
+          `${r.id.padEnd(22)} ${r.kind.padEnd(17)} ${r.state.padEnd(11)} ${String(r.restarts).padStart(8)}  ${detail.join(", ")}`,
         );
       }
     } else if (cmd === "status") {
@@ -95,6 +100,23 @@ export async function runAdmin(
   } finally {
     await nc.close();
   }
+}
+
+/** An aggregator's hot ads, as `admin actors` shows them. */
+function hotDetail(hot: HotStatus | undefined): string {
+  if (!hot) return "";
+  const ads = hot.ads.map(
+    (a) =>
+      `${a.adId} ${Math.round(a.ratePerSec)}/s (${Math.round(a.share * 100)} %) in ${a.shards} shards`,
+  );
+  const merged = hot.epochs.filter((e) => e.merged).length;
+  const parts = [
+    ads.length > 0 ? `hot: ${ads.join("; ")}` : "",
+    hot.splits > 0 ? `${hot.splits} splits, ${hot.merges} merges` : "",
+    merged > 0 ? `${merged} merged epochs keep their minutes` : "",
+    hot.awaiting > 0 ? `${hot.awaiting} minutes at a barrier` : "",
+  ].filter(Boolean);
+  return parts.join(", ");
 }
 
 /** What one worker answers to `adclick.admin.status`. */

@@ -173,7 +173,10 @@ export class LeaseBalance {
       const workers: LiveWorker[] = [];
       const holders = new Map<number, string>();
       const keys: string[] = [];
-      for await (const k of await this.kv.keys()) keys.push(k);
+      // Presences and partition leases only (hot shards' leases share the bucket).
+      for await (const k of await this.kv.keys()) {
+        if (k.startsWith("w.") || k.startsWith("p.")) keys.push(k);
+      }
       await Promise.all(
         keys.map(async (k) => {
           const e = await this.kv.get(k);
