@@ -9,7 +9,7 @@ import {
 
 export type { LiveMinuteView };
 
-import { closeEpoch, liveEpochs, openEpoch, snapshotEpoch } from "../hot/epochs.js";
+import { closeEpoch, liveEpochs, openEpoch, openEpochOf, snapshotEpoch } from "../hot/epochs.js";
 import {
   createHotDetector,
   type HotDecision,
@@ -400,6 +400,9 @@ export function stepBatch(
   return out;
 }
 
+/** One click in this many is offered to the hot-ad detector (see observeHot). */
+const HOT_SAMPLE_STRIDE = 8;
+
 /** The detector sees a message's clicks; its decisions take effect from the next message. */
 function observeHot(
   core: AggregatorCore,
@@ -410,9 +413,15 @@ function observeHot(
 ): void {
   const counts = core.adScratch;
   counts.clear();
-  for (let i = 0; i < events.length; i++) {
+  // Every HOT_SAMPLE_STRIDE-th click stands for the stride before it (the last one for the
+  // rest): the message's total stays exact, an ad's weight is estimated. Hotness is judged on
+  // thousands of clicks a period, so the sample loses nothing that matters, and it is a pure
+  // function of the message (a replay samples the same clicks).
+  const n = events.length;
+  for (let i = 0; i < n; i += HOT_SAMPLE_STRIDE) {
     const ad = (events[i] as { adId: string }).adId;
-    counts.set(ad, (counts.get(ad) ?? 0) + 1);
+    const w = Math.min(HOT_SAMPLE_STRIDE, n - i);
+    counts.set(ad, (counts.get(ad) ?? 0) + w);
   }
   const decisions = observeMessage(core.hotDetector as HotDetectorState, counts, nowMs);
   counts.clear();
@@ -427,6 +436,7 @@ function applyHotDecisions(
 ): void {
   for (const d of decisions) {
     if (d.kind === "split") {
+      if (openEpochOf(core.state.hot, d.adId) !== null) continue; // split already
       const e = openEpoch(
         core.state.hot,
         d.adId,
@@ -443,24 +453,35 @@ function applyHotDecisions(
         atSeq: seq,
       });
     } else {
-      const e = closeEpoch(core.state.hot, d.adId, seq);
-      if (!e) continue;
-      core.hotCounts.merges++;
-      out.hotChanges.push({ kind: "merge", adId: d.adId, epoch: e.id, atSeq: seq });
-      out.publications.push(
-        hotControlPublication(core.partition, mergeMsgId(core.partition, e.id), {
-          kind: "merge",
-          epoch: e.id,
-          routed: snapshotEpoch(e).routed,
-        }),
-      );
+      mergeBack(core, out, d.adId, seq);
     }
   }
+}
+
+/** Merges an ad back at `seq`: its epoch keeps the minutes it was routed; its shards are told. */
+function mergeBack(core: AggregatorCore, out: BatchOutcome, adId: string, seq: number): void {
+  const e = closeEpoch(core.state.hot, adId, seq);
+  if (!e) return;
+  core.hotCounts.merges++;
+  out.hotChanges.push({ kind: "merge", adId, epoch: e.id, atSeq: seq });
+  out.publications.push(
+    hotControlPublication(core.partition, mergeMsgId(core.partition, e.id), {
+      kind: "merge",
+      epoch: e.id,
+      routed: snapshotEpoch(e).routed,
+    }),
+  );
 }
 
 /** What every message ends with: closes, barriers asked for, progress, holds, position. */
 function afterMessage(core: AggregatorCore, out: BatchOutcome, seq: number, nowMs: number): void {
   if (core.hotDetector) applyHotDecisions(core, out, observeTime(core.hotDetector, nowMs), seq);
+  else if (core.state.hot.byAd.size > 0) {
+    // Splitting was turned off with ads split (a restart with other settings): merge them back.
+    for (const e of liveEpochs(core.state.hot)) {
+      if (e.closedAtSeq === null) mergeBack(core, out, e.adId, seq);
+    }
+  }
   for (const c of advance(core.state, nowMs)) emit(core, out, { ...c, throughSeq: seq }, "closed");
   for (const b of takeBarrierRequests(core.state)) {
     const control: HotControl = {

@@ -192,7 +192,14 @@ interface Run {
  * input. The aggregator and the shards crash now and then (`crashEvery` of their steps) and
  * restart from their last snapshot.
  */
-function run(input: Input, seed: number, hot: HotDetectorOptions | null, crashEvery = 0): Run {
+function run(
+  input: Input,
+  seed: number,
+  hot: HotDetectorOptions | null,
+  crashEvery = 0,
+  /** The settings restarts come back with (default: the same). */
+  restartHot: HotDetectorOptions | null = hot,
+): Run {
   const rnd = prng(seed);
   const log = new Log();
   const revisions = new Map<number, MinuteRevision>();
@@ -301,7 +308,7 @@ function run(input: Input, seed: number, hot: HotDetectorOptions | null, crashEv
       core = restoreCore(
         OPTIONS,
         saved ? { state: saved.state, streamSeq: saved.streamSeq, takenAtMs: 0 } : undefined,
-        hot,
+        restartHot,
       );
       crashes++;
     }
@@ -337,7 +344,7 @@ describe("a hot ad split over shards and merged back", () => {
   ])(
     "counts exactly what a recount counts (seed $seed, a crash every ~$crashEvery steps)",
     ({ seed, crashEvery }) => {
-      const n = 4_000;
+      const n = 2_500;
       const input = makeInput(seed, n, 20, hotThenCold(n));
       const r = run(input, seed * 7919, HOT, crashEvery);
       expect(r.splits).toBeGreaterThanOrEqual(1);
@@ -351,6 +358,24 @@ describe("a hot ad split over shards and merged back", () => {
       expect(got.dims).toEqual(want.dims);
     },
   );
+
+  it("merges every split ad back when a restart turns splitting off, and still counts exactly", () => {
+    const n = 3_000;
+    // Hot from the start, so that ads are split before the first crash.
+    const input = makeInput(21, n, 20, () => 0.5);
+    let r: Run | undefined;
+    // The first crash comes at a random round: find a seed where it comes after a split.
+    for (let seed = 1; seed < 40 && (r === undefined || r.splits === 0 || r.merges === 0); seed++) {
+      r = run(input, seed, HOT, 60, null);
+    }
+    const done = r as Run;
+    expect(done.splits).toBeGreaterThanOrEqual(1);
+    expect(done.merges).toBeGreaterThanOrEqual(1);
+    const want = recount(input.events);
+    const got = emitted(done.revisions);
+    expect(got.ads).toEqual(want.ads);
+    expect(got.dims).toEqual(want.dims);
+  });
 
   it("emits the same final revisions as the unsplit aggregator", () => {
     const n = 3_000;
