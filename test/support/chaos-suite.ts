@@ -172,6 +172,12 @@ const HOT_SETTINGS = {
   ADCLICK_HOT_SHARD_RATE: "150",
   ADCLICK_HOT_PERIOD_MS: "10000",
 };
+/**
+ * The scaled topology ships its 3 files 20 s apart: a 30 s period spans those pauses, so the
+ * top ad stays split from its first full period until 30 s after the last file (with 10 s it
+ * merged in every pause, and the long scaled faults could miss its shards).
+ */
+const HOT_SETTINGS_SCALED = { ...HOT_SETTINGS, ADCLICK_HOT_PERIOD_MS: "30000" };
 /** Workers in the scaled topology: 3 at the start, between 2 and 4 as they join and leave. */
 const SCALED_WORKERS = { start: 3, min: 2, max: 4 };
 const START_MS = Date.UTC(2024, 6, 9, 10, 0, 0);
@@ -404,7 +410,7 @@ export function chaosSuite(topology: Topology) {
         ADCLICK_METRICS_PORT: "0",
         ADCLICK_RECONCILE_EVERY_MS: "0",
         ADCLICK_RAW_RETENTION_DAYS: "0",
-        ...HOT_SETTINGS,
+        ...(scaled ? HOT_SETTINGS_SCALED : HOT_SETTINGS),
         ...(scaled ? { ADCLICK_NATS_REPLICAS: "3", ADCLICK_CASSANDRA_RF: "3" } : {}),
       };
       /** The worker processes, each restarted when it exits (systemd's Restart=always). */
@@ -585,10 +591,17 @@ export function chaosSuite(topology: Topology) {
           fault.runningAgainMs = Date.now() - killedAt;
         } else if (kind === "kill-hot-shard") {
           // A counting shard of any partition's hot ad, killed in the worker holding its lease.
-          const counting = countingShards((await actorsNow()).rows);
+          const { rows } = await actorsNow();
+          const counting = countingShards(rows);
           const before = counting[Math.floor(rand() * counting.length)];
           if (!before) {
-            fault.skipped = "no shard counting";
+            // What the shard children there are do instead (standby: another holds the lease).
+            const what = new Map<string, number>();
+            for (const r of rows.filter((r) => r.kind === "hot-shard")) {
+              const k = `${r.state}${r.state !== "running" ? "" : r.status?.standbyFor !== undefined ? " standby" : " not reading yet"}`;
+              what.set(k, (what.get(k) ?? 0) + 1);
+            }
+            fault.skipped = `no shard counting${what.size > 0 ? `; shard children: ${[...what].map(([k, n]) => `${n} ${k}`).join(", ")}` : ""}`;
             return fault;
           }
           const { id, worker } = before;
@@ -821,6 +834,14 @@ export function chaosSuite(topology: Topology) {
       /** Some hot shard counts now, and kill-hot-shard has not run yet: it goes next. */
       const shardWanted = async () =>
         !shardKilled() && countingShards((await actorsNow()).rows).length > 0;
+      /**
+       * The chaos goes on (at most 2 minutes past its period) while kill-hot-shard has not run
+       * and some shard child exists, counting or about to (starting, restoring, standing by).
+       */
+      const shardAwaited = async () =>
+        !shardKilled() &&
+        Date.now() - shipStart < CHAOS_MS + 120_000 &&
+        (await actorsNow()).rows.some((r) => r.kind === "hot-shard");
       const pick = async (): Promise<FaultKind> => {
         // Shards exist only while an ad is split (and until its epoch retires): run the kill
         // as soon as one counts, before the scaled topology's own firsts.
@@ -841,7 +862,7 @@ export function chaosSuite(topology: Topology) {
           Date.now() - shipStart >= CHAOS_MS &&
           done >= MIN_FAULTS &&
           firsts.length === 0 &&
-          !(await shardWanted())
+          !(await shardAwaited())
         )
           break;
         await sleep(between(1000, 4000));
