@@ -119,6 +119,124 @@ describe("loadConfig", () => {
   });
 });
 
+describe("hot-ad settings", () => {
+  it("gives the documented defaults", () => {
+    const c = loadConfig({});
+    expect({
+      hotSplit: c.hotSplit,
+      hotShare: c.hotShare,
+      hotMinRatePerSec: c.hotMinRatePerSec,
+      hotShardRatePerSec: c.hotShardRatePerSec,
+      hotMaxShards: c.hotMaxShards,
+      hotMaxAds: c.hotMaxAds,
+      hotPeriodMs: c.hotPeriodMs,
+    }).toEqual({
+      hotSplit: true,
+      hotShare: 0.3,
+      hotMinRatePerSec: 5000,
+      hotShardRatePerSec: 20_000,
+      hotMaxShards: 4,
+      hotMaxAds: 4,
+      hotPeriodMs: 10_000,
+    });
+  });
+
+  it.each([
+    [{ ADCLICK_HOT_SPLIT: "" }, "hotSplit", true],
+    [{ ADCLICK_HOT_SPLIT: "off" }, "hotSplit", false],
+    [{ ADCLICK_HOT_SPLIT: " OFF " }, "hotSplit", false],
+    [{ ADCLICK_HOT_SPLIT: "false" }, "hotSplit", false],
+    [{ ADCLICK_HOT_SPLIT: "0" }, "hotSplit", false],
+    [{ ADCLICK_HOT_SPLIT: "no" }, "hotSplit", false],
+    [{ ADCLICK_HOT_SPLIT: "on" }, "hotSplit", true],
+    [{ ADCLICK_HOT_SPLIT: "Yes" }, "hotSplit", true],
+    [{ ADCLICK_HOT_SPLIT: "1" }, "hotSplit", true],
+    [{ ADCLICK_HOT_SHARE: "1" }, "hotShare", 1],
+    [{ ADCLICK_HOT_SHARE: "1.0" }, "hotShare", 1],
+    [{ ADCLICK_HOT_SHARE: "0.5" }, "hotShare", 0.5],
+    [{ ADCLICK_HOT_SHARE: ".25" }, "hotShare", 0.25],
+    [{ ADCLICK_HOT_SHARE: " 0.05 " }, "hotShare", 0.05],
+    [{ ADCLICK_HOT_SHARE: "0.0001" }, "hotShare", 0.0001],
+    [{ ADCLICK_HOT_MIN_RATE: "1" }, "hotMinRatePerSec", 1],
+    [{ ADCLICK_HOT_MIN_RATE: "100000000" }, "hotMinRatePerSec", 100_000_000],
+    [{ ADCLICK_HOT_SHARD_RATE: "1" }, "hotShardRatePerSec", 1],
+    [{ ADCLICK_HOT_SHARD_RATE: "50000" }, "hotShardRatePerSec", 50_000],
+    [{ ADCLICK_HOT_MAX_SHARDS: "2" }, "hotMaxShards", 2],
+    [{ ADCLICK_HOT_MAX_SHARDS: "64" }, "hotMaxShards", 64],
+    [{ ADCLICK_HOT_MAX_ADS: "1" }, "hotMaxAds", 1],
+    [{ ADCLICK_HOT_MAX_ADS: "64" }, "hotMaxAds", 64],
+    [{ ADCLICK_HOT_PERIOD_MS: "1000" }, "hotPeriodMs", 1000],
+    [{ ADCLICK_HOT_PERIOD_MS: "1005" }, "hotPeriodMs", 1005],
+    [{ ADCLICK_HOT_PERIOD_MS: "30000" }, "hotPeriodMs", 30_000],
+    [{ ADCLICK_HOT_PERIOD_MS: "3600000" }, "hotPeriodMs", 3_600_000],
+  ])("reads %o into %s", (env, key, value) => {
+    expect(loadConfig(env)[key as keyof typeof DEFAULT_CONFIG]).toEqual(value);
+  });
+
+  it.each([
+    [{ ADCLICK_HOT_SPLIT: "maybe" }, "ADCLICK_HOT_SPLIT", /"maybe" is not on or off/],
+    [{ ADCLICK_HOT_SPLIT: "enabled" }, "ADCLICK_HOT_SPLIT", /not on or off/],
+    [{ ADCLICK_HOT_SHARE: "0" }, "ADCLICK_HOT_SHARE", /not a number in \(0, 1\]/],
+    [{ ADCLICK_HOT_SHARE: "0.0" }, "ADCLICK_HOT_SHARE", /not a number in \(0, 1\]/],
+    [{ ADCLICK_HOT_SHARE: "1.5" }, "ADCLICK_HOT_SHARE", /not a number in \(0, 1\]/],
+    [{ ADCLICK_HOT_SHARE: "1.0001" }, "ADCLICK_HOT_SHARE", /not a number/],
+    [{ ADCLICK_HOT_SHARE: "abc" }, "ADCLICK_HOT_SHARE", /"abc" is not a number/],
+    [{ ADCLICK_HOT_SHARE: "-0.5" }, "ADCLICK_HOT_SHARE", /not a number/],
+    [{ ADCLICK_HOT_SHARE: "2" }, "ADCLICK_HOT_SHARE", /not a number/],
+    [{ ADCLICK_HOT_SHARE: "3e-1" }, "ADCLICK_HOT_SHARE", /not a number/],
+    [{ ADCLICK_HOT_SHARE: "30%" }, "ADCLICK_HOT_SHARE", /not a number/],
+    [{ ADCLICK_HOT_SHARE: "NaN" }, "ADCLICK_HOT_SHARE", /not a number/],
+    [{ ADCLICK_HOT_SHARE: " " }, "ADCLICK_HOT_SHARE", /not a number/],
+    [{ ADCLICK_HOT_MIN_RATE: "0" }, "ADCLICK_HOT_MIN_RATE", /outside 1\.\./],
+    [{ ADCLICK_HOT_MIN_RATE: "2.5" }, "ADCLICK_HOT_MIN_RATE", /not an integer/],
+    [{ ADCLICK_HOT_MIN_RATE: "5k" }, "ADCLICK_HOT_MIN_RATE", /not an integer/],
+    [{ ADCLICK_HOT_SHARD_RATE: "-1" }, "ADCLICK_HOT_SHARD_RATE", /outside 1\.\./],
+    [{ ADCLICK_HOT_SHARD_RATE: "100000001" }, "ADCLICK_HOT_SHARD_RATE", /outside/],
+    [{ ADCLICK_HOT_MAX_SHARDS: "1" }, "ADCLICK_HOT_MAX_SHARDS", /1 is outside 2\.\.64/],
+    [{ ADCLICK_HOT_MAX_SHARDS: "65" }, "ADCLICK_HOT_MAX_SHARDS", /65 is outside 2\.\.64/],
+    [{ ADCLICK_HOT_MAX_SHARDS: "4.0" }, "ADCLICK_HOT_MAX_SHARDS", /not an integer/],
+    [{ ADCLICK_HOT_MAX_ADS: "0" }, "ADCLICK_HOT_MAX_ADS", /0 is outside 1\.\.64/],
+    [{ ADCLICK_HOT_MAX_ADS: "65" }, "ADCLICK_HOT_MAX_ADS", /outside 1\.\.64/],
+    [{ ADCLICK_HOT_PERIOD_MS: "1001" }, "ADCLICK_HOT_PERIOD_MS", /1001 is not a multiple of 5/],
+    [{ ADCLICK_HOT_PERIOD_MS: "9999" }, "ADCLICK_HOT_PERIOD_MS", /not a multiple of 5/],
+    [{ ADCLICK_HOT_PERIOD_MS: "995" }, "ADCLICK_HOT_PERIOD_MS", /outside 1000\.\.3600000/],
+    [{ ADCLICK_HOT_PERIOD_MS: "3600005" }, "ADCLICK_HOT_PERIOD_MS", /outside 1000\.\.3600000/],
+    [{ ADCLICK_HOT_PERIOD_MS: "10s" }, "ADCLICK_HOT_PERIOD_MS", /not an integer/],
+  ])("rejects %o naming the setting %s", (env, setting, message) => {
+    let err: unknown;
+    try {
+      loadConfig(env);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).setting).toBe(setting);
+    expect((err as ConfigError).code).toBe("CONFIG_INVALID");
+    expect((err as ConfigError).message).toMatch(message);
+  });
+
+  it("reads every hot setting together", () => {
+    const c = loadConfig({
+      ADCLICK_HOT_SPLIT: "off",
+      ADCLICK_HOT_SHARE: "0.6",
+      ADCLICK_HOT_MIN_RATE: "100",
+      ADCLICK_HOT_SHARD_RATE: "200",
+      ADCLICK_HOT_MAX_SHARDS: "8",
+      ADCLICK_HOT_MAX_ADS: "2",
+      ADCLICK_HOT_PERIOD_MS: "20000",
+    });
+    expect(c).toMatchObject({
+      hotSplit: false,
+      hotShare: 0.6,
+      hotMinRatePerSec: 100,
+      hotShardRatePerSec: 200,
+      hotMaxShards: 8,
+      hotMaxAds: 2,
+      hotPeriodMs: 20_000,
+    });
+  });
+});
+
 describe("worker roles", () => {
   it.each([
     [
