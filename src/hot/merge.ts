@@ -56,7 +56,6 @@ export function mergePartials(
       }
     }
   }
-  if (adSums.size === 0) return { adCounts: [...adCounts], dimCounts: { ...dimCounts }, events };
   const ads: AdCount[] = adCounts.map(([ad, n]) => {
     const extra = adSums.get(ad);
     if (extra === undefined) return [ad, n];
