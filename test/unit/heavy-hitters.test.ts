@@ -1,6 +1,7 @@
 import { pack, unpack } from "msgpackr";
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/errors.js";
+import { prng, zipfSampler } from "../../src/gen/click-log.js";
 import {
   type AdCounts,
   candidates,
@@ -17,38 +18,7 @@ import {
   totalOf,
 } from "../../src/hot/heavy-hitters.js";
 
-/** mulberry32: a small seeded PRNG, so every random case is reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Draws ad indexes 0..n-1 with P(i) ∝ 1 / (i + 1)^s. */
-function zipf(rnd: () => number, n: number, s: number): () => number {
-  const cdf: number[] = [];
-  let acc = 0;
-  for (let i = 0; i < n; i++) {
-    acc += 1 / (i + 1) ** s;
-    cdf.push(acc);
-  }
-  return () => {
-    const u = rnd() * acc;
-    let lo = 0;
-    let hi = n - 1;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if ((cdf[mid] as number) < u) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  };
-}
+const zipfOf = (rnd: () => number, n: number, s: number) => zipfSampler(n, s, rnd);
 
 function shuffle<T>(rnd: () => number, xs: T[]): T[] {
   const out = xs.slice();
@@ -230,7 +200,7 @@ describe("SpaceSaving", () => {
     "keeps its guarantees against exact counts, one by one (seed $seed, m = $capacity, $ads ads)",
     ({ seed, capacity, ads, s, n }) => {
       const rnd = prng(seed);
-      const draw = zipf(rnd, ads, s);
+      const draw = zipfOf(rnd, ads, s);
       const ss = new SpaceSaving(capacity);
       const exact = new Map<string, number>();
       for (let i = 0; i < n; i++) {
@@ -256,7 +226,7 @@ describe("SpaceSaving", () => {
     "keeps its guarantees in batches, whatever their order (seed $seed, m = $capacity)",
     ({ seed, capacity, ads, s }) => {
       const rnd = prng(seed);
-      const draw = zipf(rnd, ads, s);
+      const draw = zipfOf(rnd, ads, s);
       const ss = new SpaceSaving(capacity);
       const shuffled = new SpaceSaving(capacity);
       const exact = new Map<string, number>();
@@ -278,7 +248,7 @@ describe("SpaceSaving", () => {
 
   it("restores from its snapshot and goes on identically", () => {
     const rnd = prng(21);
-    const draw = zipf(rnd, 500, 1);
+    const draw = zipfOf(rnd, 500, 1);
     const a = new SpaceSaving(8);
     for (let i = 0; i < 2_000; i++) a.offer(`ad${draw()}`, 1);
     const b = new SpaceSaving(8);
@@ -538,7 +508,7 @@ describe("sliding heavy hitters", () => {
    */
   function randomStream(seed: number, ads: number, s: number, messages: number) {
     const rnd = prng(seed);
-    const draw = zipf(rnd, ads, s);
+    const draw = zipfOf(rnd, ads, s);
     const out: { at: number; clicks: Map<string, number> }[] = [];
     let t = 1_000 + Math.floor(rnd() * 1_000);
     for (let i = 0; i < messages; i++) {

@@ -1,6 +1,7 @@
 import { pack, unpack } from "msgpackr";
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "../../src/errors.js";
+import { prng, zipfSampler } from "../../src/gen/click-log.js";
 import {
   createHotDetector,
   type HotDecision,
@@ -15,38 +16,7 @@ import {
   snapshotHotDetector,
 } from "../../src/hot/hot-detector.js";
 
-/** mulberry32: a small seeded PRNG, so every random case is reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Draws ad indexes 0..n-1 with P(i) ∝ 1 / (i + 1)^s. */
-function zipf(rnd: () => number, n: number, s: number): () => number {
-  const cdf: number[] = [];
-  let acc = 0;
-  for (let i = 0; i < n; i++) {
-    acc += 1 / (i + 1) ** s;
-    cdf.push(acc);
-  }
-  return () => {
-    const u = rnd() * acc;
-    let lo = 0;
-    let hi = n - 1;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if ((cdf[mid] as number) < u) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  };
-}
+const zipfOf = (rnd: () => number, n: number, s: number) => zipfSampler(n, s, rnd);
 
 interface Message {
   at: number;
@@ -376,7 +346,7 @@ describe("hot detection", () => {
    */
   function randomTraffic(seed: number): Message[] {
     const rnd = prng(seed);
-    const draw = zipf(rnd, 300, 1.0);
+    const draw = zipfOf(rnd, 300, 1.0);
     const out: Message[] = [];
     let at = 500;
     for (let i = 0; i < 6_000; i++) {

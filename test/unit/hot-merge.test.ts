@@ -1,19 +1,8 @@
 import { describe, expect, it } from "vitest";
+import { prng } from "../../src/gen/click-log.js";
 import { mergePartials, type PartialCounts } from "../../src/hot/merge.js";
 import type { Dimension } from "../../src/model.js";
 import type { AdCount, AdDimCount } from "../../src/windows/minute-state.js";
-
-/** mulberry32: a small seeded PRNG, so every random case is reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Dims = Partial<Record<Dimension, AdDimCount[]>>;
 

@@ -10,6 +10,7 @@ import {
   snapshotStateOf,
   stepBatch,
 } from "../../src/aggregate/aggregator-core.js";
+import { prng } from "../../src/gen/click-log.js";
 import { liveEpochs } from "../../src/hot/epochs.js";
 import type { HotDetectorOptions } from "../../src/hot/hot-detector.js";
 import type { PartialCounts } from "../../src/hot/merge.js";
@@ -32,18 +33,6 @@ import { HOT_TICK } from "../../src/wire/hot-messages.js";
 // appended where they would land, a message id is stored once), with random batching and
 // crashes restored from snapshots. What they emit must equal an independent recount of the
 // input, minute by minute, ad by ad, country by country.
-
-/** mulberry32: a small seeded PRNG, so every random case is reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const T0 = Date.UTC(2024, 6, 9, 10, 0, 0);
 const MSG_EVERY_MS = 100;

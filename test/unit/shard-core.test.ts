@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { StreamMessage } from "../../src/aggregate/aggregator-core.js";
+import { prng } from "../../src/gen/click-log.js";
 import { shardOfEvent } from "../../src/hot/epochs.js";
 import type { PartialCounts } from "../../src/hot/merge.js";
 import {
@@ -15,18 +16,6 @@ import {
 import type { ClickEvent } from "../../src/model.js";
 import { encodeClickMessage } from "../../src/wire/batch-codec.js";
 import { encodeHotControl, type ShardPartial } from "../../src/wire/hot-messages.js";
-
-/** mulberry32: a small seeded PRNG, so every random case is reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const MIN = 60_000;
 const T0 = Date.UTC(2024, 6, 9, 10, 0, 0);
