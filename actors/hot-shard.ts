@@ -53,7 +53,7 @@ const partialsWritten = new Counter({
 });
 
 /** How long the aggregating worker waits before it asks for a shard of its own partition. */
-const SAME_WORKER_DELAY_MS = 3000;
+const SAME_WORKER_DELAY_MS = 10_000;
 
 export interface HotShardInput {
   id: string;
