@@ -610,7 +610,7 @@ export const partKey = (epoch: number, shard: number) => `${epoch}.${shard}`;
 
 /**
  * Merges the partials asked for by {@link barrierWants} (keyed by {@link partKey}) into the
- * minute at its barrier, read at processing time `nowMs`. A first merge emits the minute
+ * minute at its barrier. A first merge emits the minute
  * (version 1); a re-merge emits a new revision only if a partial changed (shards' counts only
  * grow). Returns the emission, or null (nothing changed, or not a barrier this state waits for).
  */
