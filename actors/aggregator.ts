@@ -415,6 +415,9 @@ export const aggregatorMachine = setup({
       outcome: undefined,
       intent: "run" as const,
       status: { partition: context.options.partition },
+      // Taken again later, it writes its epochs afresh (another worker may have written since).
+      epochsWritten: undefined,
+      shardLive: new Map(),
     })),
     /** A snapshot is saved: the next one compares against its revision; SNAPSHOT_NOW is answered. */
     snapshotSaved: enqueueActions(({ context, enqueue }, saved: SnapshotSaved) => {

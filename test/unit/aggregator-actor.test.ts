@@ -12,10 +12,18 @@ import {
 import type { ConsumerEvent, PullEvent } from "../../actors/stream-consumer.js";
 import { type Publication, restoreCore } from "../../src/aggregate/aggregator-core.js";
 import { ActorKilledError } from "../../src/errors.js";
+import { openEpoch } from "../../src/hot/epochs.js";
+import type { PartialCounts } from "../../src/hot/merge.js";
 import type { Lease } from "../../src/leases/partition-lease.js";
 import type { ClickEvent } from "../../src/model.js";
 import type { ConsumerPlan } from "../../src/nats/stage-handler.js";
+import {
+  decodeAggregate,
+  type MinuteRevision,
+  TICK_HEADER,
+} from "../../src/wire/aggregate-messages.js";
 import { encodeClickMessage } from "../../src/wire/batch-codec.js";
+import { encodeHotControl, HOT_TICK, type HotControl } from "../../src/wire/hot-messages.js";
 
 // The aggregator actor with its effects replaced by recorders and a simulated clock: what it
 // does between batches (snapshots, stop, kill, live queries, idle ticks) is decided by the
@@ -70,7 +78,26 @@ function fakeLease() {
   return { lease, move: () => moved.abort(), released: () => released };
 }
 
-function start(o: { snapshotEveryMs?: number; holdPublish?: boolean; leases?: () => Lease } = {}) {
+/** A hot control message (a barrier) as the consumer would hand it over. */
+function hotMsg(control: HotControl, atMs: number): JsMsg {
+  return {
+    seq: ++seq,
+    info: { timestampNanos: atMs * 1e6 },
+    headers: { get: (k: string) => (k === TICK_HEADER ? HOT_TICK : "") },
+    data: encodeHotControl(control),
+  } as unknown as JsMsg;
+}
+
+function start(
+  o: {
+    snapshotEveryMs?: number;
+    holdPublish?: boolean;
+    leases?: () => Lease;
+    /** Split this ad (2 shards) from the start. */
+    hotAd?: string;
+    partials?: () => Promise<Map<string, PartialCounts>>;
+  } = {},
+) {
   const clock = new SimulatedClock();
   clock.set(T0 + 3_600_000);
   const published: Publication[][] = [];
@@ -90,7 +117,17 @@ function start(o: { snapshotEveryMs?: number; holdPublish?: boolean; leases?: ()
             }),
           }
         : {}),
-      restore: fromPromise(async ({ input }) => ({ core: restoreCore(input.options) })),
+      restore: fromPromise(async ({ input }) => {
+        if (!o.hotAd) return { core: restoreCore(input.options) };
+        // Splitting on, but never deciding by itself here; the ad is split from the start.
+        const core = restoreCore(input.options, undefined, { hotMinRatePerSec: 1e9 });
+        openEpoch(core.state.hot, o.hotAd, 2, 1, []);
+        return { core };
+      }),
+      fetchPartials: fromPromise(async () => {
+        if (!o.partials) throw new Error("no partials in this test");
+        return o.partials();
+      }),
       consumer: fromCallback<PullEvent, ConsumerPlan, ConsumerEvent>(({ sendBack, receive }) => {
         feed = sendBack;
         receive(() => pulls.push(seq));
@@ -156,6 +193,79 @@ function inbox() {
 }
 
 describe("the aggregator actor", () => {
+  it("stops at a barrier until its hot shards' partials are in, then emits the merged minute", async () => {
+    const gate = deferred();
+    const partial = (n: number): PartialCounts => ({
+      eventCount: n,
+      ads: [["hot", n]],
+      dims: { country: [["hot", "USA", n]] },
+    });
+    const a = start({
+      hotAd: "hot",
+      partials: async () => {
+        await gate.promise;
+        return new Map([
+          ["1.0", partial(3)],
+          ["1.1", partial(4)],
+        ]);
+      },
+    });
+    await a.settle();
+    const hot = (i: number, at: number) => ({ ...click(i, at), adId: "hot" });
+    await a.batch([msg([click(1, T0), hot(2, T0 + 1000), hot(3, T0 + 2000)], T0 + 2000)]);
+    // The minute closes: not emitted, a barrier asked for instead.
+    await a.batch([msg([click(4, T0 + 90_000)], T0 + 90_000)]);
+    const barriers = a.published.flat().filter((p) => p.headers?.[TICK_HEADER] === HOT_TICK);
+    expect(barriers.map((p) => p.msgId)).toEqual([`bar:0:${T0}:1`]);
+    expect(a.published.flat().map((p) => p.msgId)).not.toContain(`min:0:${T0}:1`);
+    // The barrier read back: the actor waits for the partials, publishing nothing meanwhile.
+    const before = a.published.length;
+    await a.batch([
+      hotMsg(
+        { kind: "barrier", minuteStartMs: T0, episode: 1, purgedThroughMs: null },
+        T0 + 91_000,
+      ),
+    ]);
+    expect(a.state()).toBe('{"leased":{"running":"merging"}}');
+    expect(a.published).toHaveLength(before);
+    gate.resolve();
+    await a.settle();
+    await a.settle();
+    expect(a.state()).toBe('{"leased":{"running":"waiting"}}');
+    const minute = a.published.flat().find((p) => p.msgId === `min:0:${T0}:1`);
+    expect(minute).toBeDefined();
+    const m = decodeAggregate((minute as Publication).payload) as MinuteRevision & {
+      kind: "minute";
+    };
+    // ad1 counted here; the hot ad's 7 from its shards (its 2 clicks were theirs to count).
+    expect(m.adCounts).toEqual([
+      ["ad1", 1],
+      ["hot", 7],
+    ]);
+    expect(m.eventCount).toBe(8);
+  });
+
+  it("a STOP while it waits at a barrier stops it without a final snapshot (the batch is not published)", async () => {
+    const a = start({ hotAd: "hot", partials: () => new Promise(() => {}) });
+    await a.settle();
+    await a.batch([msg([{ ...click(1, T0), adId: "hot" }], T0)]);
+    await a.batch([msg([click(2, T0 + 90_000)], T0 + 90_000)]);
+    await a.batch([
+      hotMsg(
+        { kind: "barrier", minuteStartMs: T0, episode: 1, purgedThroughMs: null },
+        T0 + 91_000,
+      ),
+    ]);
+    expect(a.state()).toBe('{"leased":{"running":"merging"}}');
+    const savedBefore = a.saved.length;
+    const publishedBefore = a.published.length;
+    a.actor.send({ type: "STOP" });
+    await a.settle();
+    expect(a.state()).toBe('"stopped"');
+    expect(a.saved).toHaveLength(savedBefore);
+    expect(a.published).toHaveLength(publishedBefore);
+  });
+
   it("restores, then counts a batch, publishes what it made, and pulls the next batch", async () => {
     const a = start();
     await a.settle();
