@@ -25,13 +25,13 @@ import { reportSources } from "../src/aggregate/source-metrics.js";
 import { type AdclickErrorCode, errorCodeOf, messageOf } from "../src/errors.js";
 import { type HotEpochSnapshot, liveEpochs, snapshotEpoch } from "../src/hot/epochs.js";
 import type { HotDetectorOptions } from "../src/hot/hot-detector.js";
-import type { PartialCounts } from "../src/hot/merge.js";
 import { BatchPublisher } from "../src/ingest/batch-publisher.js";
 import type { Lease, PartitionLeases } from "../src/leases/partition-lease.js";
 import { registry } from "../src/metrics/registry.js";
 import { ONE_MINUTE_MS } from "../src/model.js";
 import type { LiveReply, LiveRequest } from "../src/query/live.js";
 import type { SnapshotStore } from "../src/snapshots/snapshot-store.js";
+import type { PartialCounts } from "../src/windows/merge-partials.js";
 import type { AggregatorOptions } from "../src/windows/partition-aggregator.js";
 import { TICK_HEADER } from "../src/wire/aggregate-messages.js";
 import {

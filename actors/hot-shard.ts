@@ -3,7 +3,7 @@ import type { KV } from "@nats-io/kv";
 import { Counter } from "prom-client";
 import { assign, enqueueActions, fromCallback, fromPromise, setup } from "xstate";
 import { STREAMS, SUBJECTS } from "../nats/layout.js";
-import type { ShardOptions } from "../src/hot/shard-core.js";
+import type { ShardOptions } from "../src/aggregate/shard-core.js";
 import {
   createShardCore,
   type ShardCore,
@@ -13,7 +13,7 @@ import {
   shardLiveOf,
   snapshotShard,
   stepShard,
-} from "../src/hot/shard-core.js";
+} from "../src/aggregate/shard-core.js";
 import type { Lease, PartitionLeases } from "../src/leases/partition-lease.js";
 import { registry } from "../src/metrics/registry.js";
 import type { SnapshotStore } from "../src/snapshots/snapshot-store.js";

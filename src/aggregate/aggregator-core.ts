@@ -22,7 +22,7 @@ import {
   restoreHotDetector,
   snapshotHotDetector,
 } from "../hot/hot-detector.js";
-import { mergePartials, type PartialCounts } from "../hot/merge.js";
+import { mergePartials, type PartialCounts } from "../windows/merge-partials.js";
 import {
   type AggregatorOptions,
   type AggregatorSnapshot,
@@ -724,7 +724,7 @@ export function liveMinutes(
   return [...byMinute.values()].sort((a, b) => a.minuteStartMs - b.minuteStartMs);
 }
 
-/** What a shard last said of its minutes, for live queries (src/hot/shard-core.ts). */
+/** What a shard last said of its minutes, for live queries (src/aggregate/shard-core.ts). */
 export interface ShardLive {
   epoch: number;
   shard: number;

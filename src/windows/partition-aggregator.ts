@@ -42,9 +42,9 @@ import {
   restoreHotEpochs,
   snapshotHotEpochs,
 } from "../hot/epochs.js";
-import { mergePartials, type PartialCounts } from "../hot/merge.js";
 import type { ClickEvent, Dimension } from "../model.js";
 import { type IdSet, WindowDedupe } from "./dedupe.js";
+import { mergePartials, type PartialCounts } from "./merge-partials.js";
 import {
   type AdCount,
   type AdDimCount,

@@ -1,5 +1,5 @@
 import { Packr } from "msgpackr";
-import type { PartialCounts } from "../hot/merge.js";
+import type { PartialCounts } from "../windows/merge-partials.js";
 
 /**
  * What the partition aggregator writes into its own partition (`clicks.<p>`, header

@@ -13,10 +13,10 @@ import type { ConsumerEvent, PullEvent } from "../../actors/stream-consumer.js";
 import { type Publication, restoreCore } from "../../src/aggregate/aggregator-core.js";
 import { ActorKilledError } from "../../src/errors.js";
 import { openEpoch } from "../../src/hot/epochs.js";
-import type { PartialCounts } from "../../src/hot/merge.js";
 import type { Lease } from "../../src/leases/partition-lease.js";
 import type { ClickEvent } from "../../src/model.js";
 import type { ConsumerPlan } from "../../src/nats/stage-handler.js";
+import type { PartialCounts } from "../../src/windows/merge-partials.js";
 import {
   decodeAggregate,
   type MinuteRevision,

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { prng } from "../../src/gen/click-log.js";
-import { mergePartials, type PartialCounts } from "../../src/hot/merge.js";
 import type { Dimension } from "../../src/model.js";
+import { mergePartials, type PartialCounts } from "../../src/windows/merge-partials.js";
 import type { AdCount, AdDimCount } from "../../src/windows/minute-state.js";
 
 type Dims = Partial<Record<Dimension, AdDimCount[]>>;

@@ -10,18 +10,18 @@ import {
   snapshotStateOf,
   stepBatch,
 } from "../../src/aggregate/aggregator-core.js";
-import { prng } from "../../src/gen/click-log.js";
-import { liveEpochs } from "../../src/hot/epochs.js";
-import type { HotDetectorOptions } from "../../src/hot/hot-detector.js";
-import type { PartialCounts } from "../../src/hot/merge.js";
 import {
   createShardCore,
   type ShardCore,
   type ShardSnapshot,
   snapshotShard,
   stepShard,
-} from "../../src/hot/shard-core.js";
+} from "../../src/aggregate/shard-core.js";
+import { prng } from "../../src/gen/click-log.js";
+import { liveEpochs } from "../../src/hot/epochs.js";
+import type { HotDetectorOptions } from "../../src/hot/hot-detector.js";
 import type { ClickEvent } from "../../src/model.js";
+import type { PartialCounts } from "../../src/windows/merge-partials.js";
 import type { AggregatorOptions } from "../../src/windows/partition-aggregator.js";
 import { partKey } from "../../src/windows/partition-aggregator.js";
 import { decodeAggregate, type MinuteRevision } from "../../src/wire/aggregate-messages.js";

@@ -1,8 +1,5 @@
 import { describe, expect, it } from "vitest";
 import type { StreamMessage } from "../../src/aggregate/aggregator-core.js";
-import { prng } from "../../src/gen/click-log.js";
-import { shardOfEvent } from "../../src/hot/epochs.js";
-import type { PartialCounts } from "../../src/hot/merge.js";
 import {
   createShardCore,
   type ShardCore,
@@ -12,8 +9,11 @@ import {
   shardLiveOf,
   snapshotShard,
   stepShard,
-} from "../../src/hot/shard-core.js";
+} from "../../src/aggregate/shard-core.js";
+import { prng } from "../../src/gen/click-log.js";
+import { shardOfEvent } from "../../src/hot/epochs.js";
 import type { ClickEvent } from "../../src/model.js";
+import type { PartialCounts } from "../../src/windows/merge-partials.js";
 import { encodeClickMessage } from "../../src/wire/batch-codec.js";
 import { encodeHotControl, type ShardPartial } from "../../src/wire/hot-messages.js";
 

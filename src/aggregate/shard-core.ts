@@ -6,15 +6,15 @@
  * a restore from a snapshot followed by a replay writes the same partials (docs/hot-ads.md).
  */
 
-import type { StreamMessage } from "../aggregate/aggregator-core.js";
+import { shardOfEvent } from "../hot/epochs.js";
 import type { ClickEvent, Dimension } from "../model.js";
 import { type CompactIds, IdSet } from "../windows/dedupe.js";
+import type { PartialCounts } from "../windows/merge-partials.js";
 import { type MinuteCountsSnapshot, MinuteState } from "../windows/minute-state.js";
 import { WINDOW_SIZE_MS, windowStartOf } from "../windows/window.js";
 import { decodeClickMessage } from "../wire/batch-codec.js";
 import { decodeHotControl, type HotControl, type ShardPartial } from "../wire/hot-messages.js";
-import { shardOfEvent } from "./epochs.js";
-import type { PartialCounts } from "./merge.js";
+import type { StreamMessage } from "./aggregator-core.js";
 
 export interface ShardOptions {
   partition: number;

@@ -4,7 +4,7 @@
  * minutes its epoch was routed). Pure.
  */
 import type { Dimension } from "../model.js";
-import { type AdCount, type AdDimCount, compareIds } from "../windows/minute-state.js";
+import { type AdCount, type AdDimCount, compareIds } from "./minute-state.js";
 
 /** A shard's counts of its ad in one minute. */
 export interface PartialCounts {
