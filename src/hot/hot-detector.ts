@@ -277,15 +277,14 @@ export function hotView(d: HotDetectorState, topN = 5): HotView {
   const o = d.options;
   const total = totalOf(d.sketch);
   const coverage = coverageOf(d.sketch);
-  const top = candidates(d.sketch)
-    .slice(0, Math.max(0, topN))
-    .map((c: Estimate) => ({
-      adId: c.adId,
-      lowerRatePerSec: rateOf(o, c.lower),
-      upperRatePerSec: rateOf(o, c.upper),
-      lowerShare: shareOf(c.lower, total),
-      upperShare: shareOf(c.upper, total),
-    }));
+  // Status asks for none on every batch: no sorting of the sketch's candidates then.
+  const top = (topN > 0 ? candidates(d.sketch).slice(0, topN) : []).map((c: Estimate) => ({
+    adId: c.adId,
+    lowerRatePerSec: rateOf(o, c.lower),
+    upperRatePerSec: rateOf(o, c.upper),
+    lowerShare: shareOf(c.lower, total),
+    upperShare: shareOf(c.upper, total),
+  }));
   return {
     hot: hotAdsById(d),
     top,
