@@ -1,0 +1,108 @@
+import { describe, expect, it } from "vitest";
+import {
+  inboxPrefixOf,
+  mayPublish,
+  maySubscribe,
+  ROLES,
+  type Role,
+  renderAuthorization,
+  subjectMatches,
+} from "../../nats/permissions.js";
+
+describe("subjectMatches", () => {
+  it.each([
+    ["clicks.*", "clicks.3", true],
+    ["clicks.*", "clicks.progress", true],
+    ["clicks.*", "clicks", false],
+    ["clicks.*", "clicks.3.x", false],
+    ["dlq.clicks.>", "dlq.clicks.web-1", true],
+    ["dlq.clicks.>", "dlq.clicks.a.b", true],
+    ["dlq.clicks.>", "dlq.clicks", false],
+    ["$KV.adclick_shipper.>", "$KV.adclick_shipper.k.web", true],
+    ["$KV.adclick_shipper.>", "$KV.adclick_leases.p.1", false],
+    ["a.b", "a.b", true],
+    ["a.b", "a.c", false],
+    [">", "anything.at.all", true],
+  ])("%s ~ %s: %s", (pattern, subject, want) => {
+    expect(subjectMatches(pattern, subject)).toBe(want);
+  });
+});
+
+// The matrix the server enforces, as the allow lists say it: role × subject family.
+const PUBLISH: [subject: string, allowed: Role[]][] = [
+  ["clicks.3", ["shipper", "worker"]],
+  ["clicks.progress", ["shipper", "worker"]],
+  ["dlq.clicks.web-1", ["shipper", "worker"]],
+  ["ingest.clicks", ["shipper"]],
+  ["late.clicks.3", ["worker"]],
+  ["aggregates.minute.3", ["worker"]],
+  ["aggregates.top", ["worker"]],
+  ["adclick.live.3", ["worker"]],
+  ["adclick.query.top", ["query", "admin"]],
+  ["adclick.admin.kill", ["admin"]],
+  ["$KV.adclick_shipper.k.web", ["shipper", "worker"]],
+  ["$KV.adclick_snapshots.agg.3", ["worker"]],
+  ["$KV.adclick_leases.p.3", ["worker"]],
+  ["$KV.adclick_hot.pt.3.1.0.0.9", ["worker"]],
+  ["$JS.API.STREAM.CREATE.CLICKS", ["worker"]],
+  ["$JS.API.STREAM.DELETE.CLICKS", ["worker"]],
+  ["$JS.API.STREAM.INFO.CLICKS", ["shipper", "worker"]],
+  ["$JS.API.STREAM.MSG.GET.KV_adclick_shipper", ["shipper", "worker"]],
+  ["$JS.API.STREAM.MSG.GET.KV_adclick_snapshots", ["worker"]],
+  ["$JS.ACK.CLICKS.raw-writer.1.2.3.4.5", ["worker"]],
+  ["$SRV.PING.adclick", ["worker", "query", "admin"]],
+  ["_INBOX_query.abc", []],
+];
+
+describe("role permissions", () => {
+  it.each(PUBLISH)("publish %s: only %j", (subject, allowed) => {
+    for (const role of ROLES) {
+      expect({ role, subject, allowed: mayPublish(role, subject) }).toEqual({
+        role,
+        subject,
+        allowed: allowed.includes(role),
+      });
+    }
+  });
+
+  it("each role reads replies on its own inboxes only", () => {
+    for (const role of ROLES) {
+      for (const other of ROLES) {
+        expect(maySubscribe(role, `${inboxPrefixOf(other)}.x1`)).toBe(role === other);
+      }
+      expect(maySubscribe(role, "_INBOX.x1")).toBe(false);
+    }
+  });
+
+  it.each([
+    ["adclick.query.top", ["worker"]],
+    ["adclick.admin.kill", ["worker"]],
+    ["clicks.3", []],
+    ["aggregates.minute.3", []],
+  ] as [string, Role[]][])("subscribe %s: only %j", (subject, allowed) => {
+    for (const role of ROLES) expect(maySubscribe(role, subject)).toBe(allowed.includes(role));
+  });
+});
+
+describe("renderAuthorization", () => {
+  const nkey = (c: string) => `U${c.repeat(55)}`;
+
+  it("writes one nkey user per role with its allow lists, responses for the worker only", () => {
+    const conf = renderAuthorization([
+      { role: "shipper", nkey: nkey("A") },
+      { role: "worker", nkey: nkey("B") },
+    ]);
+    expect(conf).toContain(`nkey: "${nkey("A")}"`);
+    expect(conf).toContain(`nkey: "${nkey("B")}"`);
+    expect(conf.match(/allow_responses: true/g)).toHaveLength(1);
+    expect(conf).toContain('"$KV.adclick_shipper.>"');
+    expect(conf.trim().startsWith("authorization {")).toBe(true);
+  });
+
+  it.each(["", "SUABC", `U${"a".repeat(55)}`, `U${"A".repeat(54)}`, `N${"A".repeat(55)}`])(
+    "refuses %j as a user nkey",
+    (bad) => {
+      expect(() => renderAuthorization([{ role: "query", nkey: bad }])).toThrow(RangeError);
+    },
+  );
+});
