@@ -47,9 +47,23 @@ export type CassandraConsistency = (typeof CASSANDRA_CONSISTENCIES)[number];
 export interface AdclickConfig {
   /** NATS servers, comma separated in ADCLICK_NATS_URL. */
   natsServers: string[];
-  /** NATS credentials (see nats/accounts.example.conf for per-role users). */
+  /**
+   * Where AdClick's own credentials live (ADCLICK_CREDENTIALS_DIR): one NATS nkey seed per role
+   * and the Cassandra roles' passwords, generated on first use by the servers AdClick starts.
+   * `<localDataDir>/credentials` when unset. The settings below take precedence over it.
+   */
+  credentialsDir?: string;
+  /** A NATS nkey seed file for this process (ADCLICK_NATS_NKEY_FILE). */
+  natsNkeyFile?: string;
+  /** A NATS user credentials file, JWT and seed (ADCLICK_NATS_CREDS_FILE; decentralized auth). */
+  natsCredsFile?: string;
+  /** NATS user and password, for servers configured with passwords. */
   natsUser?: string;
   natsPassword?: string;
+  /** TLS to NATS: the CA that signed the servers' certificates, and a client certificate. */
+  natsTlsCaFile?: string;
+  natsTlsCertFile?: string;
+  natsTlsKeyFile?: string;
   /** Replicas for streams and KV buckets: 1 on one server, 3 on a 3-node cluster. */
   natsReplicas: number;
   /**
@@ -68,8 +82,14 @@ export interface AdclickConfig {
    * quorum read sees every quorum write.
    */
   cassandraConsistency: CassandraConsistency;
+  /** Cassandra login; the password inline or (better) in a file only the owner reads. */
   cassandraUsername?: string;
   cassandraPassword?: string;
+  cassandraPasswordFile?: string;
+  /** TLS to Cassandra: the CA that signed the nodes' certificates, and a client certificate. */
+  cassandraTlsCaFile?: string;
+  cassandraTlsCertFile?: string;
+  cassandraTlsKeyFile?: string;
   /**
    * Partitions of the raw-click stream. Fixed for the life of a deployment: the layout
    * records it and start-up refuses a different value (changing it would move ads between
@@ -203,8 +223,14 @@ export const ENV_VARS = {
   ADCLICK_NATS_URL: "natsServers",
   ADCLICK_NATS_REPLICAS: "natsReplicas",
   ADCLICK_NATS_PING_MS: "natsPingIntervalMs",
+  ADCLICK_CREDENTIALS_DIR: "credentialsDir",
+  ADCLICK_NATS_NKEY_FILE: "natsNkeyFile",
+  ADCLICK_NATS_CREDS_FILE: "natsCredsFile",
   ADCLICK_NATS_USER: "natsUser",
   ADCLICK_NATS_PASSWORD: "natsPassword",
+  ADCLICK_NATS_TLS_CA: "natsTlsCaFile",
+  ADCLICK_NATS_TLS_CERT: "natsTlsCertFile",
+  ADCLICK_NATS_TLS_KEY: "natsTlsKeyFile",
   ADCLICK_CASSANDRA: "cassandraContactPoints",
   ADCLICK_CASSANDRA_DC: "cassandraLocalDataCenter",
   ADCLICK_KEYSPACE: "cassandraKeyspace",
@@ -212,6 +238,10 @@ export const ENV_VARS = {
   ADCLICK_CASSANDRA_CONSISTENCY: "cassandraConsistency",
   ADCLICK_CASSANDRA_USER: "cassandraUsername",
   ADCLICK_CASSANDRA_PASSWORD: "cassandraPassword",
+  ADCLICK_CASSANDRA_PASSWORD_FILE: "cassandraPasswordFile",
+  ADCLICK_CASSANDRA_TLS_CA: "cassandraTlsCaFile",
+  ADCLICK_CASSANDRA_TLS_CERT: "cassandraTlsCertFile",
+  ADCLICK_CASSANDRA_TLS_KEY: "cassandraTlsKeyFile",
   ADCLICK_PARTITIONS: "partitions",
   ADCLICK_DUPLICATE_WINDOW_MS: "duplicateWindowMs",
   ADCLICK_RAW_STREAM_MAX_AGE_MS: "rawStreamMaxAgeMs",
@@ -299,8 +329,24 @@ export function loadConfig(
   const s = envNameOf;
 
   if (raw.natsServers) c.natsServers = list(raw.natsServers);
-  if (raw.natsUser) c.natsUser = raw.natsUser;
-  if (raw.natsPassword) c.natsPassword = raw.natsPassword;
+  for (const key of [
+    "credentialsDir",
+    "natsNkeyFile",
+    "natsCredsFile",
+    "natsUser",
+    "natsPassword",
+    "natsTlsCaFile",
+    "natsTlsCertFile",
+    "natsTlsKeyFile",
+    "cassandraUsername",
+    "cassandraPassword",
+    "cassandraPasswordFile",
+    "cassandraTlsCaFile",
+    "cassandraTlsCertFile",
+    "cassandraTlsKeyFile",
+  ] as const) {
+    if (raw[key]) c[key] = raw[key];
+  }
   if (raw.natsReplicas) c.natsReplicas = int(s("natsReplicas"), raw.natsReplicas, 1, 5);
   if (raw.natsPingIntervalMs)
     c.natsPingIntervalMs = int(s("natsPingIntervalMs"), raw.natsPingIntervalMs, 100, 600_000);
@@ -324,8 +370,6 @@ export function loadConfig(
     }
     c.cassandraConsistency = level as CassandraConsistency;
   }
-  if (raw.cassandraUsername) c.cassandraUsername = raw.cassandraUsername;
-  if (raw.cassandraPassword) c.cassandraPassword = raw.cassandraPassword;
   if (raw.partitions) c.partitions = int(s("partitions"), raw.partitions, 1, 4096);
   if (raw.duplicateWindowMs)
     c.duplicateWindowMs = int(s("duplicateWindowMs"), raw.duplicateWindowMs, 1000, 7 * 86_400_000);
@@ -456,6 +500,34 @@ function validate(c: AdclickConfig): void {
     if (!/^(nats|tls|ws|wss):\/\/[^\s/]+$/.test(u) && !/^[^\s/:]+:\d+$/.test(u)) {
       throw new ConfigError("ADCLICK_NATS_URL", `"${u}" is not nats://host:port`);
     }
+  }
+  const natsLogins = (["natsNkeyFile", "natsCredsFile", "natsUser"] as const).filter((k) => c[k]);
+  if (natsLogins.length > 1)
+    throw new ConfigError(
+      envNameOf(natsLogins[1] as keyof AdclickConfig),
+      `give one NATS login, not ${natsLogins.map((k) => envNameOf(k)).join(" and ")}`,
+    );
+  if (c.natsPassword && !c.natsUser)
+    throw new ConfigError("ADCLICK_NATS_PASSWORD", "needs ADCLICK_NATS_USER");
+  if (c.cassandraPassword && c.cassandraPasswordFile)
+    throw new ConfigError(
+      "ADCLICK_CASSANDRA_PASSWORD_FILE",
+      "give the password or its file, not both",
+    );
+  if ((c.cassandraPassword || c.cassandraPasswordFile) && !c.cassandraUsername)
+    throw new ConfigError(
+      c.cassandraPassword ? "ADCLICK_CASSANDRA_PASSWORD" : "ADCLICK_CASSANDRA_PASSWORD_FILE",
+      "needs ADCLICK_CASSANDRA_USER",
+    );
+  for (const [cert, key] of [
+    ["natsTlsCertFile", "natsTlsKeyFile"],
+    ["cassandraTlsCertFile", "cassandraTlsKeyFile"],
+  ] as const) {
+    if (Boolean(c[cert]) !== Boolean(c[key]))
+      throw new ConfigError(
+        envNameOf(c[cert] ? key : cert),
+        `a client certificate needs both ${envNameOf(cert)} and ${envNameOf(key)}`,
+      );
   }
   if (c.cassandraContactPoints.length === 0)
     throw new ConfigError("ADCLICK_CASSANDRA", "no contact point given");

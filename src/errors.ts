@@ -35,6 +35,12 @@ export type AdclickErrorCode =
   | "RECALC_CONFLICT"
   /** An orderly stop did not finish within its deadline. */
   | "SHUTDOWN_TIMEOUT"
+  /** A server refused our login, or the credentials to log in with are missing or unreadable. */
+  | "AUTH_FAILED"
+  /** The server refused an operation to this process's role (NATS permissions, CQL grants). */
+  | "PERMISSION_DENIED"
+  /** A TLS connection failed (unknown CA, plaintext against TLS, a bad certificate file). */
+  | "TLS_FAILED"
   /** A bug or an unreadable stored state: nothing the caller can fix. */
   | "INTERNAL";
 
@@ -88,6 +94,18 @@ export class InfraError extends AdclickError {
   ) {
     super(code, message, options);
     this.name = "InfraError";
+  }
+}
+
+/** Credentials, permissions and TLS: the message says what was refused and what to set. */
+export class SecurityError extends AdclickError {
+  constructor(
+    code: "AUTH_FAILED" | "PERMISSION_DENIED" | "TLS_FAILED",
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(code, message, options);
+    this.name = "SecurityError";
   }
 }
 

@@ -44,6 +44,9 @@ const ALL_CODES: Record<AdclickErrorCode, true> = {
   BATCH_DECODE: true,
   RECALC_CONFLICT: true,
   SHUTDOWN_TIMEOUT: true,
+  AUTH_FAILED: true,
+  PERMISSION_DENIED: true,
+  TLS_FAILED: true,
   INTERNAL: true,
 };
 const codes = Object.keys(ALL_CODES) as AdclickErrorCode[];
