@@ -8,7 +8,7 @@
  *   shipper  ships logs and produces clicks: raw clicks, dead letters, its checkpoints
  *   worker   runs actors: every AdClick stream and bucket, the layout, the services it serves
  *   query    asks queries (the CLI, the web console): nothing else
- *   admin    operators: admin commands and queries
+ *   admin    operators: admin commands, queries, replay and reconcile (the pipeline's rights)
  */
 import { KV_BUCKETS, STREAMS, SUBJECTS } from "./layout.js";
 
@@ -36,6 +36,24 @@ const QUERY_API = "adclick.query.>";
 const ADMIN_API = "adclick.admin.>";
 const SERVICE_DISCOVERY = ["$SRV.PING.>", "$SRV.INFO.>", "$SRV.STATS.>"];
 
+/** What the pipeline publishes: clicks on, late clicks, aggregates, JetStream and its buckets. */
+const PIPELINE_PUBLISH = [
+  SUBJECTS.clicksAll,
+  SUBJECTS.lateAll,
+  "aggregates.>",
+  SUBJECTS.deadLetterAll,
+  "adclick.live.*",
+  // Consumers, acks, flow control, the layout, every bucket of AdClick's.
+  "$JS.API.>",
+  "$JS.ACK.>",
+  "$JS.FC.>",
+  `$KV.${KV_BUCKETS.snapshots}.>`,
+  `$KV.${KV_BUCKETS.leases}.>`,
+  `$KV.${KV_BUCKETS.hot}.>`,
+  `$KV.${KV_BUCKETS.shipperCheckpoints}.>`,
+  ...SERVICE_DISCOVERY,
+];
+
 export function rolePermissions(role: Role): RolePermissions {
   const inbox = `${inboxPrefixOf(role)}.>`;
   switch (role) {
@@ -54,22 +72,7 @@ export function rolePermissions(role: Role): RolePermissions {
       };
     case "worker":
       return {
-        publish: [
-          SUBJECTS.clicksAll,
-          SUBJECTS.lateAll,
-          "aggregates.>",
-          SUBJECTS.deadLetterAll,
-          "adclick.live.*",
-          // Consumers, acks, flow control, the layout, every bucket of AdClick's.
-          "$JS.API.>",
-          "$JS.ACK.>",
-          "$JS.FC.>",
-          `$KV.${KV_BUCKETS.snapshots}.>`,
-          `$KV.${KV_BUCKETS.leases}.>`,
-          `$KV.${KV_BUCKETS.hot}.>`,
-          `$KV.${KV_BUCKETS.shipperCheckpoints}.>`,
-          ...SERVICE_DISCOVERY,
-        ],
+        publish: PIPELINE_PUBLISH,
         subscribe: [inbox, QUERY_API, ADMIN_API, "adclick.live.*", "$SRV.>"],
         allowResponses: true,
       };
@@ -80,9 +83,11 @@ export function rolePermissions(role: Role): RolePermissions {
         allowResponses: false,
       };
     case "admin":
+      // Operators: admin commands and queries, and what replay and reconcile do to the
+      // pipeline's streams and buckets; they serve nothing.
       return {
-        publish: [QUERY_API, ADMIN_API, ...SERVICE_DISCOVERY],
-        subscribe: [inbox],
+        publish: [...PIPELINE_PUBLISH, QUERY_API, ADMIN_API],
+        subscribe: [inbox, "adclick.live.*"],
         allowResponses: false,
       };
   }

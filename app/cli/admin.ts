@@ -15,7 +15,7 @@ export async function runAdmin(
   json: boolean,
   worker?: string,
 ): Promise<number> {
-  const nc = await natsFor(c, "adclick-admin-cli");
+  const nc = await natsFor(c, "adclick-admin-cli", "admin");
   try {
     const replies: unknown[] = [];
     const it = await nc.requestMany(
@@ -170,7 +170,7 @@ export async function runAdminJob(
   body: Record<string, unknown>,
   timeoutMs: number,
 ): Promise<number> {
-  const nc = await natsFor(c, "adclick-admin-cli");
+  const nc = await natsFor(c, "adclick-admin-cli", "admin");
   try {
     const m = await nc.request(`adclick.admin.${kind}`, JSON.stringify(body), {
       timeout: timeoutMs,

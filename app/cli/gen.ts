@@ -37,7 +37,7 @@ function ratio(name: string, v: number | undefined): number | undefined {
  */
 export async function runGen(c: AdclickConfig, o: GenCliOptions): Promise<void> {
   if (o.rate !== undefined) {
-    const nc = await natsFor(c, "adclick-gen");
+    const nc = await natsFor(c, "adclick-gen", "shipper");
     const g = startLiveGenerator(jetstream(nc), {
       ratePerSecond: o.rate,
       partitions: c.partitions,
@@ -84,7 +84,7 @@ export async function runGen(c: AdclickConfig, o: GenCliOptions): Promise<void> 
     spanMinutes: (opts.spanMs ?? DEFAULT_GEN.spanMs) / 60_000,
   };
   if (o.publish) {
-    const nc = await natsFor(c, "adclick-gen");
+    const nc = await natsFor(c, "adclick-gen", "shipper");
     try {
       const producer = new ClickProducer(jetstream(nc), {
         partitions: c.partitions,

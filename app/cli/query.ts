@@ -82,7 +82,7 @@ export async function runQuery(
   kind: "count" | "top" | "series",
   o: QueryCliOptions,
 ): Promise<number> {
-  const nc = await natsFor(c, "adclick-query-cli");
+  const nc = await natsFor(c, "adclick-query-cli", "query");
   try {
     const body = JSON.stringify(requestBody(kind, o));
     const deadline = Date.now() + (o.timeout ?? 120) * 1000;

@@ -36,7 +36,8 @@ export interface RecalcDeps {
 }
 
 export async function openRecalcDeps(c: AdclickConfig, name: string): Promise<RecalcDeps> {
-  const conn = await openConnections(c, name);
+  // An operator's job: the admin role (the pipeline's rights, and nothing the workers serve).
+  const conn = await openConnections(c, name, "admin");
   const stores = storesOf(conn, name);
   return {
     nc: conn.nc,

@@ -2,15 +2,18 @@ import { statSync } from "node:fs";
 import { hostname } from "node:os";
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { KV_BUCKETS } from "../../nats/layout.js";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { KV_BUCKETS, STREAMS } from "../../nats/layout.js";
 import { retryForMs } from "../../src/backoff.js";
 import type { AdclickConfig } from "../../src/config.js";
+import { AdclickError } from "../../src/errors.js";
 import { BatchPublisher } from "../../src/ingest/batch-publisher.js";
 import { KvCheckpointStore } from "../../src/ingest/checkpoint-store.js";
 import { LogShipper, type ShipSummary } from "../../src/ingest/shipper.js";
+import { checkClicksStream } from "../../src/nats/apply-layout.js";
+import { natsPermissionError } from "../../src/nats/connect.js";
 import { closeNats, natsFor } from "../connections.js";
 import { onShutdownSignals } from "../shutdown.js";
-import { ensureLayout } from "./layout.js";
 import { formatBytes, ProgressBar } from "./progress.js";
 
 export interface ShipOptions {
@@ -25,16 +28,49 @@ export interface ShipOptions {
  * `adclick ship FILE...`: ships click logs to JetStream. One-shot mode exits 0 once every valid
  * event is acknowledged; --follow tails the files until SIGINT/SIGTERM.
  */
+/**
+ * A shipper may not create streams (its role publishes clicks only): it waits, bounded, for a
+ * worker to have created the layout, and refuses a partition count the stream was not made for.
+ * A NATS leader election (a node down) answers "no responders" for a few seconds meanwhile.
+ */
+async function waitForClicksStream(nc: NatsConnection, c: AdclickConfig): Promise<void> {
+  const deadline = Date.now() + SHIP_WAIT_FOR_LAYOUT_MS;
+  let told = false;
+  for (;;) {
+    const state = await retryForMs(
+      () =>
+        checkClicksStream(nc, STREAMS.clicks, c.partitions).catch((err: unknown) => {
+          throw natsPermissionError(err, "the shipper checking the clicks stream") ?? err;
+        }),
+      { forMs: 60_000 },
+    );
+    if (state === "ok") return;
+    if (Date.now() > deadline) {
+      throw new AdclickError(
+        "NOT_FOUND",
+        `the ${STREAMS.clicks} stream does not exist on ${c.natsServers.join(",")}: start a worker (adclick worker, or adclick up), which creates the stream layout`,
+      );
+    }
+    if (!told) {
+      told = true;
+      process.stderr.write(`waiting for a worker to create the ${STREAMS.clicks} stream…\n`);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/** How long `adclick ship` waits for the stream layout before it gives up. */
+const SHIP_WAIT_FOR_LAYOUT_MS = 60_000;
+
 export async function runShip(
   c: AdclickConfig,
   files: string[],
   o: ShipOptions,
 ): Promise<ShipSummary> {
   const source = o.source ?? hostname();
-  const nc = await natsFor(c, `adclick-ship-${source}`);
+  const nc = await natsFor(c, `adclick-ship-${source}`, "shipper");
   try {
-    // A NATS leader election (a node down) answers "no responders" for a few seconds.
-    await retryForMs(() => ensureLayout(nc, c), { forMs: 60_000 });
+    await waitForClicksStream(nc, c);
     const js = jetstream(nc);
     const kv = await new Kvm(js).open(KV_BUCKETS.shipperCheckpoints);
     const clicks = new BatchPublisher(js, { label: "clicks" });

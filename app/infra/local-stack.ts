@@ -4,6 +4,7 @@ import { join, resolve } from "node:path";
 import type { AdclickConfig } from "../../src/config.js";
 import { InfraError } from "../../src/errors.js";
 import { type CassandraNodeHandle, cqlAnswers, startCassandraNode } from "./cassandra-node.js";
+import { credentialsDirOf } from "./credentials.js";
 import { canBind, freePort, isListening } from "./free-port.js";
 import { type NatsClusterHandle, startNatsCluster } from "./nats-cluster.js";
 import { type NatsServerHandle, startNatsServer } from "./nats-server.js";
@@ -76,9 +77,12 @@ export async function ensureLocalStack(
   // Relative to the project (not the working directory), like .infra/ itself.
   const dataRoot = resolve(projectRoot(), c.localDataDir);
   const nats = hostPort(c.natsServers[0] ?? "", 4222);
+  // Everything started here runs with AdClick's credentials (created on first use).
+  const credentialsDir = credentialsDirOf(c);
+  const auth = { credentialsDir };
   try {
     if (o.natsCluster) {
-      stack.natsCluster = await startLocalCluster(nats, join(dataRoot, "nats-cluster"), log);
+      stack.natsCluster = await startLocalCluster(nats, join(dataRoot, "nats-cluster"), log, auth);
       stack.started.push("a 3-node NATS cluster");
     } else if (await isListening(nats.host, nats.port)) {
       log(`NATS: using the server at ${nats.host}:${nats.port}`);
@@ -89,6 +93,7 @@ export async function ensureLocalStack(
         // The usual monitoring port where it is free (another local stack may hold it).
         ...((await canBind("127.0.0.1", 8222)) ? { httpPort: 8222 } : {}),
         storeDir: join(dataRoot, "nats"),
+        auth,
       });
       stack.started.push("nats-server");
     } else {
@@ -103,6 +108,7 @@ export async function ensureLocalStack(
         nativePort: cp.port,
         storagePort: 7000,
         dataDir: join(dataRoot, "cassandra"),
+        credentialsDir,
       });
       stack.started.push("cassandra");
       log(`Cassandra: answering CQL after ${(stack.cassandra.startupMs / 1000).toFixed(1)} s`);
@@ -113,6 +119,10 @@ export async function ensureLocalStack(
     await stack.stop();
     throw err;
   }
+  if (stack.started.length > 0)
+    log(
+      `security: what started here asks for AdClick's credentials, kept in ${credentialsDir} (each adclick command uses its role's; README "Security")`,
+    );
   return stack;
 }
 
@@ -125,6 +135,7 @@ async function startLocalCluster(
   nats: { host: string; port: number },
   storeRoot: string,
   log: (msg: string) => void,
+  auth: { credentialsDir: string },
 ): Promise<NatsClusterHandle> {
   if (!LOCAL_HOSTS.has(nats.host))
     throw new Error(`--nats-cluster starts a local cluster; ADCLICK_NATS_URL names ${nats.host}`);
@@ -140,7 +151,14 @@ async function startLocalCluster(
   const httpPorts = [await orFree(8222), await orFree(8223), await orFree(8224)];
   const clusterPorts = [await orFree(6222), await orFree(6223), await orFree(6224)];
   log(`NATS: starting a 3-node cluster on 127.0.0.1:${ports.join(", ")} (stores in ${storeRoot})`);
-  const cluster = await startNatsCluster({ nodes: 3, storeRoot, ports, httpPorts, clusterPorts });
+  const cluster = await startNatsCluster({
+    nodes: 3,
+    storeRoot,
+    ports,
+    httpPorts,
+    clusterPorts,
+    auth,
+  });
   log(
     `NATS: cluster ${cluster.name} up, meta leader ${await cluster.metaLeader()}; monitoring on :${httpPorts.join(", :")}`,
   );

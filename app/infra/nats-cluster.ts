@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { InfraError } from "../../src/errors.js";
 import { freePort } from "./free-port.js";
-import { type NatsServerHandle, startNatsServer } from "./nats-server.js";
+import { type NatsServerHandle, type NatsServerOptions, startNatsServer } from "./nats-server.js";
 import { projectRoot } from "./paths.js";
 
 export interface NatsClusterOptions {
@@ -21,6 +21,8 @@ export interface NatsClusterOptions {
   name?: string;
   /** Until every node is up and the cluster has a JetStream meta leader. */
   startTimeoutMs?: number;
+  /** The role users (startNatsServer's `auth`): on, from the default credentials folder, unless said. */
+  auth?: NatsServerOptions["auth"];
 }
 
 /** One node of a cluster we started, for tests that fail nodes. */
@@ -125,6 +127,7 @@ export async function startNatsCluster(opts: NatsClusterOptions = {}): Promise<N
             configFile,
             serverName: s.name,
             cluster: { name, port: s.clusterPort, routes },
+            ...(opts.auth !== undefined ? { auth: opts.auth } : {}),
             ...(opts.startTimeoutMs ? { startTimeoutMs: opts.startTimeoutMs } : {}),
           }),
         ),

@@ -1,7 +1,10 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ROLES, renderAuthorization } from "../../nats/permissions.js";
+import { DEFAULT_CONFIG } from "../../src/config.js";
 import { InfraError } from "../../src/errors.js";
+import { credentialsDirOf, ensureCredentials } from "./credentials.js";
 import { canBind, freePort } from "./free-port.js";
 import { ManagedProcess } from "./managed-process.js";
 import { infraPaths, projectRoot } from "./paths.js";
@@ -22,6 +25,45 @@ export interface NatsServerOptions {
   serverName?: string;
   /** Joins a cluster: its name, this node's route port (on 127.0.0.1) and the routes to solicit. */
   cluster?: { name: string; port: number; routes: string[] };
+  /**
+   * Per-role nkey users and permissions (nats/permissions.ts), from the credentials folder
+   * (created on first use). On unless `false`: only a test of an open server turns it off.
+   */
+  auth?: false | { credentialsDir?: string };
+  /** Clients must use TLS: the server's certificate and key, and the CA for client certificates. */
+  tls?: { certFile: string; keyFile: string; caFile?: string; verifyClients?: boolean };
+}
+
+/**
+ * The server's configuration: the base file, then the role users and TLS. nats-server resolves
+ * includes relative to the including file, so the pieces are composed into one file.
+ */
+export function composeNatsConfig(
+  baseConfigFile: string,
+  o: Pick<NatsServerOptions, "auth" | "tls">,
+): string {
+  const parts = [readFileSync(baseConfigFile, "utf8")];
+  if (o.auth !== false) {
+    const creds = ensureCredentials(o.auth?.credentialsDir ?? credentialsDirOf(DEFAULT_CONFIG));
+    parts.push(
+      "# AdClick's roles (app/infra/credentials.ts): public keys only, the seeds stay with the clients.",
+      renderAuthorization(ROLES.map((role) => ({ role, nkey: creds.nats[role].publicKey }))),
+    );
+  }
+  if (o.tls) {
+    parts.push(
+      [
+        "tls {",
+        `  cert_file: ${JSON.stringify(o.tls.certFile)}`,
+        `  key_file: ${JSON.stringify(o.tls.keyFile)}`,
+        ...(o.tls.caFile ? [`  ca_file: ${JSON.stringify(o.tls.caFile)}`] : []),
+        ...(o.tls.verifyClients ? ["  verify: true"] : []),
+        "  timeout: 5",
+        "}",
+      ].join("\n"),
+    );
+  }
+  return `${parts.join("\n")}\n`;
 }
 
 /** A nats-server we started, with JetStream enabled. */
@@ -48,7 +90,12 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
   const tempStore = opts.storeDir === undefined;
   const storeDir = opts.storeDir ?? mkdtempSync(join(tmpdir(), "adclick-nats-"));
   mkdirSync(storeDir, { recursive: true });
-  const configFile = opts.configFile ?? join(projectRoot(), "nats", "server.conf");
+  const configFile = join(storeDir, "adclick-server.conf");
+  writeFileSync(
+    configFile,
+    composeNatsConfig(opts.configFile ?? join(projectRoot(), "nats", "server.conf"), opts),
+    { mode: 0o600 },
+  );
   const timeoutMs = opts.startTimeoutMs ?? 30_000;
 
   const launch = async (): Promise<ManagedProcess> => {

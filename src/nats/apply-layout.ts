@@ -138,3 +138,32 @@ export async function applyLayout(
   }
   return report;
 }
+
+/**
+ * What a shipper checks instead of applying the layout (its role may not change streams): the
+ * clicks stream exists and was made for the same partition count. `missing` when no worker
+ * has created the layout yet.
+ */
+export async function checkClicksStream(
+  nc: NatsConnection,
+  clicksStream: string,
+  partitions: number,
+): Promise<"ok" | "missing"> {
+  // checkAPI off: the account info request ($JS.API.INFO) is not the shipper's to make.
+  const jsm = await jetstreamManager(nc, { checkAPI: false });
+  let info: StreamInfo;
+  try {
+    info = await jsm.streams.info(clicksStream);
+  } catch (err) {
+    if (err instanceof JetStreamApiError && err.code === STREAM_NOT_FOUND) return "missing";
+    throw err;
+  }
+  const have = info.config.metadata?.[PARTITIONS_METADATA_KEY];
+  if (have !== undefined && have !== String(partitions)) {
+    throw new AdclickError(
+      "LAYOUT_CONFLICT",
+      `stream ${clicksStream} was created with ${have} partitions, the configuration says ${partitions} (ADCLICK_PARTITIONS)`,
+    );
+  }
+  return "ok";
+}

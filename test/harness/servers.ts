@@ -1,17 +1,45 @@
 import { randomBytes } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, inject } from "vitest";
+import { natsLoginOptions } from "../../app/connections.js";
+import { credentialsDirOf, ensureCredentials } from "../../app/infra/credentials.js";
+import type { Role } from "../../nats/permissions.js";
+import { DEFAULT_CONFIG } from "../../src/config.js";
 import { connectNats } from "../../src/nats/connect.js";
 import {
   type CassandraClient,
+  type CassandraClientSettings,
   createCassandraClient,
   ensureKeyspace,
+  grantKeyspace,
 } from "../../src/storage/cassandra-client.js";
 import { infraProvider, type TestNatsServer } from "./provider.js";
 
 /** A short unique suffix for stream, bucket and keyspace names. */
 export function uniqueName(prefix: string): string {
   return `${prefix}_${randomBytes(5).toString("hex")}`;
+}
+
+/**
+ * How a test's own client logs in to the servers the harness starts (which run with AdClick's
+ * roles, as everything AdClick starts does): as an operator (admin) unless a test says otherwise.
+ */
+export function natsLogin(role: Role = "admin") {
+  return natsLoginOptions(DEFAULT_CONFIG, role);
+}
+
+/** A test's Cassandra settings: AdClick's own superuser (to set up keyspaces) or its app role. */
+export function cassandraTestSettings(
+  contactPoint: string,
+  localDataCenter: string,
+  as: "admin" | "app" = "admin",
+): CassandraClientSettings {
+  const creds = ensureCredentials(credentialsDirOf(DEFAULT_CONFIG)).cassandra[as];
+  return {
+    cassandraContactPoints: [contactPoint],
+    cassandraLocalDataCenter: localDataCenter,
+    login: { username: creds.username, password: creds.password },
+  };
 }
 
 export interface NatsFixture {
@@ -27,7 +55,7 @@ export function useNatsServer(): () => NatsFixture {
   let fixture: NatsFixture | undefined;
   beforeAll(async () => {
     const server = await (await infraProvider()).startNats();
-    const nc = await connectNats({ servers: [server.url], name: "adclick-test" });
+    const nc = await connectNats({ servers: [server.url], name: "adclick-test", ...natsLogin() });
     fixture = { server, nc };
   }, 60_000);
   afterAll(async () => {
@@ -53,24 +81,33 @@ export function useKeyspace(): () => CassandraFixture {
   beforeAll(async () => {
     const { contactPoint, localDataCenter } = inject("cassandra");
     const keyspace = uniqueName("t");
-    const settings = {
-      cassandraContactPoints: [contactPoint],
-      cassandraLocalDataCenter: localDataCenter,
-    };
-    const admin = createCassandraClient(settings);
+    const admin = createCassandraClient(cassandraTestSettings(contactPoint, localDataCenter));
     await ensureKeyspace(admin, keyspace, 1);
+    await grantKeyspace(
+      admin,
+      keyspace,
+      ensureCredentials(credentialsDirOf(DEFAULT_CONFIG)).cassandra.app.username,
+    );
     await admin.shutdown();
     fixture = {
       keyspace,
       contactPoint,
       localDataCenter,
-      client: createCassandraClient(settings, keyspace),
+      // What AdClick runs as: its app role, granted this keyspace only.
+      client: createCassandraClient(
+        cassandraTestSettings(contactPoint, localDataCenter, "app"),
+        keyspace,
+      ),
     };
   }, 60_000);
   afterAll(async () => {
     if (!fixture) return;
-    await fixture.client.execute(`DROP KEYSPACE IF EXISTS ${fixture.keyspace}`).catch(() => {});
     await fixture.client.shutdown();
+    const admin = createCassandraClient(
+      cassandraTestSettings(fixture.contactPoint, fixture.localDataCenter),
+    );
+    await admin.execute(`DROP KEYSPACE IF EXISTS ${fixture.keyspace}`).catch(() => {});
+    await admin.shutdown();
   }, 60_000);
   return () => {
     if (!fixture) throw new Error("useKeyspace: the suite's keyspace is not created yet");

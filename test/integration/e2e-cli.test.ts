@@ -8,7 +8,7 @@ import { STREAMS } from "../../nats/layout.js";
 import { generateClickLog, type TruthClick } from "../../src/gen/click-log.js";
 import { ONE_MINUTE_MS } from "../../src/model.js";
 import { connectNats } from "../../src/nats/connect.js";
-import { uniqueName } from "../harness/servers.js";
+import { natsLogin, uniqueName } from "../harness/servers.js";
 import { adclick, adclickRun, waitForOutput } from "../support/cli.js";
 import { uniqueClicks } from "../support/oracle.js";
 
@@ -299,6 +299,7 @@ describe("the adclick CLI end to end: up, ship, query", () => {
       const nc = await connectNats({
         servers: ports.map((p) => `nats://127.0.0.1:${p}`),
         name: "e2e-cluster",
+        ...natsLogin(),
       });
       try {
         const info = await (await jetstreamManager(nc)).streams.info(STREAMS.clicks);

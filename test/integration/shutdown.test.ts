@@ -10,7 +10,7 @@ import { STREAMS } from "../../nats/layout.js";
 import { generateClickLog } from "../../src/gen/click-log.js";
 import { RAW_WRITER_DURABLE } from "../../src/ingest/raw-writer.js";
 import { connectNats } from "../../src/nats/connect.js";
-import { uniqueName } from "../harness/servers.js";
+import { natsLogin, uniqueName } from "../harness/servers.js";
 import { until } from "../support/chaos.js";
 import { adclick, adclickRun, waitForOutput } from "../support/cli.js";
 import { startTcpProxy, type TcpProxy } from "../support/tcp-proxy.js";
@@ -183,7 +183,7 @@ describe("adclick up, worker and ship stop within 10 s of SIGINT / SIGTERM", () 
       ADCLICK_PARTITIONS: "2",
     });
     expect(shipped.code, shipped.stderr).toBe(0);
-    const nc = await connectNats({ servers: [nats.url], name: "shutdown-test" });
+    const nc = await connectNats({ servers: [nats.url], name: "shutdown-test", ...natsLogin() });
     try {
       const jsm = await jetstreamManager(nc);
       await until(
@@ -259,7 +259,7 @@ describe("adclick up, worker and ship stop within 10 s of SIGINT / SIGTERM", () 
     });
 
     // Mid-ship: some clicks are stored, the shipper is still running.
-    const nc = await connectNats({ servers: [nats.url], name: "shutdown-test" });
+    const nc = await connectNats({ servers: [nats.url], name: "shutdown-test", ...natsLogin() });
     try {
       const jsm = await jetstreamManager(nc);
       await until(

@@ -65,11 +65,12 @@ import {
   type CassandraClient,
   createCassandraClient,
   ensureKeyspace,
+  grantKeyspace,
 } from "../../src/storage/cassandra-client.js";
 import { RawStore } from "../../src/storage/raw-store.js";
 import { decodeBatch } from "../../src/wire/batch-codec.js";
 import type { TestNatsServer } from "../harness/provider.js";
-import { uniqueName, useNatsServer } from "../harness/servers.js";
+import { cassandraTestSettings, natsLogin, uniqueName, useNatsServer } from "../harness/servers.js";
 import {
   type CountDiff,
   diffCounts,
@@ -285,7 +286,7 @@ export function chaosSuite(topology: Topology) {
             await Promise.allSettled([r.stop(), cluster?.stop()]);
           },
         };
-        ownNc = await connectNats({ servers: cluster.urls, name: "adclick-chaos" });
+        ownNc = await connectNats({ servers: cluster.urls, name: "adclick-chaos", ...natsLogin() });
       } else {
         // A Cassandra node of our own: the harness's one is shared by every suite and must not
         // be frozen under them.
@@ -309,14 +310,15 @@ export function chaosSuite(topology: Topology) {
           },
         };
       }
-      const settings = {
-        cassandraContactPoints: infra.contactPoints,
-        cassandraLocalDataCenter: infra.localDataCenter,
-      };
-      const admin = createCassandraClient(settings);
+      const settings = (as: "admin" | "app") => ({
+        ...cassandraTestSettings("", infra?.localDataCenter ?? "", as),
+        cassandraContactPoints: infra?.contactPoints ?? [],
+      });
+      const admin = createCassandraClient(settings("admin"));
       await ensureKeyspace(admin, keyspace, infra.rf);
+      await grantKeyspace(admin, keyspace, settings("app").login?.username ?? "");
       await admin.shutdown();
-      client = createCassandraClient(settings, keyspace);
+      client = createCassandraClient(settings("app"), keyspace);
     }, 300_000);
 
     afterAll(async () => {

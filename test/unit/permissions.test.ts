@@ -28,28 +28,29 @@ describe("subjectMatches", () => {
   });
 });
 
-// The matrix the server enforces, as the allow lists say it: role × subject family.
+// The matrix the server enforces, as the allow lists say it: role × subject family. Operators
+// (admin) have the pipeline's rights too: replay and reconcile republish and rewrite.
 const PUBLISH: [subject: string, allowed: Role[]][] = [
-  ["clicks.3", ["shipper", "worker"]],
-  ["clicks.progress", ["shipper", "worker"]],
-  ["dlq.clicks.web-1", ["shipper", "worker"]],
+  ["clicks.3", ["shipper", "worker", "admin"]],
+  ["clicks.progress", ["shipper", "worker", "admin"]],
+  ["dlq.clicks.web-1", ["shipper", "worker", "admin"]],
   ["ingest.clicks", ["shipper"]],
-  ["late.clicks.3", ["worker"]],
-  ["aggregates.minute.3", ["worker"]],
-  ["aggregates.top", ["worker"]],
-  ["adclick.live.3", ["worker"]],
+  ["late.clicks.3", ["worker", "admin"]],
+  ["aggregates.minute.3", ["worker", "admin"]],
+  ["aggregates.top", ["worker", "admin"]],
+  ["adclick.live.3", ["worker", "admin"]],
   ["adclick.query.top", ["query", "admin"]],
   ["adclick.admin.kill", ["admin"]],
-  ["$KV.adclick_shipper.k.web", ["shipper", "worker"]],
-  ["$KV.adclick_snapshots.agg.3", ["worker"]],
-  ["$KV.adclick_leases.p.3", ["worker"]],
-  ["$KV.adclick_hot.pt.3.1.0.0.9", ["worker"]],
-  ["$JS.API.STREAM.CREATE.CLICKS", ["worker"]],
-  ["$JS.API.STREAM.DELETE.CLICKS", ["worker"]],
-  ["$JS.API.STREAM.INFO.CLICKS", ["shipper", "worker"]],
-  ["$JS.API.STREAM.MSG.GET.KV_adclick_shipper", ["shipper", "worker"]],
-  ["$JS.API.STREAM.MSG.GET.KV_adclick_snapshots", ["worker"]],
-  ["$JS.ACK.CLICKS.raw-writer.1.2.3.4.5", ["worker"]],
+  ["$KV.adclick_shipper.k.web", ["shipper", "worker", "admin"]],
+  ["$KV.adclick_snapshots.agg.3", ["worker", "admin"]],
+  ["$KV.adclick_leases.p.3", ["worker", "admin"]],
+  ["$KV.adclick_hot.pt.3.1.0.0.9", ["worker", "admin"]],
+  ["$JS.API.STREAM.CREATE.CLICKS", ["worker", "admin"]],
+  ["$JS.API.STREAM.DELETE.CLICKS", ["worker", "admin"]],
+  ["$JS.API.STREAM.INFO.CLICKS", ["shipper", "worker", "admin"]],
+  ["$JS.API.STREAM.MSG.GET.KV_adclick_shipper", ["shipper", "worker", "admin"]],
+  ["$JS.API.STREAM.MSG.GET.KV_adclick_snapshots", ["worker", "admin"]],
+  ["$JS.ACK.CLICKS.raw-writer.1.2.3.4.5", ["worker", "admin"]],
   ["$SRV.PING.adclick", ["worker", "query", "admin"]],
   ["_INBOX_query.abc", []],
 ];

@@ -27,6 +27,7 @@
  * it off. Order per repetition: on, off, then off, on (ABBA: drift of the shared machine hits
  * both). Writes bench-results/hot-<time>.json and each process's output next to it.
  */
+
 import { execFileSync } from "node:child_process";
 import {
   appendFileSync,
@@ -41,12 +42,14 @@ import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import type { ActorRow } from "../../actors/admin-service.js";
+import { cassandraSettingsFor, natsLoginOptions } from "../../app/connections.js";
 import { type CassandraNodeHandle, startCassandraNode } from "../../app/infra/cassandra-node.js";
 import { freePort } from "../../app/infra/free-port.js";
 import { type NatsServerHandle, startNatsServer } from "../../app/infra/nats-server.js";
 import { projectRoot } from "../../app/infra/paths.js";
 import { STREAMS, SUBJECTS } from "../../nats/layout.js";
 import type { HotStatus } from "../../src/aggregate/aggregator-core.js";
+import { DEFAULT_CONFIG } from "../../src/config.js";
 import { generateClickLog } from "../../src/gen/click-log.js";
 import { ONE_MINUTE_MS } from "../../src/model.js";
 import { connectNats } from "../../src/nats/connect.js";
@@ -281,7 +284,11 @@ async function runRep(
   let nc: NatsConnection | undefined;
   let db: CassandraClient | undefined;
   try {
-    nc = await connectNats({ servers: [nats.url], name: "bench-hot" });
+    nc = await connectNats({
+      servers: [nats.url],
+      name: "bench-hot",
+      ...natsLoginOptions(DEFAULT_CONFIG, "admin"),
+    });
     const conn = nc;
     let t0 = performance.now();
     const s = (at = performance.now()) => (at - t0) / 1000;
@@ -374,7 +381,7 @@ async function runRep(
       await sleep(500);
     }
     db = createCassandraClient(
-      { cassandraContactPoints: [cassandra.contactPoint], cassandraLocalDataCenter: "datacenter1" },
+      cassandraSettingsFor({ ...DEFAULT_CONFIG, cassandraContactPoints: [cassandra.contactPoint] }),
       keyspace,
     );
     const cql = db;

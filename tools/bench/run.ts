@@ -16,14 +16,17 @@
  *
  * Prints a table and writes bench-results/bench-<time>.json.
  */
+
 import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { cpus, freemem, loadavg, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
+import { cassandraSettingsFor, natsLoginOptions } from "../../app/connections.js";
 import { type CassandraNodeHandle, startCassandraNode } from "../../app/infra/cassandra-node.js";
 import { freePort } from "../../app/infra/free-port.js";
 import { type NatsServerHandle, startNatsServer } from "../../app/infra/nats-server.js";
 import { projectRoot, serverVersions } from "../../app/infra/paths.js";
+import { DEFAULT_CONFIG } from "../../src/config.js";
 import { ONE_MINUTE_MS } from "../../src/model.js";
 import { connectNats } from "../../src/nats/connect.js";
 import { AggregateStore } from "../../src/storage/aggregate-store.js";
@@ -277,10 +280,7 @@ export async function runBench(o: BenchOptions): Promise<number> {
       `  ${o.workers} worker process(es)${o.queryProcesses > 0 ? ` and ${o.queryProcesses} query process(es)` : ""} running`,
     );
     const db = createCassandraClient(
-      {
-        cassandraContactPoints: [cassandra.contactPoint],
-        cassandraLocalDataCenter: "datacenter1",
-      },
+      cassandraSettingsFor({ ...DEFAULT_CONFIG, cassandraContactPoints: [cassandra.contactPoint] }),
       "bench",
     );
     cql = db;
@@ -489,7 +489,11 @@ export async function runBench(o: BenchOptions): Promise<number> {
     );
 
     // 6. Queries over the final backlog.
-    const nc = await connectNats({ servers: [nats.url], name: "bench-queries" });
+    const nc = await connectNats({
+      servers: [nats.url],
+      name: "bench-queries",
+      ...natsLoginOptions(DEFAULT_CONFIG, "query"),
+    });
     try {
       log(
         `query load: ${o.queryConcurrency} concurrent clients, ${o.querySeconds} s per class, replies checked`,
