@@ -28,6 +28,8 @@ command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
 command -v mvn >/dev/null 2>&1 || apt_install maven
 # ss/ps are used by the test harness' diagnostics; procps is tiny.
 command -v ps >/dev/null 2>&1 || apt_install procps
+# The TLS tests make a throwaway CA and server certificates with it.
+command -v openssl >/dev/null 2>&1 || apt_install openssl
 
 # --- nats-server ----------------------------------------------------------------------------
 want_ns=${NATS_SERVER_VERSION#v}

@@ -1,6 +1,7 @@
 import { Command, InvalidArgumentError } from "commander";
 import { type AdclickConfig, ENV_VARS, loadConfig } from "../../src/config.js";
 import { AdclickError } from "../../src/errors.js";
+import { natsPermissionError } from "../../src/nats/connect.js";
 import { benchCommand, benchOptionsFrom } from "../../tools/bench/options.js";
 import { runGen } from "./gen.js";
 import { runQuery } from "./query.js";
@@ -248,7 +249,9 @@ export async function main(
   try {
     await buildCli(extend).parseAsync(argv);
     return typeof process.exitCode === "number" ? process.exitCode : 0;
-  } catch (err) {
+  } catch (thrown) {
+    // A request the server refused to this role: say so in one line, like our own errors.
+    const err = natsPermissionError(thrown, `adclick ${argv.slice(2, 4).join(" ")}`) ?? thrown;
     if (err instanceof AdclickError) {
       console.error(`adclick: ${err.message} [${err.code}]`);
       return 2;
