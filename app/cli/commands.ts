@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { runUp, runWorker } from "../up.js";
 import { runAdmin, runAdminJob } from "./admin.js";
+import { credentialsReport } from "./credentials.js";
 import { configFrom, main as coreMain, intArg } from "./main.js";
 
 /** Adds the commands that run actors (up, worker) and talk to them (admin). */
@@ -102,6 +103,15 @@ export function extendCli(program: Command): void {
     .description("take snapshots now")
     .action(async (id?: string) => {
       process.exitCode = await runAdmin(configFrom(program.opts()), "snapshot", id, false);
+    });
+  program
+    .command("credentials")
+    .description(
+      "show AdClick's credentials (created on first use): per-role NATS nkey seeds, Cassandra passwords",
+    )
+    .option("--nats-config", "print the authorization block for your own nats-server instead")
+    .action((o: { natsConfig?: boolean }) => {
+      console.log(credentialsReport(configFrom(program.opts()), o.natsConfig ?? false));
     });
 }
 

@@ -16,6 +16,7 @@ import { type AdclickConfig, DEFAULT_CONFIG } from "../../src/config.js";
 import { isAdclickError } from "../../src/errors.js";
 import { connectNats } from "../../src/nats/connect.js";
 import { adclickRun } from "../support/cli.js";
+import { makeTestCertificates, type TestCertificates } from "../support/tls.js";
 
 /** A request the server refused for permissions (the client's error, or its cause). */
 function isPermissionDenied(e: unknown): boolean {
@@ -281,5 +282,59 @@ describe("security by default: AdClick's NATS roles", () => {
     const asked = await adclickRun(["query", "top", "--minutes", "5", "--json"], env);
     expect(asked.stderr).not.toMatch(/PERMISSION_DENIED|AUTH_FAILED/);
     expect(answered).toBeGreaterThan(answeredBefore);
+  });
+});
+
+describe("TLS to NATS with a CA the test makes", () => {
+  const dir = mkdtempSync(join(tmpdir(), "adclick-tls-"));
+  const credentialsDir = join(dir, "credentials");
+  let server: NatsServerHandle;
+  let config: AdclickConfig;
+  let certs: TestCertificates;
+
+  beforeAll(async () => {
+    certs = makeTestCertificates(dir);
+    server = await startNatsServer({
+      auth: { credentialsDir },
+      tls: { certFile: certs.certFile, keyFile: certs.keyFile },
+    });
+    config = { ...DEFAULT_CONFIG, natsServers: [server.url], credentialsDir };
+  }, 60_000);
+  afterAll(async () => {
+    await server?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("connects with the CA (ADCLICK_NATS_TLS_CA) and works as its role", async () => {
+    const nc = await connectNats({
+      servers: [server.url],
+      name: "tls-worker",
+      ...natsLoginOptions({ ...config, natsTlsCaFile: certs.caFile }, "worker"),
+    });
+    try {
+      expect(nc.info?.tls_required).toBe(true);
+      await ensureLayout(nc, config);
+      const ack = await jetstream(nc).publish("clicks.0", "{}");
+      expect(ack.seq).toBe(1);
+    } finally {
+      await nc.close();
+    }
+  });
+
+  it("refuses, in one line, a client that does not trust the server's CA", async () => {
+    const err = await connectNats({
+      servers: [server.url],
+      name: "tls-untrusting",
+      ...natsLoginOptions(config, "worker"),
+    }).catch((e: unknown) => e);
+    expect(isAdclickError(err, "TLS_FAILED")).toBe(true);
+    expect((err as Error).message).toMatch(/ADCLICK_NATS_TLS_CA/);
+    expect((err as Error).message).not.toMatch(/\n/);
+  });
+
+  it("names a CA file that cannot be read", () => {
+    expect(() =>
+      natsLoginOptions({ ...config, natsTlsCaFile: join(dir, "missing.pem") }, "worker"),
+    ).toThrow(/ADCLICK_NATS_TLS_CA=.*missing\.pem cannot be read/);
   });
 });
