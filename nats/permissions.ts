@@ -112,7 +112,9 @@ export function renderAuthorization(users: { role: Role; nkey: string }[]): stri
       `    { nkey: ${quoted(nkey)}, permissions: {`,
       `        publish: { allow: [${p.publish.map(quoted).join(", ")}] }`,
       `        subscribe: { allow: [${p.subscribe.map(quoted).join(", ")}] }`,
-      ...(p.allowResponses ? ["        allow_responses: true"] : []),
+      // One answer per request, within the longest an admin job (replay, reconcile) may take:
+      // the server's default would refuse an answer sent after two minutes.
+      ...(p.allowResponses ? ["        allow_responses: { max: 1, expires: \"1h\" }"] : []),
       "    } }",
     );
   }

@@ -95,7 +95,7 @@ describe("renderAuthorization", () => {
     ]);
     expect(conf).toContain(`nkey: "${nkey("A")}"`);
     expect(conf).toContain(`nkey: "${nkey("B")}"`);
-    expect(conf.match(/allow_responses: true/g)).toHaveLength(1);
+    expect(conf.match(/allow_responses: \{ max: 1, expires: "1h" \}/g)).toHaveLength(1);
     expect(conf).toContain('"$KV.adclick_shipper.>"');
     expect(conf.trim().startsWith("authorization {")).toBe(true);
   });
