@@ -153,16 +153,21 @@ function tlsFailure(e: unknown, usedTls: boolean): string | undefined {
   // A driver ResponseError's code is a number: only Node's string codes are about sockets.
   const raw: unknown = (e as { code?: unknown }).code;
   const code = typeof raw === "string" ? raw : "";
-  if (TLS_CERT_CODES.has(code)) return `the node's certificate was not accepted (${e.message})`;
+  // OpenSSL's messages end in a newline and name source files: one line, no more.
+  const why = oneLine(e.message);
+  if (TLS_CERT_CODES.has(code)) return `the node's certificate was not accepted (${why})`;
+  // The node's alert for a missing or unknown client certificate (mutual TLS).
+  if (/alert (certificate required|bad certificate|unknown ca|certificate unknown)/i.test(why))
+    return `the node refused our client certificate or its absence (${why})`;
   if (code.startsWith("ERR_SSL_") || code.startsWith("ERR_TLS_") || code === "EPROTO")
-    return `the TLS handshake failed (${e.message})`;
-  if (/secure TLS connection|SSL routines|handshake/i.test(e.message))
-    return `the TLS handshake failed (${e.message})`;
+    return `the TLS handshake failed (${why})`;
+  if (/secure TLS connection|SSL routines|handshake/i.test(why))
+    return `the TLS handshake failed (${why})`;
   // A node that requires TLS drops a plaintext client's first frame: it sees a reset.
-  if (code === "ECONNRESET" || /ECONNRESET|socket hang up/.test(e.message))
+  if (code === "ECONNRESET" || /ECONNRESET|socket hang up/.test(why))
     return usedTls
-      ? `the node closed the connection during the TLS handshake (${e.message})`
-      : `the node closed the plaintext connection (${e.message}): it probably requires TLS`;
+      ? `the node closed the connection during the TLS handshake (${why})`
+      : `the node closed the plaintext connection (${why}): it probably requires TLS`;
   return undefined;
 }
 

@@ -80,6 +80,18 @@ describe("cassandraSecurityError", () => {
     }
   });
 
+  it("names a client certificate the node refused, in one line", () => {
+    const alert = errnoError(
+      "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED",
+      "80ECCE86A57F0000:error:0A00045C:SSL routines:ssl3_read_bytes:tlsv13 alert certificate required:../deps/openssl/openssl/ssl/record/rec_layer_s3.c:1601:SSL alert number 116\n",
+    );
+    const mapped = cassandraSecurityError(noHost(alert), WHERE, undefined, true);
+    expect(mapped?.code).toBe("TLS_FAILED");
+    expect(mapped?.message).toMatch(/refused our client certificate/);
+    expect(mapped?.message).toContain("ADCLICK_CASSANDRA_TLS_CERT");
+    expect(mapped?.message).not.toContain("\n");
+  });
+
   it("reads a reset as a TLS-only node refusing plaintext, or as a failed handshake under TLS", () => {
     const reset = () => noHost(errnoError("ECONNRESET", "read ECONNRESET"));
     expect(cassandraSecurityError(reset(), WHERE, undefined, false)?.message).toMatch(
