@@ -1,8 +1,24 @@
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import cassandra from "cassandra-driver";
+import { DEFAULT_CONFIG } from "../../src/config.js";
 import { InfraError } from "../../src/errors.js";
+import {
+  type CassandraLogin,
+  type InfraTls,
+  infraSslOptions,
+  secureCassandra,
+} from "./cassandra-auth.js";
+import { credentialsDirOf, ensureCredentials } from "./credentials.js";
 import { freePort, isListening } from "./free-port.js";
 import { ManagedProcess } from "./managed-process.js";
 import { infraPaths } from "./paths.js";
@@ -37,6 +53,40 @@ export interface CassandraNodeOptions {
   startTimeoutMs?: number;
   /** How long stop() waits after SIGTERM before SIGKILL; 4 s by default. */
   stopGraceMs?: number;
+  /**
+   * Password logins and role permissions (PasswordAuthenticator, CassandraAuthorizer). On by
+   * default: secure by default. Off only for a throwaway node nothing else can reach.
+   */
+  auth?: boolean;
+  /**
+   * Where AdClick's credentials are (credentials.ts; created when missing): the node gets the
+   * roles adclick_admin and adclick_app with those passwords. ADCLICK_CREDENTIALS_DIR (else
+   * the default data folder's) when omitted.
+   */
+  credentialsDir?: string;
+  /**
+   * Whether start-up (and every start()) sets up AdClick's roles and disables the default
+   * superuser (cassandra-auth.ts) once CQL answers; true by default with auth. A ring passes
+   * false and does it once, for all its nodes.
+   */
+  secureRoles?: boolean;
+  /** Client TLS: the node then accepts encrypted CQL connections only. */
+  tls?: CassandraNodeTls;
+}
+
+export interface CassandraNodeTls {
+  /** PEM: the node's private key (unencrypted PKCS#8) and its certificate, in one file. */
+  keystoreFile: string;
+  /** PEM: the CA(s) whose client certificates the node accepts (with requireClientAuth). */
+  truststoreFile?: string;
+  /** Mutual TLS: a client must present a certificate the truststore's CA signed. */
+  requireClientAuth?: boolean;
+  /**
+   * PEM: the CA that signed the keystore's certificate. This module's own connections to the
+   * node (readiness, role set-up) check the node against it; without it they encrypt without
+   * checking (the node is a process just started here, on a loopback address).
+   */
+  caFile?: string;
 }
 
 export interface CassandraNodeHandle {
@@ -50,8 +100,17 @@ export interface CassandraNodeHandle {
   dataDir: string;
   /** The running (or last) server process; a new one after each start(). */
   readonly process: ManagedProcess;
-  /** Milliseconds from spawn until CQL answered a query (of the latest start). */
+  /**
+   * Milliseconds from spawn until CQL answered a query and, with authentication, AdClick's
+   * roles were set up (of the latest start).
+   */
   readonly startupMs: number;
+  /** AdClick's two roles on this node; undefined for a node without authentication. */
+  credentials: { admin: CassandraLogin; app: CassandraLogin } | undefined;
+  /** The node's TLS files; undefined for plaintext CQL. */
+  tls: CassandraNodeTls | undefined;
+  /** TLS for AdClick's own infrastructure connections to the node (readiness, roles). */
+  infraTls: InfraTls | undefined;
   /**
    * Orderly stop (SIGTERM; SIGKILL after the grace period, 4 s by default). The data stays and start() brings the node back,
    * except a node in a temporary folder of its own (no dataDir given): that folder is removed.
@@ -77,6 +136,7 @@ function jvmArgs(
   heapMb: number,
   confDir: string,
   ringDelayMs: number,
+  auth: boolean,
 ): string[] {
   const exportsList = [
     "java.base/jdk.internal.misc",
@@ -136,6 +196,8 @@ function jvmArgs(
     // ring every token is set (initial_token, no bootstrap), so there is nothing to settle.
     "-Dcassandra.skip_wait_for_gossip_to_settle=0",
     `-Dcassandra.ring_delay_ms=${ringDelayMs}`,
+    // The default superuser appears 10 s after start otherwise: the role set-up waits for it.
+    ...(auth ? ["-Dcassandra.superuser_setup_delay_ms=0"] : []),
     `-Dcassandra.home=${home}`,
     "-cp",
     `${lib}/*`,
@@ -150,6 +212,21 @@ interface YamlSettings {
   initialToken: string;
   nativePort: number;
   storagePort: number;
+  auth: boolean;
+  tls: CassandraNodeTls | undefined;
+}
+
+/** The client_encryption_options block: PEM files, no Java keystore needed (Cassandra 5.0). */
+function clientEncryptionYaml(tls: CassandraNodeTls | undefined): string {
+  if (!tls) return "";
+  return `client_encryption_options:
+  enabled: true
+  optional: false
+  ssl_context_factory:
+    class_name: org.apache.cassandra.security.PEMBasedSslContextFactory
+  keystore: ${tls.keystoreFile}
+  require_client_auth: ${tls.requireClientAuth ?? false}
+${tls.truststoreFile ? `  truststore: ${tls.truststoreFile}\n` : ""}`;
 }
 
 function cassandraYaml(dir: string, y: YamlSettings): string {
@@ -177,9 +254,19 @@ native_transport_port: ${y.nativePort}
 start_native_transport: true
 endpoint_snitch: SimpleSnitch
 auto_bootstrap: false
-authenticator: AllowAllAuthenticator
+${
+  y.auth
+    ? `authenticator: PasswordAuthenticator
+authorizer: CassandraAuthorizer
+role_manager: CassandraRoleManager
+# A ring replicates system_auth to every node (cassandra-ring.ts): a login reads the local
+# copy, so it works while the other nodes are down (the default LOCAL_QUORUM would not).
+auth_read_consistency_level: LOCAL_ONE
+`
+    : `authenticator: AllowAllAuthenticator
 authorizer: AllowAllAuthorizer
-# Our raw-block rows are large (a whole published batch); allow them without warnings.
+`
+}${clientEncryptionYaml(y.tls)}# Our raw-block rows are large (a whole published batch); allow them without warnings.
 batch_size_warn_threshold: 256KiB
 batch_size_fail_threshold: 4MiB
 concurrent_reads: 8
@@ -210,21 +297,60 @@ const LOGBACK = (logDir: string) => `<configuration>
 </configuration>
 `;
 
-/** Connects with cassandra-driver and runs one query: the real readiness test. */
-export async function cqlAnswers(contactPoint: string, timeoutMs = 3000): Promise<boolean> {
+/**
+ * Connects with cassandra-driver and runs one query: the real readiness test. A node that
+ * refuses the login (none given, or not accepted yet) answers too: CQL is up, and it is the
+ * role set-up's business to log in. With `tls`, connects over TLS.
+ */
+export async function cqlAnswers(
+  contactPoint: string,
+  timeoutMs = 3000,
+  o: { tls?: InfraTls; login?: CassandraLogin } = {},
+): Promise<boolean> {
   const client = new cassandra.Client({
     contactPoints: [contactPoint],
     localDataCenter: LOCAL_DATA_CENTER,
+    credentials: o.login,
+    sslOptions: infraSslOptions(o.tls),
     socketOptions: { connectTimeout: timeoutMs, readTimeout: timeoutMs },
   });
   try {
     await client.execute("SELECT release_version FROM system.local");
     return true;
-  } catch {
-    return false;
+  } catch (err) {
+    return refusedLogin(err);
   } finally {
     await client.shutdown().catch(() => {});
   }
+}
+
+/** Whether a failed connection was refused at the login (the node answered CQL). */
+function refusedLogin(err: unknown): boolean {
+  const inner =
+    err instanceof cassandra.errors.NoHostAvailableError
+      ? Object.values((err.innerErrors ?? {}) as Record<string, unknown>)
+      : [err];
+  return inner.some((e) => e instanceof cassandra.errors.AuthenticationError);
+}
+
+/** The credentials folder when none is given: the one the environment's configuration names. */
+function defaultCredentialsDir(): string {
+  return credentialsDirOf({
+    credentialsDir: process.env.ADCLICK_CREDENTIALS_DIR || DEFAULT_CONFIG.credentialsDir,
+    localDataDir: process.env.ADCLICK_DATA_DIR || DEFAULT_CONFIG.localDataDir,
+  });
+}
+
+/** TLS for this module's own connections to a node with `tls`. */
+function infraTlsOf(tls: CassandraNodeTls | undefined): InfraTls | undefined {
+  if (!tls) return undefined;
+  const keystore = tls.requireClientAuth ? readFileSync(tls.keystoreFile, "utf8") : undefined;
+  return {
+    ...(tls.caFile ? { ca: readFileSync(tls.caFile, "utf8"), verify: true } : { verify: false }),
+    // Mutual TLS: the node's own key and certificate serve as our client certificate (the
+    // truststore's CA must have signed it, as it signs AdClick's).
+    ...(keystore ? { cert: keystore, key: keystore } : {}),
+  };
 }
 
 /**
@@ -241,6 +367,17 @@ export async function startCassandraNode(
       `Cassandra ${paths.versions.cassandra} is not installed in ${paths.cassandraHome}: run 'npm run provision' first`,
     );
   }
+  const auth = opts.auth ?? true;
+  const credentials = auth
+    ? (() => {
+        const all = ensureCredentials(opts.credentialsDir ?? defaultCredentialsDir()).cassandra;
+        return {
+          admin: { username: all.admin.username, password: all.admin.password },
+          app: { username: all.app.username, password: all.app.password },
+        };
+      })()
+    : undefined;
+  const infraTls = infraTlsOf(opts.tls);
   const host = opts.host ?? "127.0.0.1";
   const nativePort = opts.nativePort ?? (await freePort(host));
   const storagePort = opts.storagePort ?? (await freePort(host));
@@ -258,6 +395,8 @@ export async function startCassandraNode(
       initialToken: opts.initialToken ?? "0",
       nativePort,
       storagePort,
+      auth,
+      tls: opts.tls,
     }),
   );
   writeFileSync(join(confDir, "logback.xml"), LOGBACK(logDir));
@@ -267,6 +406,7 @@ export async function startCassandraNode(
     opts.heapMb ?? 512,
     confDir,
     opts.ringDelayMs ?? 0,
+    auth,
   );
 
   const contactPoint = `${host}:${nativePort}`;
@@ -281,10 +421,21 @@ export async function startCassandraNode(
     });
     try {
       await p.waitUntil(
-        async () => (await isListening(host, nativePort)) && cqlAnswers(contactPoint),
+        async () =>
+          (await isListening(host, nativePort)) &&
+          cqlAnswers(contactPoint, 3000, { tls: infraTls }),
         opts.startTimeoutMs ?? 120_000,
         250,
       );
+      if (credentials && (opts.secureRoles ?? true)) {
+        await secureCassandra({
+          contactPoints: [contactPoint],
+          localDataCenter: LOCAL_DATA_CENTER,
+          admin: credentials.admin,
+          app: credentials.app,
+          tls: infraTls,
+        });
+      }
     } catch (err) {
       await p.kill();
       throw err;
@@ -301,6 +452,9 @@ export async function startCassandraNode(
     storagePort,
     localDataCenter: LOCAL_DATA_CENTER,
     dataDir: dir,
+    credentials,
+    tls: opts.tls,
+    infraTls,
     get process() {
       return proc;
     },

@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import cassandra from "cassandra-driver";
 import { InfraError } from "../../src/errors.js";
+import { type CassandraLogin, infraSslOptions, secureCassandra } from "./cassandra-auth.js";
 import {
   type CassandraNodeHandle,
   LOCAL_DATA_CENTER,
@@ -23,6 +24,10 @@ export interface CassandraRingOptions {
   storagePort?: number;
   /** How long the ring may take to form, in milliseconds. */
   startTimeoutMs?: number;
+  /** Password logins and permissions on every node (as startCassandraNode); on by default. */
+  auth?: boolean;
+  /** AdClick's credentials folder (as startCassandraNode); the environment's when omitted. */
+  credentialsDir?: string;
 }
 
 export interface CassandraRing {
@@ -35,6 +40,8 @@ export interface CassandraRing {
   /** "127.0.0.N:port" of every node, for ADCLICK_CASSANDRA (comma separated). */
   contactPoints: string[];
   localDataCenter: string;
+  /** AdClick's two roles on the ring; undefined without authentication. */
+  credentials: { admin: CassandraLogin; app: CassandraLogin } | undefined;
   /** Stops every node (and removes the temporary folder, if the ring made one). */
   stop(): Promise<void>;
 }
@@ -63,13 +70,18 @@ async function portFreeOnAll(hosts: string[]): Promise<number> {
   throw new InfraError("INFRA_START_FAILED", `no port free on all of ${hosts.join(", ")}`);
 }
 
-/** A client that talks to `node` only (no other coordinator), at the given consistency. */
+/**
+ * A client that talks to `node` only (no other coordinator), logged in as AdClick's superuser
+ * (infrastructure checks: gossip views, the probe keyspace) on a node with authentication.
+ */
 export function singleNodeClient(node: CassandraNodeHandle, keyspace?: string): cassandra.Client {
   const { policies } = cassandra;
   return new cassandra.Client({
     contactPoints: [node.contactPoint],
     localDataCenter: node.localDataCenter,
     keyspace,
+    credentials: node.credentials?.admin,
+    sslOptions: infraSslOptions(node.infraTls),
     policies: {
       loadBalancing: new policies.loadBalancing.AllowListPolicy(
         new policies.loadBalancing.DCAwareRoundRobinPolicy(node.localDataCenter),
@@ -189,6 +201,10 @@ export async function startCassandraRing(opts: CassandraRingOptions = {}): Promi
       startTimeoutMs: opts.startTimeoutMs,
       // An orderly stop announces the shutdown to the other nodes and flushes: give it time.
       stopGraceMs: 20_000,
+      auth: opts.auth,
+      credentialsDir: opts.credentialsDir,
+      // Once for the ring, below: the roles are the ring's, not a node's.
+      secureRoles: false,
     });
   try {
     nodes.push(await startNode(0));
@@ -197,6 +213,19 @@ export async function startCassandraRing(opts: CassandraRingOptions = {}): Promi
     const others = await Promise.allSettled(hosts.slice(1).map((_, i) => startNode(i + 1)));
     for (const o of others) if (o.status === "fulfilled") nodes.push(o.value);
     for (const o of others) if (o.status === "rejected") throw o.reason;
+    const seed = nodes[0] as CassandraNodeHandle;
+    if (seed.credentials) {
+      // Every node up first: system_auth goes to all of them, so a login (and a node's
+      // restart) does not depend on the one node that held it.
+      await secureCassandra({
+        contactPoints: nodes.map((n) => n.contactPoint),
+        localDataCenter: LOCAL_DATA_CENTER,
+        admin: seed.credentials.admin,
+        app: seed.credentials.app,
+        systemAuthReplication: count,
+        tls: seed.infraTls,
+      });
+    }
     const admin = singleNodeClient(nodes[0] as CassandraNodeHandle);
     try {
       await admin.execute(
@@ -217,6 +246,7 @@ export async function startCassandraRing(opts: CassandraRingOptions = {}): Promi
     nodes,
     contactPoints: nodes.map((n) => n.contactPoint),
     localDataCenter: LOCAL_DATA_CENTER,
+    credentials: nodes[0]?.credentials,
     stop,
   };
 }

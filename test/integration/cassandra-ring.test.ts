@@ -137,7 +137,12 @@ describe("a 3-node Cassandra ring (RF 3, LOCAL_QUORUM) with one node down at a t
     const t = Date.now();
     // 512 MB heaps: three nodes (~1 GB resident each) beside NATS, the workers and the
     // harness's own node on a shared 24 GB machine.
-    ring = await startCassandraRing({ nodes: 3, heapMb: 512, dataDir: join(dir, "ring") });
+    ring = await startCassandraRing({
+      nodes: 3,
+      heapMb: 512,
+      dataDir: join(dir, "ring"),
+      credentialsDir: join(dir, "credentials"),
+    });
     ringStartMs = Date.now() - t;
   }, 240_000);
 
@@ -177,6 +182,8 @@ describe("a 3-node Cassandra ring (RF 3, LOCAL_QUORUM) with one node down at a t
       ADCLICK_CASSANDRA_RF: "3",
       ADCLICK_KEYSPACE: keyspace,
       ADCLICK_METRICS_PORT: String(metricsPort),
+      // The ring's roles: the worker logs in with the passwords in this folder.
+      ADCLICK_CREDENTIALS_DIR: join(dir, "credentials"),
     };
     const log = createWriteStream(join(dir, "processes.log"), { flags: "a" });
     const worker = new WorkerLoop(env, log);
@@ -205,7 +212,11 @@ describe("a 3-node Cassandra ring (RF 3, LOCAL_QUORUM) with one node down at a t
       await until("the worker's metrics", async () => (await metrics()).length > 0, 120_000, 250);
       timings.push(`worker serving ${secs(Date.now() - t0)} after the ring was up`);
       const cql = createCassandraClient(
-        { cassandraContactPoints: r.contactPoints, cassandraLocalDataCenter: r.localDataCenter },
+        {
+          cassandraContactPoints: r.contactPoints,
+          cassandraLocalDataCenter: r.localDataCenter,
+          login: r.credentials?.app,
+        },
         keyspace,
       );
       const store = new AggregateStore(cql);
@@ -312,6 +323,7 @@ describe("a 3-node Cassandra ring (RF 3, LOCAL_QUORUM) with one node down at a t
           cassandraContactPoints: [n3.contactPoint],
           cassandraLocalDataCenter: r.localDataCenter,
           cassandraConsistency: "ONE",
+          login: r.credentials?.app,
         },
         keyspace,
       );
@@ -331,7 +343,11 @@ describe("a 3-node Cassandra ring (RF 3, LOCAL_QUORUM) with one node down at a t
 
       // ---- the ring at LOCAL_QUORUM --------------------------------------------------------------
       const quorum = createCassandraClient(
-        { cassandraContactPoints: r.contactPoints, cassandraLocalDataCenter: r.localDataCenter },
+        {
+          cassandraContactPoints: r.contactPoints,
+          cassandraLocalDataCenter: r.localDataCenter,
+          login: r.credentials?.app,
+        },
         keyspace,
       );
       try {
