@@ -68,8 +68,9 @@ export function natsLoginOptions(
     }
   }
   return {
-    // Replies come to the role's own inboxes: the only ones its permissions let it read.
-    inboxPrefix: inboxPrefixOf(role),
+    // An nkey user's replies come to inboxes named after its key: the only ones AdClick's
+    // permissions let it read (nats/permissions.ts). Other logins keep the usual _INBOX.
+    ...(login.kind === "nkey" ? { inboxPrefix: inboxPrefixOf(login.publicKey) } : {}),
     loginSource: login.source,
     ...(tls ? { tls } : {}),
     ...(login.kind === "nkey" ? { authenticator: nkeyAuthenticator(enc.encode(login.seed)) } : {}),

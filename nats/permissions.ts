@@ -17,13 +17,17 @@ export type Role = (typeof ROLES)[number];
 
 export interface RolePermissions {
   publish: string[];
+  /** Besides the user's own inboxes (inboxPrefixOf), which every user may read. */
   subscribe: string[];
   /** May answer the requests it received (services), without publishing to any inbox. */
   allowResponses: boolean;
 }
 
-/** Each role's replies come to inboxes of its own: no role can read another's answers. */
-export const inboxPrefixOf = (role: Role) => `_INBOX_${role}`;
+/**
+ * Each user's replies come to inboxes of its own, named after its public key: no user can read
+ * another's answers, and a client knows its inbox from its seed alone, whichever role it is.
+ */
+export const inboxPrefixOf = (nkey: string) => `_INBOX_${nkey.slice(1, 17)}`;
 
 const kvWrite = (bucket: string) => [
   `$KV.${bucket}.>`,
@@ -55,7 +59,6 @@ const PIPELINE_PUBLISH = [
 ];
 
 export function rolePermissions(role: Role): RolePermissions {
-  const inbox = `${inboxPrefixOf(role)}.>`;
   switch (role) {
     case "shipper":
       return {
@@ -67,19 +70,19 @@ export function rolePermissions(role: Role): RolePermissions {
           `$JS.API.STREAM.INFO.${STREAMS.clicks}`,
           ...kvWrite(KV_BUCKETS.shipperCheckpoints),
         ],
-        subscribe: [inbox],
+        subscribe: [],
         allowResponses: false,
       };
     case "worker":
       return {
         publish: PIPELINE_PUBLISH,
-        subscribe: [inbox, QUERY_API, ADMIN_API, "adclick.live.*", "$SRV.>"],
+        subscribe: [QUERY_API, ADMIN_API, "adclick.live.*", "$SRV.>"],
         allowResponses: true,
       };
     case "query":
       return {
         publish: [QUERY_API, ...SERVICE_DISCOVERY],
-        subscribe: [inbox],
+        subscribe: [],
         allowResponses: false,
       };
     case "admin":
@@ -87,7 +90,7 @@ export function rolePermissions(role: Role): RolePermissions {
       // pipeline's streams and buckets; they serve nothing.
       return {
         publish: [...PIPELINE_PUBLISH, QUERY_API, ADMIN_API],
-        subscribe: [inbox, "adclick.live.*"],
+        subscribe: ["adclick.live.*"],
         allowResponses: false,
       };
   }
@@ -97,24 +100,31 @@ const quoted = (s: string) => JSON.stringify(s);
 
 /**
  * The `authorization` block of a nats-server configuration: one nkey user per role (public
- * keys only: the seeds stay with the clients).
+ * keys only: the seeds stay with the clients), and any users given with no limits (a test
+ * harness's own client).
  */
-export function renderAuthorization(users: { role: Role; nkey: string }[]): string {
-  for (const u of users) {
+export function renderAuthorization(
+  users: { role: Role; nkey: string }[],
+  unrestrictedNkeys: string[] = [],
+): string {
+  const all = [...users, ...unrestrictedNkeys.map((nkey) => ({ role: "unrestricted", nkey }))];
+  for (const u of all) {
     if (!/^U[A-Z2-7]{55}$/.test(u.nkey)) {
       throw new RangeError(`${u.role}: "${u.nkey}" is not a user nkey (U + 55 base32 characters)`);
     }
   }
   const lines = ["authorization {", "  users = ["];
+  for (const nkey of unrestrictedNkeys) lines.push(`    { nkey: ${quoted(nkey)} }`);
   for (const { role, nkey } of users) {
     const p = rolePermissions(role);
+    const subscribe = [`${inboxPrefixOf(nkey)}.>`, ...p.subscribe];
     lines.push(
       `    { nkey: ${quoted(nkey)}, permissions: {`,
       `        publish: { allow: [${p.publish.map(quoted).join(", ")}] }`,
-      `        subscribe: { allow: [${p.subscribe.map(quoted).join(", ")}] }`,
+      `        subscribe: { allow: [${subscribe.map(quoted).join(", ")}] }`,
       // One answer per request, within the longest an admin job (replay, reconcile) may take:
       // the server's default would refuse an answer sent after two minutes.
-      ...(p.allowResponses ? ["        allow_responses: { max: 1, expires: \"1h\" }"] : []),
+      ...(p.allowResponses ? ['        allow_responses: { max: 1, expires: "1h" }'] : []),
       "    } }",
     );
   }
@@ -139,7 +149,9 @@ export function mayPublish(role: Role, subject: string): boolean {
   return rolePermissions(role).publish.some((p) => subjectMatches(p, subject));
 }
 
-/** Whether `role` may subscribe to `subject`. */
-export function maySubscribe(role: Role, subject: string): boolean {
-  return rolePermissions(role).subscribe.some((p) => subjectMatches(p, subject));
+/** Whether the user `nkey` of `role` may subscribe to `subject`. */
+export function maySubscribe(role: Role, nkey: string, subject: string): boolean {
+  return [`${inboxPrefixOf(nkey)}.>`, ...rolePermissions(role).subscribe].some((p) =>
+    subjectMatches(p, subject),
+  );
 }

@@ -10,7 +10,6 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import cassandra from "cassandra-driver";
-import { DEFAULT_CONFIG } from "../../src/config.js";
 import { InfraError } from "../../src/errors.js";
 import {
   type CassandraLogin,
@@ -18,7 +17,7 @@ import {
   infraSslOptions,
   secureCassandra,
 } from "./cassandra-auth.js";
-import { credentialsDirOf, ensureCredentials } from "./credentials.js";
+import { defaultCredentialsDir, ensureCredentials } from "./credentials.js";
 import { freePort, isListening } from "./free-port.js";
 import { ManagedProcess } from "./managed-process.js";
 import { infraPaths } from "./paths.js";
@@ -331,14 +330,6 @@ function refusedLogin(err: unknown): boolean {
       ? Object.values((err.innerErrors ?? {}) as Record<string, unknown>)
       : [err];
   return inner.some((e) => e instanceof cassandra.errors.AuthenticationError);
-}
-
-/** The credentials folder when none is given: the one the environment's configuration names. */
-function defaultCredentialsDir(): string {
-  return credentialsDirOf({
-    credentialsDir: process.env.ADCLICK_CREDENTIALS_DIR || DEFAULT_CONFIG.credentialsDir,
-    localDataDir: process.env.ADCLICK_DATA_DIR || DEFAULT_CONFIG.localDataDir,
-  });
 }
 
 /** TLS for this module's own connections to a node with `tls`. */

@@ -12,7 +12,7 @@ import {
 import { join, resolve } from "node:path";
 import { createUser, fromSeed } from "@nats-io/nkeys";
 import { ROLES, type Role } from "../../nats/permissions.js";
-import type { AdclickConfig } from "../../src/config.js";
+import { type AdclickConfig, DEFAULT_CONFIG } from "../../src/config.js";
 import { SecurityError } from "../../src/errors.js";
 import { projectRoot } from "./paths.js";
 
@@ -43,6 +43,18 @@ export function credentialsDirOf(
   return c.credentialsDir
     ? resolve(c.credentialsDir)
     : resolve(projectRoot(), c.localDataDir, "credentials");
+}
+
+/**
+ * The credentials folder of servers started without one named: the one this process's
+ * environment names (ADCLICK_CREDENTIALS_DIR, ADCLICK_DATA_DIR), as every adclick command
+ * it starts will find it.
+ */
+export function defaultCredentialsDir(env: NodeJS.ProcessEnv = process.env): string {
+  return credentialsDirOf({
+    credentialsDir: env.ADCLICK_CREDENTIALS_DIR || undefined,
+    localDataDir: env.ADCLICK_DATA_DIR || DEFAULT_CONFIG.localDataDir,
+  });
 }
 
 export const natsSeedFile = (dir: string, role: Role) => join(dir, `nats-${role}.nk`);
@@ -103,6 +115,12 @@ export function publicKeyOfSeed(seed: string, file: string): string {
   }
 }
 
+/** An nkey user's seed file, created on first use: its seed and public key. */
+export function ensureNkeySeed(file: string): { seed: string; publicKey: string } {
+  const seed = createOnce(file, () => new TextDecoder().decode(createUser().getSeed()));
+  return { seed, publicKey: publicKeyOfSeed(seed, file) };
+}
+
 /** Creates what is missing of the credentials in `dir` and returns them all. */
 export function ensureCredentials(dir: string): LocalCredentials {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -110,8 +128,7 @@ export function ensureCredentials(dir: string): LocalCredentials {
   const nats = {} as LocalCredentials["nats"];
   for (const role of ROLES) {
     const seedFile = natsSeedFile(dir, role);
-    const seed = createOnce(seedFile, () => new TextDecoder().decode(createUser().getSeed()));
-    nats[role] = { seedFile, publicKey: publicKeyOfSeed(seed, seedFile) };
+    nats[role] = { seedFile, publicKey: ensureNkeySeed(seedFile).publicKey };
   }
   const password = (who: "admin" | "app") => {
     const passwordFile = cassandraPasswordFile(dir, who);
@@ -132,7 +149,7 @@ export function ensureCredentials(dir: string): LocalCredentials {
 
 /** How a process logs in to NATS: an nkey seed, a creds file, a password, or nothing. */
 export type NatsLogin =
-  | { kind: "nkey"; seed: string; source: string }
+  | { kind: "nkey"; seed: string; publicKey: string; source: string }
   | { kind: "creds"; creds: string; source: string }
   | { kind: "password"; user: string; pass: string; source: string }
   | { kind: "none"; source: string };
@@ -145,8 +162,8 @@ export type NatsLogin =
 export function natsLoginFor(c: AdclickConfig, role: Role): NatsLogin {
   if (c.natsNkeyFile) {
     const seed = readSecretFile(c.natsNkeyFile, "NATS nkey seed (ADCLICK_NATS_NKEY_FILE)");
-    publicKeyOfSeed(seed, c.natsNkeyFile);
-    return { kind: "nkey", seed, source: `ADCLICK_NATS_NKEY_FILE=${c.natsNkeyFile}` };
+    const publicKey = publicKeyOfSeed(seed, c.natsNkeyFile);
+    return { kind: "nkey", seed, publicKey, source: `ADCLICK_NATS_NKEY_FILE=${c.natsNkeyFile}` };
   }
   if (c.natsCredsFile) {
     const creds = readSecretFile(c.natsCredsFile, "NATS credentials (ADCLICK_NATS_CREDS_FILE)");
@@ -164,8 +181,7 @@ export function natsLoginFor(c: AdclickConfig, role: Role): NatsLogin {
   const file = natsSeedFile(dir, role);
   if (existsSync(file)) {
     const seed = readSecretFile(file, `NATS ${role} seed`);
-    publicKeyOfSeed(seed, file);
-    return { kind: "nkey", seed, source: file };
+    return { kind: "nkey", seed, publicKey: publicKeyOfSeed(seed, file), source: file };
   }
   return {
     kind: "none",

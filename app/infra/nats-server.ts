@@ -2,9 +2,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ROLES, renderAuthorization } from "../../nats/permissions.js";
-import { DEFAULT_CONFIG } from "../../src/config.js";
 import { InfraError } from "../../src/errors.js";
-import { credentialsDirOf, ensureCredentials } from "./credentials.js";
+import { defaultCredentialsDir, ensureCredentials } from "./credentials.js";
 import { canBind, freePort } from "./free-port.js";
 import { ManagedProcess } from "./managed-process.js";
 import { infraPaths, projectRoot } from "./paths.js";
@@ -29,7 +28,16 @@ export interface NatsServerOptions {
    * Per-role nkey users and permissions (nats/permissions.ts), from the credentials folder
    * (created on first use). On unless `false`: only a test of an open server turns it off.
    */
-  auth?: false | { credentialsDir?: string };
+  auth?:
+    | false
+    | {
+        credentialsDir?: string;
+        /**
+         * Users beside the roles with no limits: a test harness's own client, which sets up and
+         * inspects what the processes under test (logged in as their roles) do.
+         */
+        unrestrictedNkeys?: string[];
+      };
   /** Clients must use TLS: the server's certificate and key, and the CA for client certificates. */
   tls?: { certFile: string; keyFile: string; caFile?: string; verifyClients?: boolean };
 }
@@ -44,10 +52,13 @@ export function composeNatsConfig(
 ): string {
   const parts = [readFileSync(baseConfigFile, "utf8")];
   if (o.auth !== false) {
-    const creds = ensureCredentials(o.auth?.credentialsDir ?? credentialsDirOf(DEFAULT_CONFIG));
+    const creds = ensureCredentials(o.auth?.credentialsDir ?? defaultCredentialsDir());
     parts.push(
       "# AdClick's roles (app/infra/credentials.ts): public keys only, the seeds stay with the clients.",
-      renderAuthorization(ROLES.map((role) => ({ role, nkey: creds.nats[role].publicKey }))),
+      renderAuthorization(
+        ROLES.map((role) => ({ role, nkey: creds.nats[role].publicKey })),
+        o.auth?.unrestrictedNkeys ?? [],
+      ),
     );
   }
   if (o.tls) {

@@ -1,11 +1,16 @@
 import { randomBytes } from "node:crypto";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { join } from "node:path";
+import { type NatsConnection, nkeyAuthenticator } from "@nats-io/transport-node";
 import { afterAll, beforeAll, inject } from "vitest";
 import { natsLoginOptions } from "../../app/connections.js";
-import { credentialsDirOf, ensureCredentials } from "../../app/infra/credentials.js";
+import {
+  defaultCredentialsDir,
+  ensureCredentials,
+  ensureNkeySeed,
+} from "../../app/infra/credentials.js";
 import type { Role } from "../../nats/permissions.js";
 import { DEFAULT_CONFIG } from "../../src/config.js";
-import { connectNats } from "../../src/nats/connect.js";
+import { connectNats, type NatsConnectOptions } from "../../src/nats/connect.js";
 import {
   type CassandraClient,
   type CassandraClientSettings,
@@ -21,11 +26,32 @@ export function uniqueName(prefix: string): string {
 }
 
 /**
- * How a test's own client logs in to the servers the harness starts (which run with AdClick's
- * roles, as everything AdClick starts does): as an operator (admin) unless a test says otherwise.
+ * The test harness's own NATS user: beside AdClick's roles, with no limits, because a test sets
+ * up and inspects streams and buckets of its own. The processes under test log in as their
+ * roles, as everywhere AdClick runs.
  */
-export function natsLogin(role: Role = "admin") {
-  return natsLoginOptions(DEFAULT_CONFIG, role);
+function harnessSeed() {
+  return ensureNkeySeed(join(defaultCredentialsDir(), "test-harness.nk"));
+}
+
+/** What a harness starts a nats-server with: AdClick's roles, and the harness's own user. */
+export function harnessNatsAuth() {
+  ensureCredentials(defaultCredentialsDir());
+  return { credentialsDir: defaultCredentialsDir(), unrestrictedNkeys: [harnessSeed().publicKey] };
+}
+
+/**
+ * How a test's own client logs in to the servers the harness starts: as the harness, or as one
+ * of AdClick's roles when the test says which.
+ */
+export function natsLogin(role?: Role): Partial<NatsConnectOptions> {
+  if (role) {
+    return natsLoginOptions({ ...DEFAULT_CONFIG, credentialsDir: defaultCredentialsDir() }, role);
+  }
+  return {
+    authenticator: nkeyAuthenticator(new TextEncoder().encode(harnessSeed().seed)),
+    loginSource: "the test harness",
+  };
 }
 
 /** A test's Cassandra settings: AdClick's own superuser (to set up keyspaces) or its app role. */
@@ -34,7 +60,7 @@ export function cassandraTestSettings(
   localDataCenter: string,
   as: "admin" | "app" = "admin",
 ): CassandraClientSettings {
-  const creds = ensureCredentials(credentialsDirOf(DEFAULT_CONFIG)).cassandra[as];
+  const creds = ensureCredentials(defaultCredentialsDir()).cassandra[as];
   return {
     cassandraContactPoints: [contactPoint],
     cassandraLocalDataCenter: localDataCenter,
@@ -86,7 +112,7 @@ export function useKeyspace(): () => CassandraFixture {
     await grantKeyspace(
       admin,
       keyspace,
-      ensureCredentials(credentialsDirOf(DEFAULT_CONFIG)).cassandra.app.username,
+      ensureCredentials(defaultCredentialsDir()).cassandra.app.username,
     );
     await admin.shutdown();
     fixture = {

@@ -34,7 +34,7 @@ import { KvCheckpointStore } from "../../src/ingest/checkpoint-store.js";
 import { connectNats } from "../../src/nats/connect.js";
 import { AggregateStore } from "../../src/storage/aggregate-store.js";
 import { RawStore } from "../../src/storage/raw-store.js";
-import { natsLogin, useKeyspace } from "../harness/servers.js";
+import { harnessNatsAuth, natsLogin, useKeyspace } from "../harness/servers.js";
 import { diffCounts, diffSize, exited, sleep, until, WorkerLoop } from "../support/chaos.js";
 import { adclick } from "../support/cli.js";
 import { clickKey, eventKey, sortedKeys, uniqueClicks } from "../support/oracle.js";
@@ -118,7 +118,11 @@ describe("a 3-node NATS cluster: exactly once while a node crashes and another f
 
   beforeAll(async () => {
     const t = Date.now();
-    cluster = await startNatsCluster({ nodes: 3, storeRoot: join(dir, "nats") });
+    cluster = await startNatsCluster({
+      nodes: 3,
+      storeRoot: join(dir, "nats"),
+      auth: harnessNatsAuth(),
+    });
     clusterStartMs = Date.now() - t;
     nc = await connectNats({ servers: cluster.urls, name: "nats-cluster-test", ...natsLogin() });
   }, 60_000);

@@ -10,7 +10,7 @@ import { STREAMS } from "../../nats/layout.js";
 import { generateClickLog } from "../../src/gen/click-log.js";
 import { RAW_WRITER_DURABLE } from "../../src/ingest/raw-writer.js";
 import { connectNats } from "../../src/nats/connect.js";
-import { natsLogin, uniqueName } from "../harness/servers.js";
+import { harnessNatsAuth, natsLogin, uniqueName } from "../harness/servers.js";
 import { until } from "../support/chaos.js";
 import { adclick, adclickRun, waitForOutput } from "../support/cli.js";
 import { startTcpProxy, type TcpProxy } from "../support/tcp-proxy.js";
@@ -139,7 +139,7 @@ describe("adclick up, worker and ship stop within 10 s of SIGINT / SIGTERM", () 
   }
 
   async function ownNats(): Promise<NatsServerHandle> {
-    const nats = await startNatsServer();
+    const nats = await startNatsServer({ auth: harnessNatsAuth() });
     cleanups.push(() => nats.stop());
     return nats;
   }

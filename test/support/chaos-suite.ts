@@ -70,7 +70,13 @@ import {
 import { RawStore } from "../../src/storage/raw-store.js";
 import { decodeBatch } from "../../src/wire/batch-codec.js";
 import type { TestNatsServer } from "../harness/provider.js";
-import { cassandraTestSettings, natsLogin, uniqueName, useNatsServer } from "../harness/servers.js";
+import {
+  cassandraTestSettings,
+  harnessNatsAuth,
+  natsLogin,
+  uniqueName,
+  useNatsServer,
+} from "../harness/servers.js";
 import {
   type CountDiff,
   diffCounts,
@@ -259,7 +265,11 @@ export function chaosSuite(topology: Topology) {
     beforeAll(async () => {
       if (scaled) {
         const started = Date.now();
-        cluster = await startNatsCluster({ nodes: 3, storeRoot: join(dir, "nats") });
+        cluster = await startNatsCluster({
+          nodes: 3,
+          storeRoot: join(dir, "nats"),
+          auth: harnessNatsAuth(),
+        });
         const natsMs = Date.now() - started;
         // Heaps sized so three nodes, NATS and the workers fit a 2-core machine's run.
         ring = await startCassandraRing({ nodes: 3, heapMb: 512, dataDir: join(dir, "ring") });

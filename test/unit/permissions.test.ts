@@ -66,13 +66,14 @@ describe("role permissions", () => {
     }
   });
 
-  it("each role reads replies on its own inboxes only", () => {
-    for (const role of ROLES) {
-      for (const other of ROLES) {
-        expect(maySubscribe(role, `${inboxPrefixOf(other)}.x1`)).toBe(role === other);
-      }
-      expect(maySubscribe(role, "_INBOX.x1")).toBe(false);
-    }
+  it("each user reads replies on its own inboxes only, named after its key", () => {
+    const keys = ROLES.map((_, i) => `U${String.fromCharCode(65 + i).repeat(55)}`);
+    ROLES.forEach((role, i) => {
+      keys.forEach((other, j) => {
+        expect(maySubscribe(role, keys[i] as string, `${inboxPrefixOf(other)}.x1`)).toBe(i === j);
+      });
+      expect(maySubscribe(role, keys[i] as string, "_INBOX.x1")).toBe(false);
+    });
   });
 
   it.each([
@@ -81,7 +82,8 @@ describe("role permissions", () => {
     ["clicks.3", []],
     ["aggregates.minute.3", []],
   ] as [string, Role[]][])("subscribe %s: only %j", (subject, allowed) => {
-    for (const role of ROLES) expect(maySubscribe(role, subject)).toBe(allowed.includes(role));
+    for (const role of ROLES)
+      expect(maySubscribe(role, `U${"Q".repeat(55)}`, subject)).toBe(allowed.includes(role));
   });
 });
 
@@ -98,6 +100,17 @@ describe("renderAuthorization", () => {
     expect(conf.match(/allow_responses: \{ max: 1, expires: "1h" \}/g)).toHaveLength(1);
     expect(conf).toContain('"$KV.adclick_shipper.>"');
     expect(conf.trim().startsWith("authorization {")).toBe(true);
+    // Each user's inboxes are its own, named after its key.
+    expect(conf).toContain(`"${inboxPrefixOf(nkey("A"))}.>"`);
+    expect(conf).toContain(`"${inboxPrefixOf(nkey("B"))}.>"`);
+    expect(inboxPrefixOf(nkey("A"))).not.toBe(inboxPrefixOf(nkey("B")));
+  });
+
+  it("adds unrestricted users with no permissions block (a test harness's client)", () => {
+    const conf = renderAuthorization([{ role: "query", nkey: nkey("A") }], [nkey("C")]);
+    expect(conf).toContain(`{ nkey: "${nkey("C")}" }`);
+    expect(conf.match(/permissions:/g)).toHaveLength(1);
+    expect(() => renderAuthorization([], ["SUXYZ"])).toThrow(RangeError);
   });
 
   it.each(["", "SUABC", `U${"a".repeat(55)}`, `U${"A".repeat(54)}`, `N${"A".repeat(55)}`])(
