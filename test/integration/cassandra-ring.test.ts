@@ -141,7 +141,6 @@ describe("a 3-node Cassandra ring (RF 3, LOCAL_QUORUM) with one node down at a t
       nodes: 3,
       heapMb: 512,
       dataDir: join(dir, "ring"),
-      credentialsDir: join(dir, "credentials"),
     });
     ringStartMs = Date.now() - t;
   }, 240_000);
@@ -183,7 +182,6 @@ describe("a 3-node Cassandra ring (RF 3, LOCAL_QUORUM) with one node down at a t
       ADCLICK_KEYSPACE: keyspace,
       ADCLICK_METRICS_PORT: String(metricsPort),
       // The ring's roles: the worker logs in with the passwords in this folder.
-      ADCLICK_CREDENTIALS_DIR: join(dir, "credentials"),
     };
     const log = createWriteStream(join(dir, "processes.log"), { flags: "a" });
     const worker = new WorkerLoop(env, log);

@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, describe, expect, inject, it } from "vitest";
+import { defaultCredentialsDir } from "../../app/infra/credentials.js";
 import { freePort, isListening } from "../../app/infra/free-port.js";
 import { STREAMS } from "../../nats/layout.js";
 import { generateClickLog, type TruthClick } from "../../src/gen/click-log.js";
@@ -79,6 +80,8 @@ describe("the adclick CLI end to end: up, ship, query", () => {
       // Everything else is the default: 15 s lateness, late clicks amend their minute.
       ADCLICK_METRICS_PORT: "0",
       ADCLICK_DATA_DIR: join(dir, "data"),
+      // The servers already running (the shared Cassandra node) know these credentials.
+      ADCLICK_CREDENTIALS_DIR: defaultCredentialsDir(),
     };
     const up = adclick(["up", "--refresh", "60"], env);
     try {
@@ -292,6 +295,8 @@ describe("the adclick CLI end to end: up, ship, query", () => {
       ADCLICK_PARTITIONS: "4",
       ADCLICK_METRICS_PORT: "0",
       ADCLICK_DATA_DIR: join(dir, "cluster-data"),
+      // The servers already running (the shared Cassandra node) know these credentials.
+      ADCLICK_CREDENTIALS_DIR: defaultCredentialsDir(),
     };
     const up = adclick(["up", "--nats-cluster", "--refresh", "60"], env);
     try {
@@ -299,7 +304,8 @@ describe("the adclick CLI end to end: up, ship, query", () => {
       const nc = await connectNats({
         servers: ports.map((p) => `nats://127.0.0.1:${p}`),
         name: "e2e-cluster",
-        ...natsLogin(),
+        // A cluster `adclick up` started: AdClick's roles only.
+        ...natsLogin("admin"),
       });
       try {
         const info = await (await jetstreamManager(nc)).streams.info(STREAMS.clicks);

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, afterEach, describe, expect, inject, it } from "vitest";
+import { defaultCredentialsDir } from "../../app/infra/credentials.js";
 import { canBind, freePort, isListening } from "../../app/infra/free-port.js";
 import { type NatsServerHandle, startNatsServer } from "../../app/infra/nats-server.js";
 import { STREAMS } from "../../nats/layout.js";
@@ -135,6 +136,8 @@ describe("adclick up, worker and ship stop within 10 s of SIGINT / SIGTERM", () 
       ADCLICK_PARTITIONS: "2",
       ADCLICK_METRICS_PORT: "0",
       ADCLICK_DATA_DIR: join(dir, uniqueName("data")),
+      // The servers already running (the shared Cassandra node) know these credentials.
+      ADCLICK_CREDENTIALS_DIR: defaultCredentialsDir(),
     };
   }
 
