@@ -4,10 +4,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { afterAll, afterEach, describe, expect, inject, it } from "vitest";
+import { ensureLayout } from "../../app/cli/layout.js";
 import { defaultCredentialsDir } from "../../app/infra/credentials.js";
 import { canBind, freePort, isListening } from "../../app/infra/free-port.js";
 import { type NatsServerHandle, startNatsServer } from "../../app/infra/nats-server.js";
 import { STREAMS } from "../../nats/layout.js";
+import { loadConfig } from "../../src/config.js";
 import { generateClickLog } from "../../src/gen/click-log.js";
 import { RAW_WRITER_DURABLE } from "../../src/ingest/raw-writer.js";
 import { connectNats } from "../../src/nats/connect.js";
@@ -251,19 +253,22 @@ describe("adclick up, worker and ship stop within 10 s of SIGINT / SIGTERM", () 
   /** Ships a big log (with `flags`), kills nats-server once clicks are stored, then SIGINT. */
   async function shipThenKillNats(flags: string[], label: string): Promise<void> {
     const nats = await ownNats();
+    let shipping: ReturnType<typeof start> | undefined;
     const file = join(dir, uniqueName("big"));
     writeFileSync(
       file,
       generateClickLog({ lines: 400_000, seed: 7, startMs: Date.UTC(2024, 6, 9, 10) }).text,
     );
-    const ship = start(["ship", "--source", "big", "--json", ...flags, file], {
-      ...baseEnv(),
-      ADCLICK_NATS_URL: nats.url,
-    });
-
-    // Mid-ship: some clicks are stored, the shipper is still running.
     const nc = await connectNats({ servers: [nats.url], name: "shutdown-test", ...natsLogin() });
     try {
+      // The streams a worker would have created: a shipper may not create them.
+      await ensureLayout(nc, loadConfig({}, { natsServers: [nats.url], partitions: 2 }));
+      const ship = start(["ship", "--source", "big", "--json", ...flags, file], {
+        ...baseEnv(),
+        ADCLICK_NATS_URL: nats.url,
+      });
+      shipping = ship;
+      // Mid-ship: some clicks are stored, the shipper is still running.
       const jsm = await jetstreamManager(nc);
       await until(
         "the first shipped clicks in CLICKS",
@@ -274,6 +279,7 @@ describe("adclick up, worker and ship stop within 10 s of SIGINT / SIGTERM", () 
     } finally {
       await nc.close();
     }
+    const ship = shipping as NonNullable<typeof shipping>;
     expect(gone(ship.p), ship.output()).toBe(false);
 
     await nats.process.kill();
