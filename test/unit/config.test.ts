@@ -119,6 +119,72 @@ describe("loadConfig", () => {
   });
 });
 
+describe("credentials and TLS settings", () => {
+  it.each([
+    [{ ADCLICK_CREDENTIALS_DIR: "/etc/adclick" }, "credentialsDir", "/etc/adclick"],
+    [{ ADCLICK_NATS_NKEY_FILE: "/run/q.nk" }, "natsNkeyFile", "/run/q.nk"],
+    [{ ADCLICK_NATS_CREDS_FILE: "/run/q.creds" }, "natsCredsFile", "/run/q.creds"],
+    [{ ADCLICK_NATS_USER: "q", ADCLICK_NATS_PASSWORD: "p" }, "natsPassword", "p"],
+    [{ ADCLICK_NATS_TLS_CA: "/ca.pem" }, "natsTlsCaFile", "/ca.pem"],
+    [
+      { ADCLICK_CASSANDRA_USER: "u", ADCLICK_CASSANDRA_PASSWORD_FILE: "/pw" },
+      "cassandraPasswordFile",
+      "/pw",
+    ],
+    [{ ADCLICK_CASSANDRA_TLS_CA: "/ca.pem" }, "cassandraTlsCaFile", "/ca.pem"],
+    [
+      { ADCLICK_CASSANDRA_TLS_CERT: "/c.pem", ADCLICK_CASSANDRA_TLS_KEY: "/k.pem" },
+      "cassandraTlsKeyFile",
+      "/k.pem",
+    ],
+  ] as const)("reads %j into %s", (env, key, want) => {
+    expect(loadConfig(env)[key]).toBe(want);
+  });
+
+  it("has no login of its own by default: the credentials folder provides it", () => {
+    const c = loadConfig({});
+    for (const key of ["natsNkeyFile", "natsCredsFile", "natsUser", "cassandraUsername"] as const)
+      expect(c[key]).toBeUndefined();
+  });
+
+  it.each([
+    [
+      { ADCLICK_NATS_NKEY_FILE: "/a", ADCLICK_NATS_USER: "u" },
+      "ADCLICK_NATS_USER: give one NATS login",
+    ],
+    [
+      { ADCLICK_NATS_NKEY_FILE: "/a", ADCLICK_NATS_CREDS_FILE: "/b" },
+      "ADCLICK_NATS_CREDS_FILE: give one NATS login",
+    ],
+    [{ ADCLICK_NATS_PASSWORD: "p" }, "ADCLICK_NATS_PASSWORD: needs ADCLICK_NATS_USER"],
+    [
+      { ADCLICK_CASSANDRA_PASSWORD: "p" },
+      "ADCLICK_CASSANDRA_PASSWORD: needs ADCLICK_CASSANDRA_USER",
+    ],
+    [
+      { ADCLICK_CASSANDRA_PASSWORD_FILE: "/p" },
+      "ADCLICK_CASSANDRA_PASSWORD_FILE: needs ADCLICK_CASSANDRA_USER",
+    ],
+    [
+      {
+        ADCLICK_CASSANDRA_USER: "u",
+        ADCLICK_CASSANDRA_PASSWORD: "p",
+        ADCLICK_CASSANDRA_PASSWORD_FILE: "/p",
+      },
+      "ADCLICK_CASSANDRA_PASSWORD_FILE: give the password or its file, not both",
+    ],
+    [{ ADCLICK_NATS_TLS_CERT: "/c" }, "ADCLICK_NATS_TLS_KEY: a client certificate needs both"],
+    [{ ADCLICK_NATS_TLS_KEY: "/k" }, "ADCLICK_NATS_TLS_CERT: a client certificate needs both"],
+    [
+      { ADCLICK_CASSANDRA_TLS_CERT: "/c" },
+      "ADCLICK_CASSANDRA_TLS_KEY: a client certificate needs both",
+    ],
+  ])("refuses %j in one line", (env, message) => {
+    expect(() => loadConfig(env)).toThrow(ConfigError);
+    expect(() => loadConfig(env)).toThrow(message);
+  });
+});
+
 describe("hot-ad settings", () => {
   it("gives the documented defaults", () => {
     const c = loadConfig({});
