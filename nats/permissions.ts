@@ -7,7 +7,7 @@
  * Roles:
  *   shipper  ships logs and produces clicks: raw clicks, dead letters, its checkpoints
  *   worker   runs actors: every AdClick stream and bucket, the layout, the services it serves
- *   query    asks queries (the CLI, the web console): nothing else
+ *   query    asks queries and reads pipeline health (the CLI, the web console): nothing else
  *   admin    operators: admin commands, queries, replay and reconcile (the pipeline's rights)
  */
 import { KV_BUCKETS, STREAMS, SUBJECTS } from "./layout.js";
@@ -38,6 +38,8 @@ const kvWrite = (bucket: string) => [
 /** The query and admin services' subjects, and the NATS service discovery of them. */
 const QUERY_API = "adclick.query.>";
 const ADMIN_API = "adclick.admin.>";
+/** The admin commands that only read (pipeline health): a query client may ask them too. */
+const ADMIN_READ_API = ["adclick.admin.status", "adclick.admin.actors"];
 const SERVICE_DISCOVERY = ["$SRV.PING.>", "$SRV.INFO.>", "$SRV.STATS.>"];
 
 /** What the pipeline publishes: clicks on, late clicks, aggregates, JetStream and its buckets. */
@@ -81,7 +83,7 @@ export function rolePermissions(role: Role): RolePermissions {
       };
     case "query":
       return {
-        publish: [QUERY_API, ...SERVICE_DISCOVERY],
+        publish: [QUERY_API, ...ADMIN_READ_API, ...SERVICE_DISCOVERY],
         subscribe: [],
         allowResponses: false,
       };

@@ -5,7 +5,7 @@ import { credentialsDirOf, ensureCredentials } from "../infra/credentials.js";
 const WHAT: Record<(typeof ROLES)[number], string> = {
   shipper: "adclick ship, adclick gen: raw clicks, dead letters, its checkpoints",
   worker: "adclick up, adclick worker: the actors and the services",
-  query: "adclick query: queries only",
+  query: "adclick query: queries, and pipeline health (admin status, actors)",
   admin: "adclick admin, replay, reconcile: operators",
 };
 

@@ -182,6 +182,12 @@ describe("security by default: AdClick's NATS roles", () => {
       effect: async () => answered,
     },
     {
+      family: "pipeline health (adclick.admin.status, read-only)",
+      allowed: ["query", "admin"],
+      attempt: request("adclick.admin.status"),
+      effect: async () => answered,
+    },
+    {
       family: "admin commands (adclick.admin.*)",
       allowed: ["admin"],
       attempt: request("adclick.admin.kill"),
@@ -271,11 +277,11 @@ describe("security by default: AdClick's NATS roles", () => {
       ADCLICK_NATS_NKEY_FILE: natsSeedFile(credentialsDir, "query"),
     };
     const answeredBefore = answered;
-    const refused = await adclickRun(["admin", "status"], env);
+    const refused = await adclickRun(["admin", "kill", "aggregator-0"], env);
     expect(refused.code).toBe(2);
     expect(refused.stderr.trim().split("\n")).toHaveLength(1);
     expect(refused.stderr).toMatch(
-      /no permission to publish "adclick\.admin\.status".*PERMISSION_DENIED/,
+      /no permission to publish "adclick\.admin\.kill".*PERMISSION_DENIED/,
     );
     expect(answered).toBe(answeredBefore);
     // The same role's own API gets through: the worker's responder receives the query.
