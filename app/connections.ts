@@ -147,6 +147,7 @@ export async function ensureAppKeyspace(c: AdclickConfig): Promise<void> {
               err,
               where,
               admin ? "the credentials folder (adclick_admin)" : cassandraLoginFor(c)?.source,
+              settings.tls !== undefined,
             ) ?? err
           );
         }
@@ -203,7 +204,19 @@ export async function openConnections(
   let cql: CassandraClient | undefined;
   try {
     await ensureAppKeyspace(c);
-    cql = createCassandraClient(cassandraSettingsFor(c), c.cassandraKeyspace);
+    const settings = cassandraSettingsFor(c);
+    cql = createCassandraClient(settings, c.cassandraKeyspace);
+    // Logged in now: a refused login is one line at start-up, not an actor failing later.
+    await cql.connect().catch((err: unknown) => {
+      throw (
+        cassandraSecurityError(
+          err,
+          c.cassandraContactPoints.join(","),
+          cassandraLoginFor(c)?.source,
+          settings.tls !== undefined,
+        ) ?? err
+      );
+    });
     // A NATS leader election (a node down) answers "no responders" for a few seconds.
     await retryForMs(
       () =>

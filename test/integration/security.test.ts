@@ -5,9 +5,9 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { createUser } from "@nats-io/nkeys";
 import { errors, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { ensureLayout } from "../../app/cli/layout.js";
-import { natsLoginOptions } from "../../app/connections.js";
+import { natsLoginOptions, openConnections } from "../../app/connections.js";
 import { ensureCredentials, natsSeedFile } from "../../app/infra/credentials.js";
 import { type NatsServerHandle, startNatsServer } from "../../app/infra/nats-server.js";
 import { KV_BUCKETS, STREAMS } from "../../nats/layout.js";
@@ -269,6 +269,24 @@ describe("security by default: AdClick's NATS roles", () => {
     // The same credentials on a second call: nothing is regenerated under a running server.
     const again = ensureCredentials(credentialsDir);
     expect(again.nats.query.publicKey).toBe(ensureCredentials(credentialsDir).nats.query.publicKey);
+  });
+
+  it("a worker with a wrong Cassandra password stops at start-up, in one line", async () => {
+    const { contactPoint, localDataCenter } = inject("cassandra");
+    const err = await openConnections(
+      {
+        ...config,
+        cassandraContactPoints: [contactPoint],
+        cassandraLocalDataCenter: localDataCenter,
+        cassandraUsername: "adclick_app",
+        cassandraPassword: "not-the-password",
+      },
+      "sec-wrong-cassandra",
+    ).catch((e: unknown) => e);
+    expect(isAdclickError(err, "AUTH_FAILED")).toBe(true);
+    expect((err as Error).message).toMatch(/refused the login adclick_app/);
+    expect((err as Error).message).toMatch(/ADCLICK_CASSANDRA_USER=adclick_app/);
+    expect((err as Error).message).not.toMatch(/\n/);
   });
 
   it("the CLI as the query role: queries get through, admin commands are refused in one line", async () => {
