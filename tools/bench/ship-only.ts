@@ -12,12 +12,16 @@
  * alternating, on the same input: compare them as ratios on a noisy machine. The input is
  * cached in $TMPDIR/adclick-ship-input-<lines>x<shippers>.
  */
+
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { ensureLayout } from "../../app/cli/layout.js";
+import { natsFor } from "../../app/connections.js";
 import { startNatsServer } from "../../app/infra/nats-server.js";
 import { projectRoot } from "../../app/infra/paths.js";
+import { loadConfig } from "../../src/config.js";
 import { DEFAULT_BOOK, writeBookLogs } from "./book.js";
 import { childPid, ProcSampler } from "./procs.js";
 
@@ -80,19 +84,18 @@ async function runOnce(root: string, rep: number): Promise<Run> {
       ADCLICK_METRICS_PORT: "0",
       ...extraEnv,
     };
-    // The layout first, so the shippers measure shipping only.
-    await new Promise<void>((res, rej) => {
-      const c = spawn(
-        process.execPath,
-        ["--import", "tsx", join(root, "app", "run.ts"), "ship", "--source", "warmup", "/dev/null"],
-        {
-          cwd: root,
-          env,
-          stdio: "inherit",
-        },
-      );
-      c.once("exit", (code) => (code === 0 ? res() : rej(new Error(`layout: exit ${code}`))));
-    });
+    // The layout first (a worker's job: a shipper may not create streams), so the shippers
+    // measure shipping only.
+    const admin = await natsFor(
+      loadConfig(env, { natsServers: [nats.url] }),
+      "bench-ship-only-layout",
+      "admin",
+    );
+    try {
+      await ensureLayout(admin, loadConfig(env, { natsServers: [nats.url] }));
+    } finally {
+      await admin.close();
+    }
     const cpu0 = sampler.cpu().get("nats") ?? 0;
     const t0 = performance.now();
     const procs = files.map((f, i) => {
