@@ -90,14 +90,21 @@ function describe(err: unknown, o: SecureCassandraOptions): string {
 async function createAdmin(client: cassandra.Client, o: SecureCassandraOptions): Promise<void> {
   // system_auth first: roles created after this are written to every replica at once.
   if (o.systemAuthReplication) await replicateSystemAuth(client, o.systemAuthReplication);
-  const password = cqlString(o.admin.password);
-  await client.execute(
-    `CREATE ROLE IF NOT EXISTS ${o.admin.username} WITH PASSWORD = ${password} AND LOGIN = true AND SUPERUSER = true`,
-  );
-  // It may exist from an earlier run with another password file: the file wins.
-  await client.execute(
-    `ALTER ROLE ${o.admin.username} WITH PASSWORD = ${password} AND LOGIN = true AND SUPERUSER = true`,
-  );
+  await upsertLoginRole(client, o.admin, true);
+}
+
+/**
+ * Creates a role that logs in with `login`'s password, or brings an existing one to it (a
+ * role left by an earlier run with another password file: the file wins).
+ */
+async function upsertLoginRole(
+  client: cassandra.Client,
+  login: CassandraLogin,
+  superuser: boolean,
+): Promise<void> {
+  const options = `PASSWORD = ${cqlString(login.password)} AND LOGIN = true AND SUPERUSER = ${superuser}`;
+  await client.execute(`CREATE ROLE IF NOT EXISTS ${login.username} WITH ${options}`);
+  await client.execute(`ALTER ROLE ${login.username} WITH ${options}`);
 }
 
 async function replicateSystemAuth(client: cassandra.Client, replicas: number): Promise<void> {
@@ -109,13 +116,7 @@ async function replicateSystemAuth(client: cassandra.Client, replicas: number): 
 /** As AdClick's superuser: the app role, system_auth's replicas, the default superuser off. */
 async function setUpRoles(client: cassandra.Client, o: SecureCassandraOptions): Promise<void> {
   if (o.systemAuthReplication) await replicateSystemAuth(client, o.systemAuthReplication);
-  const password = cqlString(o.app.password);
-  await client.execute(
-    `CREATE ROLE IF NOT EXISTS ${o.app.username} WITH PASSWORD = ${password} AND LOGIN = true AND SUPERUSER = false`,
-  );
-  await client.execute(
-    `ALTER ROLE ${o.app.username} WITH PASSWORD = ${password} AND LOGIN = true AND SUPERUSER = false`,
-  );
+  await upsertLoginRole(client, o.app, false);
   const defaultRole = (
     await client.execute("SELECT is_superuser, can_login FROM system_auth.roles WHERE role = ?", [
       DEFAULT_SUPERUSER.username,

@@ -1,5 +1,4 @@
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -14,6 +13,7 @@ import {
   grantKeyspace,
   keyspaceExists,
 } from "../../src/storage/cassandra-client.js";
+import { makeTestCertificates } from "../support/tls.js";
 
 /**
  * A node started the secure way (authentication, permissions, TLS with a CA of this test's
@@ -21,35 +21,6 @@ import {
  * nowhere else, and wrong, missing or default credentials and TLS mistakes fail with one-line
  * SecurityErrors. One node for the whole file: a start costs ~15 s on our machines.
  */
-
-/** A CA and a certificate for 127.0.0.1/localhost signed by it, made with openssl. */
-function makeCertificates(dir: string) {
-  const run = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
-  run(
-    ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"],
-    ...["-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "2", "-subj", "/CN=adclick-test-ca"],
-  );
-  run(
-    ...["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"],
-    ...["-keyout", "server-key.pem", "-out", "server.csr", "-subj", "/CN=localhost"],
-  );
-  writeFileSync(
-    join(dir, "ext.cnf"),
-    "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
-  );
-  run(
-    ...["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem"],
-    ...["-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf"],
-  );
-  const keystoreFile = join(dir, "node-keystore.pem");
-  writeFileSync(
-    keystoreFile,
-    readFileSync(join(dir, "server-key.pem"), "utf8") +
-      readFileSync(join(dir, "server.pem"), "utf8"),
-    { mode: 0o600 },
-  );
-  return { caFile: join(dir, "ca.pem"), keystoreFile };
-}
 
 /** The error `attempt` rejects with; undefined when it succeeds. */
 async function failureOf(attempt: () => Promise<unknown>): Promise<unknown> {
@@ -89,7 +60,7 @@ describe("a Cassandra node secure by default", () => {
   };
 
   beforeAll(async () => {
-    const { caFile, keystoreFile } = makeCertificates(dir);
+    const { caFile, keyAndCertFile: keystoreFile } = makeTestCertificates(dir);
     ca = readFileSync(caFile, "utf8");
     node = await startCassandraNode({
       heapMb: 512,
