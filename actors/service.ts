@@ -7,7 +7,9 @@ import {
 } from "../supervisor/supervisor.js";
 
 /** Sent by a service's callback: its endpoints are up, or the service itself broke. */
-export type ServiceReport = { type: "SERVICE_READY" } | { type: "SERVICE_FAILED"; error: unknown };
+export type ServiceReport =
+  | { type: "SERVICE_READY"; status?: Record<string, unknown> }
+  | { type: "SERVICE_FAILED"; error: unknown };
 
 type ServiceEvent = ChildCommand | ServiceReport;
 
@@ -19,7 +21,11 @@ type ServiceEvent = ChildCommand | ServiceReport;
  */
 export const serviceMachine = setup({
   types: {
-    context: {} as { id: string; error?: unknown; status: { ready: boolean } },
+    context: {} as {
+      id: string;
+      error?: unknown;
+      status: { ready: boolean } & Record<string, unknown>;
+    },
     events: {} as ServiceEvent,
     input: {} as { id: string },
     output: {} as ChildOutput,
@@ -44,7 +50,10 @@ export const serviceMachine = setup({
             error: ({ event }) => killError(event),
           }),
         },
-        SERVICE_READY: { actions: assign({ status: { ready: true } }) },
+        // A service may say more about itself (e.g. the console its URL): `admin actors` shows it.
+        SERVICE_READY: {
+          actions: assign({ status: ({ event }) => ({ ...event.status, ready: true }) }),
+        },
         SERVICE_FAILED: {
           target: "failed",
           actions: assign({ error: ({ event }) => event.error }),
