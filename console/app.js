@@ -99,8 +99,15 @@ const iso = (ms) =>
   typeof ms === "number" && Number.isFinite(ms)
     ? `${new Date(ms).toISOString().slice(0, 19)}Z`
     : "–";
-const seconds = (ms) =>
-  typeof ms === "number" && Number.isFinite(ms) ? `${Math.round(ms / 1000)} s` : "–";
+/** A duration to the unit that reads best: 42 s, 17 min, 5 h, 876 d. */
+const ago = (ms) => {
+  if (typeof ms !== "number" || !Number.isFinite(ms)) return "–";
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  if (s < 172_800) return `${Math.round(s / 3600)} h`;
+  return `${Math.round(s / 86_400)} d`;
+};
 
 /** A service error as the service said it: its message and code. */
 function errorText(body) {
@@ -344,9 +351,9 @@ function renderHealth(body) {
         return row([
           [a.partition, "num"],
           iso(s.watermarkMs),
-          [Number.isFinite(s.watermarkMs) ? seconds(now - s.watermarkMs) : "–", "num"],
+          [Number.isFinite(s.watermarkMs) ? ago(now - s.watermarkMs) : "–", "num"],
           iso(s.completeThroughMs),
-          s.heldBy && s.heldMs > 0 ? `${s.heldBy.source} (${seconds(s.heldMs)})` : "–",
+          s.heldBy && s.heldMs > 0 ? `${s.heldBy.source} (${ago(s.heldMs)})` : "–",
           [fmt.format(s.events ?? 0), "num"],
           [rate(s.duplicates ?? 0), "num"],
           [rate(s.late ?? 0), "num"],
@@ -373,7 +380,7 @@ function renderHealth(body) {
               s.source,
               [s.standing, `standing ${s.standing}`],
               iso(s.progressMs),
-              [seconds(s.lagMs), "num"],
+              [ago(s.lagMs), "num"],
             ]),
           )),
     );
