@@ -109,6 +109,13 @@ export async function runUp(config: AdclickConfig, o: UpOptions): Promise<void> 
       `keyspace ${c.cassandraKeyspace}, ${c.partitions} partitions, ${(await node.worker.status()).children.length} actors` +
       `${node.metrics ? `, metrics on :${node.metrics.port}/metrics` : ""}; query with: adclick query top --minutes 5`,
   );
+  const web = (await node.worker.status()).children.find((ch) => ch.id === "console-server");
+  if (web?.status?.url) {
+    const host = String(web.status.url);
+    log(
+      `web console: ${host}${web.status.login === "query" ? " (user query, the password in console.password of the credentials folder)" : ""}`,
+    );
+  } else if (web?.status?.error) log(String(web.status.error));
   if (o.once) {
     await shutdown("--once");
     signals.dispose();

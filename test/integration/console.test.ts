@@ -128,7 +128,9 @@ describe("the web console (served by the query role), in headless Chromium", () 
     );
   const pageMarks = () =>
     page.$$eval("#top-table tbody tr .mark", (ms) =>
-      ms.map((m) => `${(m as unknown as Data).dataset.state}/${(m as unknown as Data).dataset.revision}`),
+      ms.map(
+        (m) => `${(m as unknown as Data).dataset.state}/${(m as unknown as Data).dataset.revision}`,
+      ),
     );
   const text = (sel: string) =>
     page.$eval(sel, (e) => ((e as unknown as Data).hidden ? "" : (e.textContent ?? "")));
@@ -307,6 +309,30 @@ describe("the web console (served by the query role), in headless Chromium", () 
       },
       60_000,
     );
+    // The amended minute in ad-c's series: its state and revision, as the API gives them.
+    await page.click('#top-table tbody tr[data-ad="ad-c"] a');
+    const series = (await ask("series", { ad_id: "ad-c", from: FROM, to: TO })) as {
+      series: { state: string; revision: number | null; count: number }[];
+    };
+    expect(series.series.map((p) => p.count)).toEqual([0, 12]);
+    expect(series.series[1]?.state).toBe("amended");
+    const wantMarks = series.series.map((p) => `${p.state}/${p.revision ?? ""}`);
+    await until(
+      "ad-c's series with its amended minute",
+      async () =>
+        JSON.stringify(
+          await page.$$eval("#series-table tbody tr .mark", (ms) =>
+            ms.map(
+              (m) =>
+                `${(m as unknown as Data).dataset.state}/${(m as unknown as Data).dataset.revision}`,
+            ),
+          ),
+        ) === JSON.stringify(wantMarks),
+      20_000,
+    );
+    // The README's picture (docs/console.png): ADCLICK_CONSOLE_SCREENSHOT=docs/console.png.
+    const shot = process.env.ADCLICK_CONSOLE_SCREENSHOT;
+    if (shot) await page.screenshot({ path: shot as `${string}.png` });
   });
 
   it("narrows with a country filter, equal to the API's filtered answer", async () => {
@@ -336,7 +362,11 @@ describe("the web console (served by the query role), in headless Chromium", () 
     await page.type("#ad", badAd);
     await page.click("#show-ad");
     const adError = `${(wantAd.error as { message: string }).message} [BAD_REQUEST]`;
-    await until("the bad ad's error", async () => (await text("#series-error")) === adError, 20_000);
+    await until(
+      "the bad ad's error",
+      async () => (await text("#series-error")) === adError,
+      20_000,
+    );
 
     await page.$eval("#ad", (e) => {
       (e as unknown as Input).value = "";
