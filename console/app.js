@@ -285,7 +285,8 @@ function drawChart(points) {
     {
       width,
       height: 220,
-      scales: { x: { time: true } },
+      // Half a minute of room either side: the first and last minutes' bars are whole.
+      scales: { x: { time: true, range: (_u, min, max) => [min - 30, max + 30] } },
       series: [
         {},
         {

@@ -330,6 +330,12 @@ describe("the web console (served by the query role), in headless Chromium", () 
         ) === JSON.stringify(wantMarks),
       20_000,
     );
+    // Health follows too: the new source appears (health events come every ~5 s).
+    await until(
+      "the new source in health",
+      async () => (await text("#sources")).includes("console-2"),
+      20_000,
+    );
     // The README's picture (docs/console.png): ADCLICK_CONSOLE_SCREENSHOT=docs/console.png.
     const shot = process.env.ADCLICK_CONSOLE_SCREENSHOT;
     if (shot) await page.screenshot({ path: shot as `${string}.png` });
