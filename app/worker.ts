@@ -350,7 +350,7 @@ export function workerChildren(
         "reconcile-schedule",
         "schedule",
         c,
-        async () =>
+        async (report) =>
           startReconcileSchedule({
             ...recalc,
             lateEvents,
@@ -358,12 +358,29 @@ export function workerChildren(
             lagMs: c.reconcileLagMs,
             now: o.now,
             onReport: (r) => {
+              // The last run's result in this actor's status: `admin actors`, the web console.
+              report({
+                lastReport: {
+                  from: r.range.from,
+                  to: r.range.to,
+                  atMs: o.now(),
+                  events: r.events,
+                  cellsCompared: r.cellsCompared,
+                  mismatchCount: r.mismatchCount,
+                  topMismatches: r.topMismatches.length,
+                  byCause: r.byCause,
+                },
+                lastError: null,
+              });
               if (r.mismatchCount > 0)
                 o.log(
                   `reconcile ${r.range.from} → ${r.range.to}: ${r.mismatchCount} mismatches (${JSON.stringify(r.byCause)})`,
                 );
             },
-            onError: (e) => o.log(`reconcile failed: ${e}`),
+            onError: (e) => {
+              report({ lastError: String(e) });
+              o.log(`reconcile failed: ${e}`);
+            },
           }),
         (s) => s.close(),
       ),
@@ -397,7 +414,7 @@ function serviceChild<R>(
   id: string,
   kind: string,
   c: AdclickConfig,
-  start: () => Promise<R>,
+  start: (report: (status: Record<string, unknown>) => void) => Promise<R>,
   stop: (resource: R) => Promise<unknown> | unknown = (r) =>
     (r as { stop(): Promise<unknown> }).stop(),
 ): ChildSpec {

@@ -385,22 +385,20 @@ function renderHealth(body) {
             ]),
           )),
     );
+  // The scheduled reconciliation: its actor, and its last run's result (its status).
   const rec = body.actors.filter((a) => a.id === "reconcile-schedule");
+  const runOf = (a) => {
+    const r = a.status?.lastReport;
+    const run = r
+      ? `last run ${r.from} → ${r.to} (at ${iso(r.atMs)}): ${fmt.format(r.mismatchCount)} differing cells of ${fmt.format(r.cellsCompared)}, ${r.topMismatches} minutes with a differing top N`
+      : "no run finished yet";
+    const failed = a.status?.lastError ? ` · last attempt failed: ${a.status.lastError}` : "";
+    return `on ${a.worker} (${a.state}, ${a.restarts} restarts): ${run}${failed}`;
+  };
   $("reconcile").textContent =
     rec.length === 0
-      ? "no scheduled reconciliation runs (ADCLICK_RECONCILE_EVERY_MS=0, or no reducer role)."
-      : rec
-          .map(
-            (a) =>
-              `scheduled reconciliation on ${a.worker}: ${a.state}, ${a.restarts} restarts${a.lastError ? `, last error: ${a.lastError}` : ""}` +
-              (a.status?.lastReport
-                ? ` · last run ${a.status.lastReport.from} → ${a.status.lastReport.to}: ${a.status.lastReport.mismatchCount} mismatches`
-                : ""),
-          )
-          .join("; ") +
-        (rec.some((a) => a.status?.lastReport)
-          ? ""
-          : " · its results are not in the admin replies yet: mismatches are logged and counted in adclick_reconcile_last_run_mismatches (/metrics).");
+      ? "not scheduled here (ADCLICK_RECONCILE_EVERY_MS=0, or no worker runs the reducer role)"
+      : rec.map(runOf).join("; ");
   $("actors")
     .querySelector("tbody")
     .replaceChildren(

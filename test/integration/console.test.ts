@@ -167,7 +167,10 @@ describe("the web console (served by the query role), in headless Chromium", () 
       partitions: 2,
       idleTimeoutMs: 1000,
       metricsPort: 0,
-      reconcileEveryMs: 0,
+      // The scheduled reconciliation runs at start (over an empty window a minute back): the
+      // health panel shows its result.
+      reconcileEveryMs: 60_000,
+      reconcileLagMs: 60_000,
       queryMaxRangeMinutes: 60,
     };
     const c = loadConfig({}, { ...base, consolePort: await freePort() });
@@ -248,6 +251,20 @@ describe("the web console (served by the query role), in headless Chromium", () 
       20_000,
     );
     expect(await text("#sources")).toContain("console-1");
+    // The reconciliation's last run, as the admin API's actors reply carries it.
+    let report: { from: string; to: string; mismatchCount: number } | undefined;
+    await until("the reconciliation's result", async () => {
+      const it = await oracle.requestMany("adclick.admin.actors", "{}", { maxWait: 1500 });
+      for await (const m of it)
+        for (const r of m.json<{ id: string; status?: { lastReport?: typeof report } }[]>())
+          if (r.id === "reconcile-schedule") report = r.status?.lastReport;
+      return (
+        report !== undefined &&
+        (await text("#reconcile")).includes(`last run ${report.from} → ${report.to}`)
+      );
+    });
+    expect(report?.mismatchCount).toBe(0);
+    expect(await text("#reconcile")).toContain("0 differing cells");
     expect(pageErrors).toEqual([]);
   });
 
