@@ -115,7 +115,7 @@ export async function runUp(config: AdclickConfig, o: UpOptions): Promise<void> 
     log(
       `web console: ${host}${web.status.login === "query" ? " (user query, the password in console.password of the credentials folder)" : ""}`,
     );
-  } else if (web?.status?.error) log(String(web.status.error));
+  } else if (web?.status?.error) log(`web console not served: ${String(web.status.error)}`);
   if (o.once) {
     await shutdown("--once");
     signals.dispose();
