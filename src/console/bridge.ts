@@ -132,6 +132,19 @@ export function queryBodyOf(kind: QueryKind, params: URLSearchParams): Record<st
   return body;
 }
 
+/**
+ * Whether a Host header names this machine's loopback (localhost, 127.x.y.z, [::1]), with any
+ * port. A console without a password answers only those: a page elsewhere that points a name
+ * of its own at 127.0.0.1 (DNS rebinding) gets nothing.
+ */
+export function isLoopbackHostHeader(host: string | undefined): boolean {
+  if (!host) return false;
+  const name = host.startsWith("[") ? host.slice(0, host.indexOf("]") + 1) : host.split(":")[0];
+  return (
+    name === "localhost" || name === "[::1]" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(name ?? "")
+  );
+}
+
 /** Whether `header` carries HTTP Basic credentials user `query` with `password`. */
 export function basicAuthOk(header: string | undefined, password: string): boolean {
   const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header ?? "");
@@ -308,6 +321,16 @@ export async function startConsoleBridge(o: ConsoleBridgeOptions): Promise<Conso
           'this console needs a login: user "query" and the console password (console.password in AdClick\'s credentials folder)',
         ),
         { "www-authenticate": 'Basic realm="AdClick console", charset="UTF-8"' },
+      );
+      return route;
+    }
+    if (o.password === undefined && !isLoopbackHostHeader(req.headers.host)) {
+      send(
+        res,
+        errorAnswer(
+          "PERMISSION_DENIED",
+          "this console listens on loopback and answers only to localhost, 127.0.0.1 or [::1]; to serve other names, set ADCLICK_CONSOLE_HOST (it then asks for the query login)",
+        ),
       );
       return route;
     }

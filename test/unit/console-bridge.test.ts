@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import {
   basicAuthOk,
   type ConsoleBridge,
+  isLoopbackHostHeader,
   queryBodyOf,
   startConsoleBridge,
 } from "../../src/console/bridge.js";
@@ -52,6 +53,22 @@ describe("the console's login (HTTP Basic, user query)", () => {
     [undefined, false],
   ])("%s → %s", (header, ok) => {
     expect(basicAuthOk(header, "s3cret")).toBe(ok);
+  });
+});
+
+describe("the Host names a console without a password answers (DNS rebinding)", () => {
+  it.each([
+    ["127.0.0.1:8480", true],
+    ["localhost:8480", true],
+    ["localhost", true],
+    ["[::1]:8480", true],
+    ["127.1.2.3", true],
+    ["evil.example:8480", false],
+    ["127.0.0.1.evil.example", false],
+    ["10.0.0.1:8480", false],
+    [undefined, false],
+  ])("%s → %s", (host, ok) => {
+    expect(isLoopbackHostHeader(host)).toBe(ok);
   });
 });
 
@@ -148,6 +165,21 @@ describe("the console's HTTP API (a fake NATS connection)", () => {
     const after = asked.length;
     await new Promise((r) => setTimeout(r, 300)); // six polling periods
     expect(asked.length).toBe(after);
+  });
+
+  it("refuses other names than loopback's when it asks no password", async () => {
+    const { nc, asked } = fakeNats({ ads: [] });
+    const b = await start(nc);
+    const status = await new Promise<number>((resolve, reject) => {
+      httpRequest(`${b.url}api/top`, { headers: { host: "evil.example:8480" } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      })
+        .on("error", reject)
+        .end();
+    });
+    expect(status).toBe(403);
+    expect(asked).toEqual([]);
   });
 
   it("asks for the query login when it has a password", async () => {
