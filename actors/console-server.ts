@@ -19,6 +19,23 @@ export interface ConsoleServerOptions
 }
 
 /**
+ * Drains the console's connection, or closes it outright when the drain does not finish within
+ * 1.5 s (a server that is down: a drain would leave the client reconnecting, keeping the
+ * process alive after its orderly stop).
+ */
+async function letGo(nc: NatsConnection): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    nc.drain().catch(() => {}),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, 1500);
+    }),
+  ]);
+  clearTimeout(timer);
+  if (!nc.isClosed()) await nc.close().catch(() => {});
+}
+
+/**
  * The web console (src/console/bridge.ts) as a supervised service: it opens a NATS connection
  * of its own as the query role, serves the page and its API, and reports its URL in its status
  * (`adclick admin actors`, `adclick up`).
@@ -49,7 +66,7 @@ export function consoleServerChild(o: ConsoleServerOptions): ChildSpec {
       server = undefined;
       nc = undefined;
       await s?.close().catch(() => {});
-      await c?.drain().catch(() => c?.close().catch(() => {}));
+      if (c) await letGo(c);
     };
     const notServed = (why: string) => {
       log(`web console not served: ${why}`);

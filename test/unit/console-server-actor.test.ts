@@ -17,10 +17,18 @@ const openNats = () => {
   const closed = new Promise<Error | undefined>((r) => {
     close = r;
   });
+  let isClosed = false;
   const nc = {
     closed: () => closed,
-    drain: async () => close(),
-    close: async () => close(),
+    drain: async () => {
+      isClosed = true;
+      close();
+    },
+    close: async () => {
+      isClosed = true;
+      close();
+    },
+    isClosed: () => isClosed,
   } as unknown as NatsConnection;
   return { nc, close };
 };
@@ -76,6 +84,25 @@ describe("the console-server actor", () => {
     expect(actor.getSnapshot().status).toBe("active");
     expect(log).toHaveLength(1); // the same failure is logged once
     actor.send({ type: "STOP" });
+  });
+
+  it("closes its connection outright when the drain hangs (NATS down) on STOP", async () => {
+    let closed = false;
+    const hanging = {
+      closed: () => new Promise(() => {}),
+      drain: () => new Promise(() => {}),
+      close: async () => {
+        closed = true;
+      },
+      isClosed: () => closed,
+    } as unknown as NatsConnection;
+    const { actor } = start({ connect: async () => hanging });
+    await until(() => typeof status(actor).url === "string");
+    actor.send({ type: "STOP" });
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(closed).toBe(false); // still draining
+    await new Promise((r) => setTimeout(r, 800));
+    expect(closed).toBe(true);
   });
 
   it("is not served, and does not fail, when its port is taken", async () => {
