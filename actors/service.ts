@@ -7,7 +7,10 @@ import {
 } from "../supervisor/supervisor.js";
 
 /** Sent by a service's callback: its endpoints are up, or the service itself broke. */
-export type ServiceReport = { type: "SERVICE_READY" } | { type: "SERVICE_FAILED"; error: unknown };
+export type ServiceReport =
+  | { type: "SERVICE_READY"; status?: Record<string, unknown> }
+  | { type: "SERVICE_STATUS"; status: Record<string, unknown> }
+  | { type: "SERVICE_FAILED"; error: unknown };
 
 type ServiceEvent = ChildCommand | ServiceReport;
 
@@ -19,7 +22,11 @@ type ServiceEvent = ChildCommand | ServiceReport;
  */
 export const serviceMachine = setup({
   types: {
-    context: {} as { id: string; error?: unknown; status: { ready: boolean } },
+    context: {} as {
+      id: string;
+      error?: unknown;
+      status: { ready: boolean } & Record<string, unknown>;
+    },
     events: {} as ServiceEvent,
     input: {} as { id: string },
     output: {} as ChildOutput,
@@ -44,7 +51,16 @@ export const serviceMachine = setup({
             error: ({ event }) => killError(event),
           }),
         },
-        SERVICE_READY: { actions: assign({ status: { ready: true } }) },
+        // A service may say more about itself (e.g. the console its URL): `admin actors` shows it.
+        SERVICE_READY: {
+          actions: assign({ status: ({ event }) => ({ ...event.status, ready: true }) }),
+        },
+        // What it has done since (e.g. the reconciliation schedule's last run).
+        SERVICE_STATUS: {
+          actions: assign({
+            status: ({ context, event }) => ({ ...context.status, ...event.status }),
+          }),
+        },
         SERVICE_FAILED: {
           target: "failed",
           actions: assign({ error: ({ event }) => event.error }),
@@ -64,17 +80,20 @@ export function serviceLogic(serve: CallbackActorLogic<EventObject, { id: string
 
 /**
  * A service started and stopped by promises (a NATS micro service, an HTTP server, a
- * schedule). A failed start fails the actor.
+ * schedule). A failed start fails the actor. `report` adds to the actor's status (what
+ * `adclick admin actors` shows), e.g. a schedule's last result.
  */
 export function resourceService<R>(
-  start: () => Promise<R>,
+  start: (report: (status: Record<string, unknown>) => void) => Promise<R>,
   stop: (resource: R) => Promise<unknown> | unknown,
 ) {
   return serviceLogic(
     fromCallback(({ sendBack }) => {
       let resource: R | undefined;
       let stopped = false;
-      start().then(
+      start((status) => {
+        if (!stopped) sendBack({ type: "SERVICE_STATUS", status });
+      }).then(
         (r) => {
           if (stopped) void Promise.resolve(stop(r)).catch(() => {});
           else {

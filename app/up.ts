@@ -109,6 +109,7 @@ export async function runUp(config: AdclickConfig, o: UpOptions): Promise<void> 
       `keyspace ${c.cassandraKeyspace}, ${c.partitions} partitions, ${(await node.worker.status()).children.length} actors` +
       `${node.metrics ? `, metrics on :${node.metrics.port}/metrics` : ""}; query with: adclick query top --minutes 5`,
   );
+  await logConsole(node, log);
   if (o.once) {
     await shutdown("--once");
     signals.dispose();
@@ -139,6 +140,16 @@ export async function runUp(config: AdclickConfig, o: UpOptions): Promise<void> 
   await shutdown("stop");
 }
 
+/** Says where the web console is served (where this process runs the query role), or why not. */
+async function logConsole(node: Node, log: (m: string) => void): Promise<void> {
+  const web = (await node.worker.status()).children.find((ch) => ch.id === "console-server");
+  if (web?.status?.url) {
+    log(
+      `web console: ${String(web.status.url)}${web.status.login === "query" ? " (user query, the password in console.password of the credentials folder)" : ""}`,
+    );
+  } else if (web?.status?.error) log(`web console not served: ${String(web.status.error)}`);
+}
+
 /** `adclick worker`: actors and services only, against already running NATS and Cassandra. */
 export async function runWorker(c: AdclickConfig): Promise<void> {
   const log = (m: string) => console.log(`[worker] ${m}`);
@@ -146,6 +157,7 @@ export async function runWorker(c: AdclickConfig): Promise<void> {
   log(
     `running ${(await node.worker.status()).children.length} actors as ${node.worker.name} (roles: ${c.roles.join(",")})`,
   );
+  await logConsole(node, log);
   const stop = (why: string) => {
     log(`${why}: stopping`);
     return node.stop();

@@ -1,7 +1,10 @@
+import { createRequire } from "node:module";
 import { hostname } from "node:os";
+import { dirname, join } from "node:path";
 import { adminServiceChild } from "../actors/admin-service.js";
 import { aggregateWriterChild } from "../actors/aggregate-writer.js";
 import { aggregatorChild, aggregatorLogic } from "../actors/aggregator.js";
+import { consoleServerChild } from "../actors/console-server.js";
 import { hotShardLogic } from "../actors/hot-shard.js";
 import { hotShardPoolChild } from "../actors/hot-shard-pool.js";
 import { lateRepairChild } from "../actors/late-repair.js";
@@ -17,7 +20,7 @@ import {
   aggregatorSnapshotKey,
 } from "../src/aggregate/aggregator-core.js";
 import { retryForMs } from "../src/backoff.js";
-import { type AdclickConfig, envNameOf, type WorkerRole } from "../src/config.js";
+import { type AdclickConfig, envNameOf, isLoopbackHost, type WorkerRole } from "../src/config.js";
 import type { HotDetectorOptions } from "../src/hot/hot-detector.js";
 import { mapConsumer } from "../src/ingest/ingest-router.js";
 import { rawWriterConsumer } from "../src/ingest/raw-writer.js";
@@ -37,7 +40,9 @@ import { applyRawRetention } from "../src/storage/raw-retention.js";
 import { RawStore } from "../src/storage/raw-store.js";
 import { type AggregatorOptions, checkRestorable } from "../src/windows/partition-aggregator.js";
 import type { ChildSpec } from "../supervisor/supervisor.js";
-import type { Connections } from "./connections.js";
+import { type Connections, natsFor } from "./connections.js";
+import { ensureConsolePassword } from "./infra/credentials.js";
+import { projectRoot } from "./infra/paths.js";
 
 export interface WorkerRoles {
   map: boolean;
@@ -307,6 +312,29 @@ export function workerChildren(
       ),
     );
   }
+  // The web console: its own NATS connection as the query role, asking only what any query
+  // client may ask (adclick.query.*, adclick.admin.status / actors). Beyond loopback it asks
+  // for the query login (console.password in the credentials folder, made on first use).
+  if (roles.query && c.consolePort > 0) {
+    specs.push(
+      consoleServerChild({
+        id: "console-server",
+        shutdownMs: c.actorShutdownMs,
+        host: c.consoleHost,
+        port: c.consolePort,
+        staticDir: join(projectRoot(), "console"),
+        uplotDir: join(
+          dirname(createRequire(import.meta.url).resolve("uplot/package.json")),
+          "dist",
+        ),
+        connect: () => natsFor(c, "adclick-console", "query"),
+        ...(isLoopbackHost(c.consoleHost)
+          ? {}
+          : { password: () => ensureConsolePassword(c).password }),
+        log: o.log,
+      }),
+    );
+  }
   const recalc = {
     rawStore: stores.raw,
     aggregateStore: stores.aggregates,
@@ -322,7 +350,7 @@ export function workerChildren(
         "reconcile-schedule",
         "schedule",
         c,
-        async () =>
+        async (report) =>
           startReconcileSchedule({
             ...recalc,
             lateEvents,
@@ -330,12 +358,29 @@ export function workerChildren(
             lagMs: c.reconcileLagMs,
             now: o.now,
             onReport: (r) => {
+              // The last run's result in this actor's status: `admin actors`, the web console.
+              report({
+                lastReport: {
+                  from: r.range.from,
+                  to: r.range.to,
+                  atMs: o.now(),
+                  events: r.events,
+                  cellsCompared: r.cellsCompared,
+                  mismatchCount: r.mismatchCount,
+                  topMismatches: r.topMismatches.length,
+                  byCause: r.byCause,
+                },
+                lastError: null,
+              });
               if (r.mismatchCount > 0)
                 o.log(
                   `reconcile ${r.range.from} → ${r.range.to}: ${r.mismatchCount} mismatches (${JSON.stringify(r.byCause)})`,
                 );
             },
-            onError: (e) => o.log(`reconcile failed: ${e}`),
+            onError: (e) => {
+              report({ lastError: String(e) });
+              o.log(`reconcile failed: ${e}`);
+            },
           }),
         (s) => s.close(),
       ),
@@ -369,7 +414,7 @@ function serviceChild<R>(
   id: string,
   kind: string,
   c: AdclickConfig,
-  start: () => Promise<R>,
+  start: (report: (status: Record<string, unknown>) => void) => Promise<R>,
   stop: (resource: R) => Promise<unknown> | unknown = (r) =>
     (r as { stop(): Promise<unknown> }).stop(),
 ): ChildSpec {

@@ -30,6 +30,8 @@ command -v mvn >/dev/null 2>&1 || apt_install maven
 command -v ps >/dev/null 2>&1 || apt_install procps
 # The TLS tests make a throwaway CA and server certificates with it.
 command -v openssl >/dev/null 2>&1 || apt_install openssl
+# The web console's tests drive it (puppeteer-core; nothing is downloaded at test time).
+command -v chromium >/dev/null 2>&1 || apt_install chromium
 
 # --- nats-server ----------------------------------------------------------------------------
 want_ns=${NATS_SERVER_VERSION#v}

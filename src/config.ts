@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import { ConfigError } from "./errors.js";
 import type { Dimension } from "./model.js";
 import {
@@ -124,6 +125,13 @@ export interface AdclickConfig {
   topK: number;
   /** Port of the Prometheus /metrics endpoint; 0 disables it. */
   metricsPort: number;
+  /** Port of the web console, served where the query role runs; 0 disables it. */
+  consolePort: number;
+  /**
+   * Address the web console listens on. Loopback (the default) needs no password; any other
+   * address requires HTTP Basic auth as user `query` (app/infra/credentials.ts).
+   */
+  consoleHost: string;
   /**
    * This worker's name in partition leases. Unique per process (default host/pid); a stable
    * one (e.g. the pod name) lets a restarted worker take its leases back at once.
@@ -195,6 +203,8 @@ export const DEFAULT_CONFIG: AdclickConfig = {
   dimensions: ["country"],
   topK: 1000,
   metricsPort: 9464,
+  consolePort: 8480,
+  consoleHost: "127.0.0.1",
   roles: [...WORKER_ROLES],
   localDataDir: ".infra/data",
   rawRetentionDays: 30,
@@ -254,6 +264,8 @@ export const ENV_VARS = {
   ADCLICK_DIMENSIONS: "dimensions",
   ADCLICK_TOP_K: "topK",
   ADCLICK_METRICS_PORT: "metricsPort",
+  ADCLICK_CONSOLE_PORT: "consolePort",
+  ADCLICK_CONSOLE_HOST: "consoleHost",
   ADCLICK_DATA_DIR: "localDataDir",
   ADCLICK_WORKER_ID: "workerId",
   ADCLICK_OWN_PARTITIONS: "ownPartitions",
@@ -411,6 +423,8 @@ export function loadConfig(
   }
   if (raw.topK) c.topK = int(s("topK"), raw.topK, 1, 100_000);
   if (raw.metricsPort) c.metricsPort = int(s("metricsPort"), raw.metricsPort, 0, 65_535);
+  if (raw.consolePort) c.consolePort = int(s("consolePort"), raw.consolePort, 0, 65_535);
+  if (raw.consoleHost) c.consoleHost = raw.consoleHost.trim();
   if (raw.localDataDir) c.localDataDir = raw.localDataDir;
   if (raw.workerId) {
     if (!/^[A-Za-z0-9_./:-]{1,128}$/.test(raw.workerId)) {
@@ -542,10 +556,29 @@ function validate(c: AdclickConfig): void {
         `partition ${p} does not exist (0..${c.partitions - 1})`,
       );
   }
+  if (!isListenHost(c.consoleHost))
+    throw new ConfigError(
+      "ADCLICK_CONSOLE_HOST",
+      `"${c.consoleHost}" is not an address to listen on (e.g. 127.0.0.1, ::1, 0.0.0.0, a host name)`,
+    );
   if (!/^[a-z][a-z0-9_]{0,47}$/.test(c.cassandraKeyspace)) {
     throw new ConfigError(
       "ADCLICK_KEYSPACE",
       `"${c.cassandraKeyspace}" must be lower-case letters, digits, _ (≤48)`,
     );
   }
+}
+
+/** An IPv4 or IPv6 address or a host name (what node:http's listen takes). */
+function isListenHost(h: string): boolean {
+  if (isIP(h) !== 0) return true;
+  return /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(
+    h,
+  );
+}
+
+/** Whether a listen address is loopback only (the web console then asks no password). */
+export function isLoopbackHost(h: string): boolean {
+  if (h === "localhost" || h === "::1") return true;
+  return isIP(h) === 4 && h.startsWith("127.");
 }

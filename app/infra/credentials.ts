@@ -224,3 +224,17 @@ export function cassandraAdminLoginFor(
   if (!existsSync(file)) return undefined;
   return { username: CASSANDRA_ADMIN_ROLE, password: readSecretFile(file, "Cassandra password") };
 }
+
+/** The web console's password (HTTP Basic, user `query`), asked when it listens beyond loopback. */
+export const consolePasswordFile = (dir: string) => join(dir, "console.password");
+
+/** The web console's password from the credentials folder, created on first use (0600). */
+export function ensureConsolePassword(c: Pick<AdclickConfig, "credentialsDir" | "localDataDir">): {
+  password: string;
+  file: string;
+} {
+  const dir = credentialsDirOf(c);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const file = consolePasswordFile(dir);
+  return { file, password: createOnce(file, () => randomBytes(24).toString("base64url")) };
+}

@@ -82,10 +82,17 @@ describe("the adclick CLI end to end: up, ship, query", () => {
       ADCLICK_DATA_DIR: join(dir, "data"),
       // The servers already running (the shared Cassandra node) know these credentials.
       ADCLICK_CREDENTIALS_DIR: defaultCredentialsDir(),
+      ADCLICK_CONSOLE_PORT: String(await freePort()),
     };
     const up = adclick(["up", "--refresh", "60"], env);
     try {
-      await waitForOutput(up, /\[up\] healthy/);
+      // Healthy, then the web console's address (loopback by default: no login).
+      const said = await waitForOutput(up, /\[up\] healthy[\s\S]*\[up\] web console: (\S+)/);
+      const consoleUrl = /web console: (\S+)/.exec(said)?.[1];
+      expect(consoleUrl).toBe(`http://127.0.0.1:${env.ADCLICK_CONSOLE_PORT}/`);
+      const page = await fetch(String(consoleUrl));
+      expect(page.status).toBe(200);
+      expect(await page.text()).toContain("<title>AdClick console</title>");
 
       // Three application servers' logs over the same three minutes.
       const gen = {
@@ -218,6 +225,7 @@ describe("the adclick CLI end to end: up, ship, query", () => {
           "aggregator-1",
           "aggregator-2",
           "aggregator-3",
+          "console-server",
           "hot-shard-pool",
           "late-repair",
           "live-server",

@@ -1,7 +1,12 @@
 import cassandra from "cassandra-driver";
 import { describe, expect, it } from "vitest";
 import { allRoles } from "../../app/worker.js";
-import { CASSANDRA_CONSISTENCIES, DEFAULT_CONFIG, loadConfig } from "../../src/config.js";
+import {
+  CASSANDRA_CONSISTENCIES,
+  DEFAULT_CONFIG,
+  isLoopbackHost,
+  loadConfig,
+} from "../../src/config.js";
 import { ConfigError } from "../../src/errors.js";
 import { driverConsistency } from "../../src/storage/cassandra-client.js";
 
@@ -62,6 +67,12 @@ describe("loadConfig", () => {
     [{ ADCLICK_CASSANDRA_CONSISTENCY: "QUORUM" }, "cassandraConsistency", "QUORUM"],
     [{ ADCLICK_CASSANDRA_CONSISTENCY: "local_one" }, "cassandraConsistency", "LOCAL_ONE"],
     [{ ADCLICK_METRICS_PORT: "0" }, "metricsPort", 0],
+    [{}, "consolePort", 8480],
+    [{}, "consoleHost", "127.0.0.1"],
+    [{ ADCLICK_CONSOLE_PORT: "0" }, "consolePort", 0],
+    [{ ADCLICK_CONSOLE_HOST: "0.0.0.0" }, "consoleHost", "0.0.0.0"],
+    [{ ADCLICK_CONSOLE_HOST: "::1" }, "consoleHost", "::1"],
+    [{ ADCLICK_CONSOLE_HOST: "console.internal" }, "consoleHost", "console.internal"],
     [{ ADCLICK_OWN_PARTITIONS: "0-3, 7,9-10" }, "ownPartitions", [0, 1, 2, 3, 7, 9, 10]],
     [{ ADCLICK_OWN_PARTITIONS: "5,5,4" }, "ownPartitions", [4, 5]],
     [{ ADCLICK_WORKER_ID: "pod-7/eu-1" }, "workerId", "pod-7/eu-1"],
@@ -95,6 +106,9 @@ describe("loadConfig", () => {
     [{ ADCLICK_CASSANDRA_CONSISTENCY: "ANY" }, "ADCLICK_CASSANDRA_CONSISTENCY", /not one of/],
     [{ ADCLICK_CASSANDRA_CONSISTENCY: "SERIAL" }, "ADCLICK_CASSANDRA_CONSISTENCY", /not one of/],
     [{ ADCLICK_METRICS_PORT: "70000" }, "ADCLICK_METRICS_PORT", /outside/],
+    [{ ADCLICK_CONSOLE_PORT: "70000" }, "ADCLICK_CONSOLE_PORT", /outside/],
+    [{ ADCLICK_CONSOLE_PORT: "web" }, "ADCLICK_CONSOLE_PORT", /not an integer/],
+    [{ ADCLICK_CONSOLE_HOST: "http://x" }, "ADCLICK_CONSOLE_HOST", /not an address to listen on/],
     [{ ADCLICK_OWN_PARTITIONS: "3-1" }, "ADCLICK_OWN_PARTITIONS", /empty range/],
     [{ ADCLICK_OWN_PARTITIONS: "a-b" }, "ADCLICK_OWN_PARTITIONS", /not a partition/],
     [{ ADCLICK_OWN_PARTITIONS: "15-16" }, "ADCLICK_OWN_PARTITIONS", /partition 16 does not exist/],
@@ -339,5 +353,20 @@ describe("worker roles", () => {
     expect(
       allRoles(loadConfig({ ADCLICK_OWN_PARTITIONS: "1,3", ADCLICK_ROLES: "query" })).partitions,
     ).toEqual([]);
+  });
+});
+
+describe("the web console's listen address", () => {
+  it.each([
+    ["127.0.0.1", true],
+    ["127.4.5.6", true],
+    ["::1", true],
+    ["localhost", true],
+    ["0.0.0.0", false],
+    ["::", false],
+    ["10.0.0.7", false],
+    ["console.internal", false],
+  ])("%s is loopback: %s", (host, loopback) => {
+    expect(isLoopbackHost(host)).toBe(loopback);
   });
 });

@@ -30,6 +30,28 @@ describe("a service actor", () => {
     expect(log).toEqual(["started", "stopped svc"]);
   });
 
+  it("adds what its service reports to its status, keeping it ready", async () => {
+    let report: (s: Record<string, unknown>) => void = () => {};
+    const service = createActor(
+      resourceService(
+        async (r) => {
+          report = r;
+          return "svc";
+        },
+        () => {},
+      ),
+      { input: { id: "s" } },
+    ).start();
+    await tick();
+    report({ lastReport: { mismatchCount: 0 } });
+    report({ lastError: "Cassandra timed out" });
+    expect(service.getSnapshot().context.status).toEqual({
+      ready: true,
+      lastReport: { mismatchCount: 0 },
+      lastError: "Cassandra timed out",
+    });
+  });
+
   it("fails when its service cannot start", async () => {
     const error = new Error("port taken");
     const service = createActor(
