@@ -160,9 +160,11 @@ const TOP_N = 1000;
 /**
  * Actors of one worker: map, raw writer, reducer, aggregate writer, ad-rows writer, late repair,
  * one aggregator a partition; and the services: live server, query service, admin service, hot
- * shard pool. Not counted: the hot ads' shards, which come and go with splits and retirements.
+ * shard pool, web console (served by one worker: the others find its port taken and say so,
+ * still running). Not counted: the hot ads' shards, which come and go with splits and
+ * retirements.
  */
-const ACTORS = 6 + PARTITIONS + 4;
+const ACTORS = 6 + PARTITIONS + 5;
 /**
  * Hot-ad settings of the chaos runs (the settings under test). The generated input is Zipf
  * (s 1.1 over 400 ads): its top ad draws about 18 % of all clicks, some 70 % of its partition's.
