@@ -93,6 +93,23 @@ export function singleNodeClient(node: CassandraNodeHandle, keyspace?: string): 
   });
 }
 
+/** Waits, bounded, until `node` accepts AdClick's superuser (its auth caches caught up). */
+async function waitForLogin(node: CassandraNodeHandle, withinMs: number): Promise<void> {
+  const deadline = Date.now() + withinMs;
+  for (;;) {
+    const client = singleNodeClient(node);
+    try {
+      await client.execute("SELECT release_version FROM system.local");
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+    } finally {
+      await client.shutdown().catch(() => {});
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
 /**
  * What `node`'s gossip says of every member: "host status" lines (status_with_port: NORMAL, LEAVING, …; the older status column is filled only for the node itself)
  * and whether its failure detector holds each one alive. Reads system_views.gossip_info, and
@@ -225,6 +242,10 @@ export async function startCassandraRing(opts: CassandraRingOptions = {}): Promi
         systemAuthReplication: count,
         tls: seed.infraTls,
       });
+      // A node that refused AdClick's superuser before it existed keeps that answer in its
+      // roles cache for a while ("… is not permitted to log in", ~2 s by default): the ring
+      // is ready when every node lets it in.
+      for (const node of nodes) await waitForLogin(node, opts.startTimeoutMs ?? 60_000);
     }
     const admin = singleNodeClient(nodes[0] as CassandraNodeHandle);
     try {
