@@ -162,7 +162,8 @@ export async function waitForRing(nodes: CassandraNodeHandle[], timeoutMs = 120_
         allUp: false,
         error: String(e),
       }));
-      last = `${n.host} sees NORMAL ${seen.normal.join(",")}, all alive: ${seen.allUp}`;
+      // The error too: a node that cannot be asked at all says why (a login refused, a timeout).
+      last = `${n.host} sees NORMAL ${seen.normal.join(",")}, all alive: ${seen.allUp}${"error" in seen ? ` (${seen.error})` : ""}`;
       if (JSON.stringify(seen.normal) !== JSON.stringify(want) || !seen.allUp) {
         ok = false;
         break;
