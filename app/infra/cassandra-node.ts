@@ -261,6 +261,9 @@ role_manager: CassandraRoleManager
 # A ring replicates system_auth to every node (cassandra-ring.ts): a login reads the local
 # copy, so it works while the other nodes are down (the default LOCAL_QUORUM would not).
 auth_read_consistency_level: LOCAL_ONE
+# …so every copy must have every role: roles are written to all replicas (AdClick writes them
+# only while the whole ring is up), never to a quorum that may leave one node without them.
+auth_write_consistency_level: ALL
 `
     : `authenticator: AllowAllAuthenticator
 authorizer: AllowAllAuthorizer
